@@ -1,0 +1,185 @@
+"""The architecture registry: one place that maps an architecture name to its network builder.
+
+This module is deliberately free of torch imports: the config loader validates every experiment's ``model:``
+block against the architecture's pydantic params model before any heavy library is imported, and the builder
+is imported only when a network is actually built (:func:`build_network`).
+
+To add an architecture: write its ``nn.Module`` (its ``__init__`` takes a :class:`NetworkSpec` and the params
+model's fields as keyword arguments), declare a params model here, and add one :class:`Architecture` entry to
+:data:`REGISTRY`. Nothing else in the pipeline changes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+Modality = Literal["table", "image", "tabular", "text"]
+Task = Literal["binary", "multiclass", "regression"]
+
+
+class ArchParams(BaseModel):
+    """Base of every architecture's params model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoParams(ArchParams):
+    """Architectures whose shape is fixed by the notes take no params."""
+
+
+class MLPParams(ArchParams):
+    hidden_sizes: list[PositiveInt] = Field(default_factory=lambda: [64, 32], description="units per hidden layer")
+
+
+class LeNet5Params(ArchParams):
+    pooling: Literal["avg", "max"] = Field("avg", description="LeCun's subsampling is average pooling")
+
+
+class LSTMParams(ArchParams):
+    embedding_dim: PositiveInt = 64
+    hidden_size: PositiveInt = 64
+    num_layers: PositiveInt = 1
+    bidirectional: bool = False
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """What a network needs to know about its data and the experiment's shared knobs.
+
+    Attributes:
+        input_shape: shape of one sample, without the batch dimension: ``(features,)`` for tables,
+            ``(channels, height, width)`` for images, ``(seq_len,)`` of token ids for text.
+        num_outputs: 1 for binary and regression heads (a logit or a value), C for C-class heads (logits).
+        activation: hidden activation name (see ``models.factories.make_activation``).
+        dropout: dropout rate in [0, 1) applied before each hidden dense layer's output.
+        batch_norm: whether hidden layers get batch normalisation.
+        vocab_size: vocabulary size for token inputs (text), else ``None``.
+    """
+
+    input_shape: tuple[int, ...]
+    num_outputs: int
+    activation: str = "relu"
+    dropout: float = 0.0
+    batch_norm: bool = False
+    vocab_size: int | None = None
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A registry entry.
+
+    Attributes:
+        name: the architecture name used in ``params.yaml``.
+        target: ``"module:Class"`` of the ``nn.Module``; imported lazily.
+        params: pydantic model of the ``model:`` block.
+        notes: the notes section the architecture follows.
+        reference: the paper, where there is one.
+        modalities: data modalities it accepts.
+        tasks: tasks it supports.
+    """
+
+    name: str
+    target: str
+    params: type[ArchParams]
+    notes: str
+    reference: str
+    modalities: frozenset[str]
+    tasks: frozenset[str]
+
+    def load(self) -> type[nn.Module]:
+        module_name, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+_ALL_TASKS = frozenset({"binary", "multiclass", "regression"})
+
+REGISTRY: dict[str, Architecture] = {
+    a.name: a
+    for a in (
+        Architecture(
+            "perceptron",
+            "models.perceptron:Perceptron",
+            NoParams,
+            "notes 001, Perceptron (AND/OR gates; XOR gate)",
+            "Rosenblatt (1958), The perceptron",
+            frozenset({"table", "tabular"}),
+            frozenset({"binary"}),
+        ),
+        Architecture(
+            "mlp",
+            "models.mlp:MLP",
+            MLPParams,
+            "notes 004, Multi layer perceptron; notes 001, Activation Functions",
+            "Rumelhart, Hinton, Williams (1986), Learning representations by back-propagating errors",
+            frozenset({"table", "tabular", "image"}),
+            _ALL_TASKS,
+        ),
+        Architecture(
+            "keras_convnet",
+            "models.convnets:KerasConvNet",
+            NoParams,
+            "notes 002, Keras CNN model summary (Total params: 93,322)",
+            "Keras 'Convolutional Neural Network' tutorial (TensorFlow docs)",
+            frozenset({"image"}),
+            frozenset({"binary", "multiclass"}),
+        ),
+        Architecture(
+            "lenet5",
+            "models.convnets:LeNet5",
+            LeNet5Params,
+            "notes 001, LeNet",
+            "LeCun, Bottou, Bengio, Haffner (1998), Gradient-based learning applied to document recognition",
+            frozenset({"image"}),
+            frozenset({"binary", "multiclass"}),
+        ),
+        Architecture(
+            "lstm_classifier",
+            "models.recurrent:LSTMClassifier",
+            LSTMParams,
+            "notes 004, LSTM (long-term and short-term memory)",
+            "Hochreiter & Schmidhuber (1997), Long short-term memory",
+            frozenset({"text"}),
+            _ALL_TASKS,
+        ),
+    )
+}
+
+
+def get_architecture(name: str) -> Architecture:
+    """Return the registry entry for ``name``.
+
+    Raises:
+        KeyError: naming the unknown architecture and listing the registered ones.
+    """
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown architecture {name!r}; registered: {', '.join(sorted(REGISTRY))}") from None
+
+
+def build_network(name: str, spec: NetworkSpec, params: dict | ArchParams | None = None) -> nn.Module:
+    """Build the network of architecture ``name``.
+
+    Args:
+        name: registry name.
+        spec: data shape and shared knobs.
+        params: the experiment's ``model:`` block (validated here if it is a plain dict).
+
+    Returns:
+        An ``nn.Module`` mapping a batch ``(N, *spec.input_shape)`` to outputs ``(N, spec.num_outputs)``
+        (``(N,)`` for single-output heads).
+
+    Raises:
+        KeyError: unknown architecture. pydantic.ValidationError: bad params.
+    """
+    arch = get_architecture(name)
+    if not isinstance(params, ArchParams):
+        params = arch.params.model_validate(params or {})
+    return arch.load()(spec, **params.model_dump())

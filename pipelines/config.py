@@ -1,0 +1,407 @@
+"""Typed, validated configuration: ``params.yaml`` resolved for the active profile.
+
+``params.yaml`` is the single source of truth for every stage. It is validated with pydantic before anything runs:
+an unknown key, a wrong type or an impossible combination (hinge loss on a regression task, flips on digits, an
+architecture that cannot read the dataset) is a :class:`ConfigError` naming the key path, e.g.
+``params.yaml: experiments.lenet5_mnist.optimizer.lr: Input should be greater than 0 (got -1)``.
+
+Profiles: ``profile:`` names the active profile (``default`` for a laptop CPU, ``full`` for full-scale GPU runs,
+``tiny`` for tests). ``profiles.<name>.experiment`` is deep-merged into every experiment and
+``profiles.<name>.datasets.<dataset>`` into that dataset; an experiment's own ``profiles.<name>`` block is merged
+last, so the most specific setting wins.
+
+This module imports no torch: the data stages validate the whole file at the cost of pydantic alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
+
+from models.registry import REGISTRY
+from pipelines import REPO_ROOT
+from pipelines.catalog import CATALOG
+
+ActivationName = Literal["sigmoid", "tanh", "relu", "leaky_relu", "elu", "prelu"]
+InitializerName = Literal["zeros", "uniform", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal"]
+OptimizerName = Literal["gd", "sgd", "sgd_momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam", "adamw"]
+LossName = Literal["bce", "ce", "mse", "mae", "huber", "pseudo_huber", "hinge"]
+RegularizationName = Literal["none", "l1", "l2", "elastic_net"]
+
+#: Which losses fit which task (notes 001, "Loss Functions": regression losses and classification losses).
+LOSSES_BY_TASK: dict[str, frozenset[str]] = {
+    "binary": frozenset({"bce", "hinge"}),
+    "multiclass": frozenset({"ce"}),
+    "regression": frozenset({"mse", "mae", "huber", "pseudo_huber"}),
+}
+
+#: Metrics logged per split for each task; ``<split>_<name>`` (e.g. ``val_acc``) is what callbacks may monitor.
+METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
+    "binary": ("acc", "precision", "recall", "f1", "roc_auc"),
+    "multiclass": ("acc", "precision", "recall", "f1", "roc_auc"),
+    "regression": ("mse", "rmse", "mae", "r2"),
+}
+
+DEFAULT_PARAMS_PATH = REPO_ROOT / "params.yaml"
+
+
+class ConfigError(ValueError):
+    """A bad ``params.yaml``: the message names the file, the key path, what was wrong and what was expected."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# --------------------------------------------------------------------------------------------- datasets
+
+
+class DatasetConfig(Strict):
+    """How ``prepare`` splits and preprocesses one dataset (notes 004, "Min-Max Scaling"; notes 001, standardising)."""
+
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="share of the train split carved out for validation")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="share held out for test when there is no official split")
+    max_train_samples: PositiveInt | None = Field(None, description="seeded subset of the train split (after the val carve-out)")
+    vocab_size: PositiveInt = Field(20000, description="text: tokenizer vocabulary size, fitted on train only")
+    seq_len: PositiveInt = Field(200, description="text: tokens per sequence after truncation/padding")
+
+
+class AugmentConfig(Strict):
+    """Offline augmentation of the train split (notes 004, data augmentation). Off unless ``enabled``.
+
+    Image transforms run through kornia; tabular data only gets Gaussian noise on its numeric features.
+    """
+
+    enabled: bool = False
+    copies: PositiveInt = Field(1, description="augmented copies made of each selected train sample")
+    fraction: float = Field(1.0, gt=0, le=1, description="share of the train split that is augmented")
+    hflip: bool = Field(False, description="random horizontal flip (p=0.5); only for flip-safe datasets")
+    rotation_degrees: NonNegativeFloat = Field(0.0, le=180)
+    zoom: NonNegativeFloat = Field(0.0, lt=1, description="max relative scale change: 0.1 zooms in [0.9, 1.1]")
+    brightness: NonNegativeFloat = Field(0.0, le=1, description="max additive brightness shift on [0, 1] pixels")
+    noise_std: NonNegativeFloat = Field(0.0, description="std of additive Gaussian noise")
+
+
+# -------------------------------------------------------------------------------------------- experiments
+
+
+class OptimizerConfig(Strict):
+    """Optimizer (notes 004, "Optimizers"); ``gd`` is full-batch gradient descent."""
+
+    name: OptimizerName = "adam"
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = Field(0.0, description="decoupled (adamw) or coupled L2 decay of the optimizer")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd_momentum, nesterov and rmsprop only")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="adam and adamw only")
+    eps: PositiveFloat = 1e-8
+
+    @model_validator(mode="after")
+    def _betas_in_range(self) -> OptimizerConfig:
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must each lie in [0, 1), got {list(self.betas)}")
+        return self
+
+
+class RegularizationConfig(Strict):
+    """Penalty added to the data loss (notes 001, "Regularization": lasso, ridge and elastic net).
+
+    ``l1``: strength * sum|w|; ``l2``: strength * sum w^2; ``elastic_net``:
+    strength * (l1_ratio * sum|w| + (1 - l1_ratio) / 2 * sum w^2). Biases and norm parameters are not penalised.
+    """
+
+    type: RegularizationName = "none"
+    strength: NonNegativeFloat = 0.0
+    l1_ratio: float = Field(0.5, ge=0, le=1, description="elastic net mixing (alpha in the notes)")
+
+
+class TrainerConfig(Strict):
+    """Lightning ``Trainer`` settings. ``accelerator``/``devices``/``strategy`` make the same run scale to GPUs and DDP."""
+
+    max_epochs: PositiveInt = 10
+    accelerator: str = "auto"
+    devices: PositiveInt | Literal["auto"] | list[int] = "auto"
+    strategy: str = "auto"
+    num_nodes: PositiveInt = 1
+    precision: str = "32-true"
+    limit_train_batches: PositiveFloat | PositiveInt = 1.0
+    limit_val_batches: PositiveFloat | PositiveInt = 1.0
+    gradient_clip_val: PositiveFloat | None = None
+    deterministic: bool = True
+    log_every_n_steps: PositiveInt = 50
+    progress_bar_refresh_rate: PositiveInt = Field(20, description="batches between progress-bar updates")
+    num_threads: PositiveInt | None = Field(None, description="torch intra-op threads; None keeps torch's default")
+
+
+class EarlyStoppingConfig(Strict):
+    """Early stopping (notes 001, "Early Stopping Callback": monitor, min_delta, patience)."""
+
+    enabled: bool = True
+    monitor: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    min_delta: NonNegativeFloat = 0.0
+    patience: PositiveInt = 3
+
+
+class CheckpointConfig(Strict):
+    """Model checkpointing (notes 001, "Early Stopping and model checkpoint"): the best and the last."""
+
+    monitor: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    save_last: bool = True
+
+
+class BiasVarianceConfig(Strict):
+    """Reference for the bias/variance verdict (notes 000, "Overfitting & Underfitting").
+
+    ``reference_error`` is the error one can hope for (human level or Bayes error estimate): classification error
+    in [0, 1], or for regression an RMSE in target units. A gap above ``tolerance`` between reference and train
+    error is high bias; a gap above ``tolerance`` between train and validation error is high variance.
+    """
+
+    reference_error: NonNegativeFloat = 0.0
+    tolerance: PositiveFloat = 0.02
+
+
+class ExperimentConfig(Strict):
+    """One experiment: an architecture, a dataset and its hyperparameters. Fully resolved for the active profile."""
+
+    architecture: str
+    dataset: str
+    description: str = ""
+    model: dict[str, Any] = Field(default_factory=dict, description="architecture-specific params (see models.registry)")
+    activation: ActivationName = "relu"
+    initializer: InitializerName = "xavier_uniform"
+    dropout: float = Field(0.0, ge=0, lt=1)
+    batch_norm: bool = False
+    loss: LossName = "ce"
+    huber_delta: PositiveFloat = Field(1.0, description="delta of huber and pseudo_huber losses")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    regularization: RegularizationConfig = Field(default_factory=RegularizationConfig)
+    batch_size: PositiveInt = 64
+    seed: int | None = Field(None, description="defaults to the top-level seed")
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    bias_variance: BiasVarianceConfig = Field(default_factory=BiasVarianceConfig)
+
+    @property
+    def task(self) -> str:
+        return CATALOG[self.dataset].task
+
+    @property
+    def notes(self) -> str:
+        return REGISTRY[self.architecture].notes
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        if self.dataset not in CATALOG:
+            raise ValueError(f"dataset {self.dataset!r} is not in the catalog; known: {', '.join(sorted(CATALOG))}")
+        if self.architecture not in REGISTRY:
+            raise ValueError(
+                f"architecture {self.architecture!r} is not registered; known: {', '.join(sorted(REGISTRY))}"
+            )
+        arch, entry = REGISTRY[self.architecture], CATALOG[self.dataset]
+        if entry.task not in arch.tasks:
+            raise ValueError(f"architecture {arch.name!r} does not support {entry.task} tasks (dataset {entry.name!r})")
+        if entry.modality not in arch.modalities:
+            raise ValueError(
+                f"architecture {arch.name!r} cannot read {entry.modality} data (dataset {entry.name!r}); "
+                f"it reads {', '.join(sorted(arch.modalities))}"
+            )
+        if self.loss not in LOSSES_BY_TASK[entry.task]:
+            raise ValueError(
+                f"loss {self.loss!r} does not fit the {entry.task} task of dataset {entry.name!r}; "
+                f"use one of {', '.join(sorted(LOSSES_BY_TASK[entry.task]))}"
+            )
+        allowed = {"val_loss"} | {f"val_{m}" for m in METRICS_BY_TASK[entry.task]}
+        for key, monitor in (("early_stopping.monitor", self.early_stopping.monitor),
+                             ("checkpoint.monitor", self.checkpoint.monitor)):
+            if monitor not in allowed:
+                raise ValueError(f"{key} {monitor!r} is not logged for a {entry.task} task; use one of {sorted(allowed)}")
+        if self.regularization.type != "none" and self.regularization.strength == 0:
+            raise ValueError(f"regularization.type is {self.regularization.type!r} but regularization.strength is 0")
+        try:
+            arch.params.model_validate(self.model)
+        except ValidationError as exc:
+            raise ValueError(_format_errors(exc, prefix="model")) from None
+        return self
+
+
+# ----------------------------------------------------------------------------------------------- top level
+
+
+class TrackingConfig(Strict):
+    """MLflow tracking. ``MLFLOW_TRACKING_URI`` in the environment overrides ``tracking_uri`` (team servers)."""
+
+    experiment_name: str = "deepnotes"
+    tracking_uri: str | None = Field(None, description="default: sqlite:///<repo>/mlflow/mlflow.db")
+    artifact_location: str | None = Field(None, description="default: <repo>/mlflow/artifacts")
+    log_model: bool = True
+
+
+class ProfileConfig(Strict):
+    experiment: dict[str, Any] = Field(default_factory=dict, description="merged into every experiment")
+    datasets: dict[str, dict[str, Any]] = Field(default_factory=dict, description="merged into the named datasets")
+
+
+class Params(Strict):
+    """The whole ``params.yaml``, resolved for the active profile."""
+
+    seed: int = 42
+    profile: str = "default"
+    profiles: dict[str, ProfileConfig] = Field(default_factory=lambda: {"default": ProfileConfig()})
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
+    augment: dict[str, AugmentConfig] = Field(default_factory=dict)
+    experiments: dict[str, ExperimentConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Params:
+        for name in self.datasets:
+            if name not in CATALOG:
+                raise ValueError(f"datasets.{name}: not in the catalog; known: {', '.join(sorted(CATALOG))}")
+        for name, aug in self.augment.items():
+            if name not in self.datasets:
+                raise ValueError(f"augment.{name}: no such entry under datasets")
+            modality = CATALOG[name].modality
+            if aug.hflip and not CATALOG[name].flip_safe:
+                raise ValueError(f"augment.{name}.hflip: a flip changes the label of {name} samples (not label-safe)")
+            if modality != "image" and (aug.hflip or aug.rotation_degrees or aug.zoom or aug.brightness):
+                raise ValueError(f"augment.{name}: {modality} data only takes noise_std, not image transforms")
+            if modality in ("text", "table") and aug.enabled:
+                raise ValueError(f"augment.{name}: offline augmentation of {modality} data is not supported")
+        for name, exp in self.experiments.items():
+            if exp.dataset not in self.datasets:
+                raise ValueError(f"experiments.{name}.dataset: {exp.dataset!r} has no entry under datasets")
+        return self
+
+    def experiment(self, name: str) -> ExperimentConfig:
+        """Return experiment ``name``. Raises :class:`ConfigError` listing the known experiments."""
+        try:
+            return self.experiments[name]
+        except KeyError:
+            raise ConfigError(
+                f"params.yaml: experiments.{name}: no such experiment; known: {', '.join(sorted(self.experiments))}"
+            ) from None
+
+    def dataset(self, name: str) -> DatasetConfig:
+        """Return dataset config ``name``. Raises :class:`ConfigError` listing the known datasets."""
+        try:
+            return self.datasets[name]
+        except KeyError:
+            raise ConfigError(
+                f"params.yaml: datasets.{name}: no such dataset; known: {', '.join(sorted(self.datasets))}"
+            ) from None
+
+    def augmentation(self, name: str) -> AugmentConfig:
+        return self.augment.get(name, AugmentConfig())
+
+    def experiment_seed(self, name: str) -> int:
+        exp = self.experiment(name)
+        return self.seed if exp.seed is None else exp.seed
+
+
+# --------------------------------------------------------------------------------------------- resolution
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Return ``base`` with ``override`` merged in recursively (dicts merge; anything else replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve(raw: dict[str, Any], profile: str | None = None) -> dict[str, Any]:
+    """Apply the active profile to a raw ``params.yaml`` mapping; returns the mapping :class:`Params` validates.
+
+    Raises:
+        ConfigError: the profile is unknown or a profile block is not a mapping.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params.yaml: expected a mapping at the top level, got {type(raw).__name__}")
+    raw = copy.deepcopy(raw)
+    profile = profile or os.environ.get("DEEPNOTES_PROFILE") or raw.get("profile", "default")
+    profiles = raw.get("profiles") or {"default": {}}
+    if not isinstance(profiles, dict) or profile not in profiles:
+        known = ", ".join(sorted(profiles)) if isinstance(profiles, dict) else "none"
+        raise ConfigError(f"params.yaml: profile: unknown profile {profile!r}; defined profiles: {known}")
+    raw["profile"] = profile
+    active = profiles.get(profile) or {}
+    if not isinstance(active, dict):
+        raise ConfigError(f"params.yaml: profiles.{profile}: expected a mapping, got {type(active).__name__}")
+    for ds_name, ds_override in (active.get("datasets") or {}).items():
+        if ds_name in (raw.get("datasets") or {}):
+            raw["datasets"][ds_name] = deep_merge(raw["datasets"][ds_name] or {}, ds_override or {})
+    experiments = raw.get("experiments") or {}
+    if not isinstance(experiments, dict):
+        raise ConfigError("params.yaml: experiments: expected a mapping of experiment name to settings")
+    for name, exp in experiments.items():
+        if not isinstance(exp, dict):
+            raise ConfigError(f"params.yaml: experiments.{name}: expected a mapping, got {type(exp).__name__}")
+        own_profiles = exp.pop("profiles", None) or {}
+        unknown = set(own_profiles) - set(profiles)
+        if unknown:
+            raise ConfigError(
+                f"params.yaml: experiments.{name}.profiles: unknown profile(s) {sorted(unknown)}; "
+                f"defined profiles: {', '.join(sorted(profiles))}"
+            )
+        merged = deep_merge(exp, active.get("experiment") or {})
+        experiments[name] = deep_merge(merged, own_profiles.get(profile) or {})
+    return raw
+
+
+def _format_errors(exc: ValidationError, prefix: str = "", source: str = "") -> str:
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        msg = err["msg"].removeprefix("Value error, ")
+        got = "" if err["type"] in ("value_error", "missing") else f" (got {err.get('input')!r})"
+        lines.append(f"{source}{path}: {msg}{got}")
+    return "\n".join(lines)
+
+
+def validate(raw: dict[str, Any], profile: str | None = None, source: str = "params.yaml") -> Params:
+    """Resolve and validate a raw mapping. Raises :class:`ConfigError` with every problem's key path."""
+    resolved = resolve(raw, profile)
+    try:
+        return Params.model_validate(resolved)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source=f"{source}: ")) from None
+
+
+def load_params(path: str | Path | None = None, profile: str | None = None) -> Params:
+    """Load, resolve and validate ``params.yaml``.
+
+    Args:
+        path: the params file; default ``<repo>/params.yaml``.
+        profile: override the file's ``profile:`` (else ``DEEPNOTES_PROFILE``, else the file's value).
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or fails validation (the message names the key path).
+    """
+    path = Path(path) if path else DEFAULT_PARAMS_PATH
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: params file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return validate(raw, profile, source=path.name)
