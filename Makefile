@@ -1,0 +1,41 @@
+# deepnotes: `make run` (set up and run the default pipeline) and `make test` (set up and run the tests).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_VERSION := 2.13.0
+STAMP := $(VENV)/.installed
+MLFLOW_PORT ?= 5000
+
+# The data mirror: ../shared/data when it exists; otherwise files are downloaded and verified.
+ifneq ($(wildcard ../shared/data),)
+export DEEPNOTES_DATA_MIRROR ?= $(abspath ../shared/data)
+endif
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: run test install ui bench clean-tracking
+
+run: install  ## set up and run the default pipeline (dvc repro)
+	$(BIN)/dvc repro
+
+test: install  ## set up and run the test suite
+	$(BIN)/python -m pytest
+
+install: $(STAMP)
+
+# torch is installed first and exactly, so pip never resolves a multi-GB CUDA build on a CPU machine.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+ui: install  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the repo's tracking store (lean settings)
+	mkdir -p mlflow/artifacts
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) \
+	  --workers 1 --backend-store-uri sqlite:///$(abspath mlflow/mlflow.db) \
+	  --default-artifact-root $(abspath mlflow/artifacts) --artifacts-destination $(abspath mlflow/artifacts)
+
+bench: install  ## run the benchmarks and rewrite benchmarks/RESULTS.md
+	$(BIN)/python -m benchmarks.run_all

@@ -1,0 +1,149 @@
+"""The one Lightning module every architecture trains with.
+
+An architecture only defines its network (see :mod:`models.registry`); this module owns everything else, the same
+for all of them: the training/validation/test step, the loss (notes 001, "Loss Functions"), the regularisation
+penalty added to the data loss and logged apart from it (notes 001, "Regularization"), the torchmetrics metric set,
+weight initialisation (notes 001, "Weight Initialization") and the optimizer (notes 004, "Optimizers").
+
+Logged names (``<split>`` is ``train``, ``val`` or ``test``): ``<split>_loss`` (data loss + penalty on train, data
+loss elsewhere), ``train_data_loss``, ``train_penalty``, and ``<split>_<metric>`` with the metrics of
+:data:`pipelines.config.METRICS_BY_TASK` (``acc``, ``precision``, ``recall``, ``f1``, ``roc_auc`` for
+classification; ``mse``, ``rmse``, ``mae``, ``r2`` for regression). On ``train`` only the cheap headline metric
+(``acc`` or ``mse``) is computed per step, so the training step stays as fast as a hand-written loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+import torchmetrics
+from torch import nn
+
+from models.factories import initialize, make_loss, make_optimizer, regularization_penalty
+from models.registry import NetworkSpec, build_network
+
+
+def build_metrics(task: str, num_classes: int | None, full: bool = True) -> torchmetrics.MetricCollection:
+    """The metric set of a task, as a ``MetricCollection`` keyed by short names.
+
+    Inputs to ``update``: classification takes probabilities (``(N,)`` for binary, ``(N, C)`` for multiclass) and
+    int targets ``(N,)``; regression takes predictions and float targets ``(N,)``.
+    ``full=False`` keeps only the headline metric (``acc`` or ``mse``).
+
+    Raises:
+        ValueError: unknown task, or a multiclass task without ``num_classes``.
+    """
+    from torchmetrics import classification as C
+    from torchmetrics import regression as R
+
+    if task == "binary":
+        metrics = {"acc": C.BinaryAccuracy()}
+        if full:
+            metrics |= {"precision": C.BinaryPrecision(), "recall": C.BinaryRecall(),
+                        "f1": C.BinaryF1Score(), "roc_auc": C.BinaryAUROC()}
+    elif task == "multiclass":
+        if not num_classes:
+            raise ValueError("a multiclass task needs num_classes")
+        metrics = {"acc": C.MulticlassAccuracy(num_classes, average="micro")}
+        if full:
+            metrics |= {"precision": C.MulticlassPrecision(num_classes, average="macro"),
+                        "recall": C.MulticlassRecall(num_classes, average="macro"),
+                        "f1": C.MulticlassF1Score(num_classes, average="macro"),
+                        "roc_auc": C.MulticlassAUROC(num_classes, average="macro")}
+    elif task == "regression":
+        metrics = {"mse": R.MeanSquaredError()}
+        if full:
+            metrics |= {"rmse": R.MeanSquaredError(squared=False), "mae": R.MeanAbsoluteError(), "r2": R.R2Score()}
+    else:
+        raise ValueError(f"unknown task {task!r}; expected binary, multiclass or regression")
+    return torchmetrics.MetricCollection(metrics)
+
+
+def scores_to_predictions(outputs: torch.Tensor, task: str) -> torch.Tensor:
+    """Map network outputs to what metrics take: sigmoid probabilities ``(N,)`` for binary (a score > 0 is the
+    positive class, for bce and hinge alike), softmax probabilities ``(N, C)`` for multiclass, values for regression.
+    """
+    if task == "binary":
+        return torch.sigmoid(outputs.float())
+    if task == "multiclass":
+        return torch.softmax(outputs.float(), dim=-1)
+    return outputs.float()
+
+
+class DeepNotesModule(L.LightningModule):
+    """Shared Lightning module: builds the network from the registry and trains it.
+
+    Args:
+        architecture: registry name, e.g. ``"lenet5"``.
+        spec: :class:`NetworkSpec` fields as a dict (kept as a dict so checkpoints hold only plain data).
+        model_params: the experiment's ``model:`` block.
+        task: ``binary``, ``multiclass`` or ``regression``.
+        num_classes: classes of a multiclass task, else ``None``.
+        loss: loss name (notes 001), ``huber_delta`` its delta.
+        optimizer, regularization: ``OptimizerConfig`` / ``RegularizationConfig`` as dicts.
+        initializer: weight initializer name, applied once at construction (seeded by the caller).
+
+    Shapes: ``forward`` maps ``(N, *spec['input_shape'])`` to ``(N,)`` or ``(N, C)``. Batches are ``(x, y)``.
+    """
+
+    def __init__(self, architecture: str, spec: dict[str, Any], model_params: dict[str, Any], task: str,
+                 num_classes: int | None, loss: str, optimizer: dict[str, Any], regularization: dict[str, Any],
+                 initializer: str, huber_delta: float = 1.0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        spec = dict(spec, input_shape=tuple(spec["input_shape"]))
+        self.network: nn.Module = initialize(build_network(architecture, NetworkSpec(**spec), model_params), initializer)
+        self.task = task
+        self.loss_fn = make_loss(loss, huber_delta=huber_delta)
+        self._reg_cfg = _as_config("RegularizationConfig", regularization)
+        self._opt_cfg = _as_config("OptimizerConfig", optimizer)
+        self.train_metrics = build_metrics(task, num_classes, full=False).clone(prefix="train_")
+        self.val_metrics = build_metrics(task, num_classes).clone(prefix="val_")
+        self.test_metrics = build_metrics(task, num_classes).clone(prefix="test_")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)
+
+    def _targets(self, y: torch.Tensor) -> torch.Tensor:
+        return y.float() if self.task in ("binary", "regression") else y
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str, metrics: torchmetrics.MetricCollection):
+        x, y = batch
+        outputs = self(x)
+        data_loss = self.loss_fn(outputs, self._targets(y))
+        metrics.update(scores_to_predictions(outputs.detach(), self.task), y)
+        on_step = split == "train"
+        self.log_dict(metrics, on_step=False, on_epoch=True)
+        if split != "train":
+            self.log(f"{split}_loss", data_loss, on_step=False, on_epoch=True, prog_bar=split == "val")
+            return data_loss
+        penalty = regularization_penalty(self.network, self._reg_cfg)
+        loss = data_loss + penalty
+        self.log("train_loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        self.log("train_data_loss", data_loss, on_step=False, on_epoch=True)
+        self.log("train_penalty", penalty, on_step=False, on_epoch=True)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train", self.train_metrics)
+
+    def validation_step(self, batch, batch_idx):
+        return self._step(batch, "val", self.val_metrics)
+
+    def test_step(self, batch, batch_idx):
+        return self._step(batch, "test", self.test_metrics)
+
+    def predict_step(self, batch, batch_idx):
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x)
+
+    def configure_optimizers(self):
+        return make_optimizer(self.parameters(), self._opt_cfg)
+
+
+def _as_config(name: str, value: dict[str, Any]):
+    from pipelines import config
+
+    return getattr(config, name).model_validate(value)

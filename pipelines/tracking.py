@@ -1,0 +1,123 @@
+"""MLflow tracking set-up and provenance: where the store is, the experiment, and what to record about a run.
+
+The default store is ``sqlite:///<repo>/mlflow/mlflow.db`` with artifacts in ``<repo>/mlflow/artifacts``, both
+absolute, so runs land in the same place from any directory and from DVC's experiment copies. Set
+``MLFLOW_TRACKING_URI`` (e.g. ``http://mlflow.team:5000``) to log to a team server instead.
+(MLflow's file store is deprecated and Lightning's logger defaults to ``./mlruns``: we always pass the URI.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipelines import REPO_ROOT
+from pipelines.config import Params
+
+MLFLOW_DIR = REPO_ROOT / "mlflow"
+LIBRARIES = ("torch", "lightning", "torchmetrics", "mlflow", "optuna", "dvc", "kornia", "numpy", "tokenizers")
+
+
+def tracking_uri(params: Params | None = None) -> str:
+    """The tracking URI: ``MLFLOW_TRACKING_URI``, else ``tracking.tracking_uri``, else the repo's SQLite store."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or (params.tracking.tracking_uri if params else None)
+    if uri:
+        return uri
+    MLFLOW_DIR.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(MLFLOW_DIR / 'mlflow.db').resolve()}"
+
+
+def artifact_location(params: Params | None = None) -> str | None:
+    """Artifact root for new experiments (absolute ``file://`` URI), or ``None`` to let a remote server decide."""
+    if params and params.tracking.artifact_location:
+        return params.tracking.artifact_location
+    if os.environ.get("MLFLOW_TRACKING_URI", "").startswith(("http://", "https://")):
+        return None
+    return (MLFLOW_DIR / "artifacts").resolve().as_uri()
+
+
+def ensure_experiment(params: Params) -> str:
+    """Create (once) or fetch the MLflow experiment; returns its id. Safe when another process creates it first."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(tracking_uri(params))
+    name = params.tracking.experiment_name
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return mlflow.create_experiment(name, artifact_location=artifact_location(params))
+    except MlflowException:  # created concurrently
+        return mlflow.get_experiment_by_name(name).experiment_id
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts to dotted keys: ``{"optimizer": {"lr": 0.1}}`` -> ``{"optimizer.lr": 0.1}``."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out |= flatten(value, f"{name}.")
+        else:
+            out[name] = value
+    return out
+
+
+def git_commit() -> str:
+    """The current git commit (with ``-dirty`` when tracked files changed), or ``unknown`` outside a checkout."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return f"{sha}-dirty" if dirty else sha
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def data_version(dataset: str, lock_path: Path | None = None) -> dict[str, str]:
+    """Hash of the data a run trained on, from ``dvc.lock``: the md5 of the ``prepare@<dataset>`` and
+    ``augment@<dataset>`` outputs, combined into ``data_hash``. Empty values when the lock has no entry yet
+    (a run outside ``dvc repro``)."""
+    lock_path = lock_path or REPO_ROOT / "dvc.lock"
+    try:
+        stages = (yaml.safe_load(lock_path.read_text()) or {}).get("stages", {})
+    except (FileNotFoundError, yaml.YAMLError):
+        stages = {}
+    found: dict[str, str] = {}
+    for stage in (f"prepare@{dataset}", f"augment@{dataset}"):
+        for out in stages.get(stage, {}).get("outs", []):
+            found[f"{stage}:{out.get('path')}"] = str(out.get("md5", ""))
+    digest = hashlib.sha256("\n".join(f"{k}={v}" for k, v in sorted(found.items())).encode()).hexdigest()
+    return {"data_hash": digest[:16] if found else "", **{f"dvc.{k}": v for k, v in found.items()}}
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for lib in LIBRARIES:
+        try:
+            versions[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            versions[lib] = "not installed"
+    return versions
+
+
+def pip_requirements() -> list[str]:
+    """Explicit requirements for ``mlflow.pytorch.log_model`` (inferring them costs 6-8 s, STACK.md)."""
+    return [f"{lib}=={metadata.version(lib)}" for lib in ("torch", "numpy") if _installed(lib)]
+
+
+def _installed(lib: str) -> bool:
+    try:
+        metadata.version(lib)
+        return True
+    except metadata.PackageNotFoundError:
+        return False

@@ -1,0 +1,244 @@
+"""``train`` stage: ``python -m pipelines.train <experiment>``.
+
+Trains one experiment of ``params.yaml`` with a seeded Lightning ``Trainer`` and tracks it in MLflow:
+every resolved param (flattened), per-epoch train/val loss and metrics, the penalty term, the learning rate, epoch
+time, git commit, the data hash from ``dvc.lock``, the seed and library versions; then the best checkpoint and the
+model (``mlflow.pytorch.log_model`` with a signature, an input example and explicit pip requirements; a
+``state_dict`` where export fails).
+
+Outputs: ``checkpoints/<experiment>/{best,last}.ckpt`` and ``run.json`` (the MLflow run id, so ``evaluate``
+logs into the same run), ``metrics/train/<experiment>.json`` and ``plots/<experiment>/history.csv``.
+"""
+
+from __future__ import annotations
+
+import time
+
+_PROCESS_START = time.time()
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import io  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from pipelines import REPO_ROOT  # noqa: E402
+from pipelines.config import ConfigError, ExperimentConfig, Params, load_params  # noqa: E402
+from pipelines.io import atomic_write_json, atomic_write_text  # noqa: E402
+
+log = logging.getLogger("deepnotes.train")
+
+CHECKPOINT_ROOT = REPO_ROOT / "checkpoints"
+METRICS_ROOT = REPO_ROOT / "metrics"
+PLOTS_ROOT = REPO_ROOT / "plots"
+
+
+def network_spec(exp: ExperimentConfig, meta: dict[str, Any]) -> dict[str, Any]:
+    """The :class:`models.registry.NetworkSpec` fields for an experiment on a prepared dataset (as a plain dict)."""
+    return {
+        "input_shape": list(meta["input_shape"]),
+        "num_outputs": meta["num_classes"] if meta["task"] == "multiclass" else 1,
+        "activation": exp.activation,
+        "dropout": exp.dropout,
+        "batch_norm": exp.batch_norm,
+        "vocab_size": meta.get("vocab_size"),
+    }
+
+
+def build_module(exp: ExperimentConfig, meta: dict[str, Any]):
+    """The shared :class:`models.module.DeepNotesModule` for ``exp`` (network initialised with the seeded RNG)."""
+    from models.module import DeepNotesModule
+
+    return DeepNotesModule(
+        architecture=exp.architecture,
+        spec=network_spec(exp, meta),
+        model_params=exp.model,
+        task=meta["task"],
+        num_classes=meta.get("num_classes") if meta["task"] == "multiclass" else None,
+        loss=exp.loss,
+        optimizer=exp.optimizer.model_dump(mode="json"),
+        regularization=exp.regularization.model_dump(mode="json"),
+        initializer=exp.initializer,
+        huber_delta=exp.huber_delta,
+    )
+
+
+def seed_everything(seed: int) -> None:
+    import lightning.pytorch as L
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS on GPUs
+    L.seed_everything(seed, workers=True, verbose=False)
+
+
+def write_history(rows: list[dict[str, float]], path: Path) -> None:
+    """Write per-epoch rows as CSV (one column per metric, ``epoch`` first) atomically."""
+    columns = ["epoch"] + sorted({k for row in rows for k in row} - {"epoch"})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "") for k in columns})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def log_model(network, example, run_id: str) -> str:
+    """Log the trained network to MLflow with a signature, input example and explicit pip requirements.
+
+    Returns ``"pytorch"`` when ``mlflow.pytorch.log_model`` succeeded, ``"state_dict"`` when export failed and a
+    weights-only ``state_dict`` was logged instead (loadable with ``torch.load(..., weights_only=True)``).
+    """
+    import mlflow
+    import torch
+    from mlflow.models import infer_signature
+
+    from pipelines.tracking import pip_requirements
+
+    network = network.cpu().eval()
+    with torch.no_grad():
+        output = network(torch.as_tensor(example)).numpy()
+    try:
+        with mlflow.start_run(run_id=run_id):
+            mlflow.pytorch.log_model(network, name="model", signature=infer_signature(example, output),
+                                     input_example=example, pip_requirements=pip_requirements())
+        return "pytorch"
+    except Exception as exc:  # export of some modules (recurrent, dynamic shapes) is not supported
+        log.warning("mlflow.pytorch.log_model failed (%s: %s); logging a state_dict instead",
+                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        buffer = io.BytesIO()
+        torch.save(network.state_dict(), buffer)
+        client = mlflow.MlflowClient()
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "state_dict.pt"
+            path.write_bytes(buffer.getvalue())
+            client.log_artifact(run_id, str(path), artifact_path="model_state_dict")
+        return "state_dict"
+
+
+def train(name: str, params: Params) -> dict[str, Any]:
+    """Train experiment ``name``; returns the summary written to ``metrics/train/<name>.json``."""
+    import lightning.pytorch as L
+    import mlflow
+    import torch
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    from pipelines.callbacks import History
+    from pipelines.data import ArrayDataModule
+    from pipelines.prepared import load_training_data
+    from pipelines.tracking import data_version, ensure_experiment, flatten, git_commit, library_versions, tracking_uri
+
+    exp = params.experiment(name)
+    seed = params.experiment_seed(name)
+    if exp.trainer.num_threads:
+        torch.set_num_threads(exp.trainer.num_threads)
+    seed_everything(seed)
+
+    data = load_training_data(exp.dataset)
+    meta = data.meta
+    batch_size = None if exp.optimizer.name == "gd" else exp.batch_size
+    datamodule = ArrayDataModule(data, batch_size=batch_size, seed=seed)
+    module = build_module(exp, meta)
+    num_params = sum(p.numel() for p in module.network.parameters())
+
+    experiment_id = ensure_experiment(params)
+    client = mlflow.MlflowClient(tracking_uri(params))
+    tags = {"architecture": exp.architecture, "dataset": exp.dataset, "notes": exp.notes, "experiment": name,
+            "profile": params.profile, "git_commit": git_commit(), "stage": "train",
+            "mlflow.runName": name} | {f"version.{k}": v for k, v in library_versions().items()}
+    versions = data_version(exp.dataset)
+    tags |= {"data_hash": versions["data_hash"]}
+    run = client.create_run(experiment_id, tags=tags)
+    run_id = run.info.run_id
+    flat = flatten(exp.model_dump(mode="json")) | {"seed": seed, "profile": params.profile,
+                                                   "task": meta["task"], "num_params": num_params}
+    flat |= {f"data.{split}_samples": n for split, n in meta["splits"].items()}
+    flat |= {f"data.augmented_train_samples": meta.get("augmented_train_samples", 0)}
+    flat |= {k: v for k, v in versions.items() if k != "data_hash"}
+    client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in sorted(flat.items())])
+
+    ckpt_dir = CHECKPOINT_ROOT / name
+    history = History(_PROCESS_START)
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=exp.checkpoint.monitor,
+                                 mode=exp.checkpoint.mode, save_last=exp.checkpoint.save_last, save_top_k=1,
+                                 enable_version_counter=False)
+    callbacks: list[L.Callback] = [checkpoint, history, LearningRateMonitor(logging_interval="epoch"),
+                                   TQDMProgressBar(refresh_rate=exp.trainer.progress_bar_refresh_rate)]
+    if exp.early_stopping.enabled:
+        es = exp.early_stopping
+        callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, min_delta=es.min_delta, patience=es.patience))
+    logger = MLFlowLogger(experiment_name=params.tracking.experiment_name, tracking_uri=tracking_uri(params),
+                          run_id=run_id)
+    t = exp.trainer
+    trainer = L.Trainer(
+        max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
+        num_nodes=t.num_nodes, precision=t.precision, limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches, gradient_clip_val=t.gradient_clip_val,
+        deterministic=t.deterministic, log_every_n_steps=t.log_every_n_steps, logger=logger, callbacks=callbacks,
+        num_sanity_val_steps=0, enable_model_summary=False, default_root_dir=str(ckpt_dir),
+    )
+    start = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=datamodule)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    fit_seconds = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return {}
+
+    best_path = Path(checkpoint.best_model_path or checkpoint.last_model_path)
+    best_score = checkpoint.best_model_score
+    summary: dict[str, Any] = {
+        "run_id": run_id, "experiment": name, "architecture": exp.architecture, "dataset": exp.dataset,
+        "epochs": trainer.current_epoch, "fit_seconds": round(fit_seconds, 3),
+        "first_step_seconds": round(history.first_step_seconds or 0.0, 3), "num_params": num_params,
+        "best_checkpoint": best_path.name, f"best_{exp.checkpoint.monitor}": None if best_score is None
+        else float(best_score),
+    }
+    if history.rows:
+        summary |= {k: v for k, v in history.rows[-1].items() if k.startswith("val_")}
+    client.log_metric(run_id, "fit_seconds", fit_seconds)
+    client.log_metric(run_id, "first_step_seconds", summary["first_step_seconds"])
+    client.log_artifact(run_id, str(best_path), artifact_path="checkpoints")
+
+    if params.tracking.log_model:
+        best = type(module).load_from_checkpoint(best_path, map_location="cpu", weights_only=True)
+        example = datamodule.tensors["test"][0][:2].numpy()
+        summary["model_format"] = log_model(best.network, example, run_id)
+        client.set_tag(run_id, "model_format", summary["model_format"])
+
+    write_history(history.rows, PLOTS_ROOT / name / "history.csv")
+    atomic_write_json(ckpt_dir / "run.json", {"run_id": run_id, "tracking_uri": tracking_uri(params),
+                                             "experiment_id": experiment_id, "best_checkpoint": best_path.name})
+    atomic_write_json(METRICS_ROOT / "train" / f"{name}.json", summary)
+    # The run stays open for evaluate (it sets the final status); mark it finished for now.
+    client.set_terminated(run_id, "FINISHED")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.train", description=__doc__.splitlines()[0])
+    parser.add_argument("experiment", help="experiment name under `experiments:` in params.yaml")
+    parser.add_argument("--params", type=Path, default=None, help="params file (default: <repo>/params.yaml)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        params = load_params(args.params)
+        params.experiment(args.experiment)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = train(args.experiment, params)
+    if summary:
+        log.info("trained %s in %.1f s (%d epochs): %s", args.experiment, summary["fit_seconds"], summary["epochs"],
+                 {k: round(v, 4) for k, v in summary.items() if k.startswith("val_") and isinstance(v, float)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
