@@ -1,0 +1,479 @@
+"""Data stages on the real data: readers, verification, fetching (mirror, cache, HTTP), preparation, the CLI.
+
+Failures are provoked with deliberately corrupted *copies* of real files written to ``tmp_path``; nothing is made up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gzip
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines import REPO_ROOT
+from pipelines.catalog import RawFile, get_dataset
+from pipelines.config import DatasetConfig
+from pipelines.datasets import (
+    CHURN_NUMERIC,
+    IMDB_COLUMNS,
+    PAD_ID,
+    build_tokenizer,
+    clean_review,
+    prepare_dataset,
+)
+from pipelines.errors import DataFormatError, DataIntegrityError, DataNotFoundError
+from pipelines.fetch import MIRROR_ENV, URL_ENV, fetch, sha256_file, verify
+from pipelines.prepare import main as prepare_main
+from pipelines.prepared import load_prepared
+from pipelines.readers import read_csv, read_idx
+
+MNIST = {raw.name: raw for raw in get_dataset("mnist").files}
+T10K_IMAGES, T10K_LABELS = MNIST["t10k-images-idx3-ubyte.gz"], MNIST["t10k-labels-idx1-ubyte.gz"]
+TRAIN_IMAGES = MNIST["train-images-idx3-ubyte.gz"]
+CHURN = get_dataset("churn").files[0]
+CHURN_HEADER = ("RowNumber,CustomerId,Surname,CreditScore,Geography,Gender,Age,Tenure,Balance,NumOfProducts,"
+                "HasCrCard,IsActiveMember,EstimatedSalary,Exited").split(",")
+# Published facts about the real files (shared/data/README.md).
+MNIST_TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+MNIST_TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests pass the mirror explicitly; a developer's environment must not redirect them."""
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+    monkeypatch.delenv(URL_ENV, raising=False)
+
+
+def offline(raw: RawFile) -> RawFile:
+    """``raw`` without its internet URLs (the tests never leave the machine)."""
+    return dataclasses.replace(raw, urls=())
+
+
+def corrupt_copy(src: Path, dest: Path, offset: int = 1000) -> Path:
+    """Copy ``src`` to ``dest`` with the byte at ``offset`` flipped."""
+    data = bytearray(src.read_bytes())
+    data[offset] ^= 0xFF
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(bytes(data))
+    return dest
+
+
+def truncated_copy(src: Path, dest: Path) -> Path:
+    """Copy the first half of ``src`` to ``dest``."""
+    data = src.read_bytes()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data[: len(data) // 2])
+    return dest
+
+
+def files_under(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file()) if directory.exists() else []
+
+
+# ------------------------------------------------------------------------------------------------ readers
+
+
+def test_read_idx_real_mnist_test_split(mirror: Path) -> None:
+    images = read_idx(mirror / T10K_IMAGES.path)
+    labels = read_idx(mirror / T10K_LABELS.path)
+    assert images.shape == (10000, 28, 28) and images.dtype == np.uint8
+    assert labels.shape == (10000,)
+    assert np.bincount(labels).tolist() == MNIST_TEST_LABEL_COUNTS
+    assert images.max() == 255 and images.min() == 0
+
+
+def test_read_idx_reads_the_repacked_train_images(mirror: Path) -> None:
+    images = read_idx(mirror / TRAIN_IMAGES.path)
+    assert images.shape == (60000, 28, 28)
+    assert images.mean() / 255 == pytest.approx(0.1306604763, abs=1e-9)  # the well-known MNIST pixel mean
+    assert np.bincount(read_idx(mirror / MNIST["train-labels-idx1-ubyte.gz"].path)).tolist() == MNIST_TRAIN_LABEL_COUNTS
+
+
+def test_read_idx_rejects_truncated_payload(mirror: Path, tmp_path: Path) -> None:
+    raw_idx = gzip.decompress((mirror / T10K_IMAGES.path).read_bytes())
+    path = tmp_path / "t10k-images-idx3-ubyte"
+    path.write_bytes(raw_idx[:16 + 123])
+    with pytest.raises(DataFormatError, match=r"truncated: header says 10000x28x28 = 7840000 bytes, found 123") as exc:
+        read_idx(path)
+    assert str(path) in str(exc.value)
+
+
+def test_read_idx_rejects_bad_magic(mirror: Path, tmp_path: Path) -> None:
+    raw_idx = bytearray(gzip.decompress((mirror / T10K_LABELS.path).read_bytes()))
+    raw_idx[0] = 0x12
+    path = tmp_path / "labels-idx1-ubyte"
+    path.write_bytes(bytes(raw_idx))
+    with pytest.raises(DataFormatError, match="not an IDX file: magic number"):
+        read_idx(path)
+
+
+def test_read_idx_truncated_gzip_names_the_file(mirror: Path, tmp_path: Path) -> None:
+    path = truncated_copy(mirror / T10K_IMAGES.path, tmp_path / T10K_IMAGES.name)
+    with pytest.raises(DataFormatError, match="truncated or corrupt") as exc:
+        read_idx(path)
+    assert str(path) in str(exc.value)
+
+
+def test_read_csv_churn(mirror: Path) -> None:
+    frame = read_csv(mirror / CHURN.path, CHURN_HEADER)
+    assert frame.shape == (10000, 14)
+    assert frame["RowNumber"].tolist() == list(range(1, 10001))
+    assert frame["Exited"].sum() == 2037
+    assert frame["Geography"].value_counts().to_dict() == {"France": 5014, "Germany": 2509, "Spain": 2477}
+
+
+def test_read_csv_imdb_gzip(mirror: Path) -> None:
+    frame = read_csv(mirror / "imdb/imdb_reviews.csv.gz", IMDB_COLUMNS)
+    assert len(frame) == 50000
+    assert frame.groupby(["split", "sentiment"]).size().tolist() == [12500] * 4
+    first_train_pos = frame[(frame["split"] == "train") & (frame["sentiment"] == "positive")].iloc[0]["review"]
+    assert first_train_pos.startswith("Bromwell High is a cartoon comedy.")
+
+
+def test_read_csv_rejects_wrong_header(mirror: Path) -> None:
+    with pytest.raises(DataFormatError, match="expected RowNumber,CustomerId"):
+        read_csv(mirror / CHURN.path, ["RowNumber", "CustomerId"] + CHURN_HEADER[3:] + ["Extra"])
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "message"),
+    [
+        ("51,15999999,Doe,600,France,Male,40,3,0,1,1,1,1000.0,0,EXTRA", "line 51: expected 14 fields .* found 15"),
+        ("51,15999999,Doe,600,France", "line 51: expected 14 fields .* found 5"),
+        ("51,15999999,,600,France,Male,40,3,0,1,1,1,1000.0,0", "line 51: empty value in column.* Surname"),
+    ],
+    ids=["too-many-fields", "too-few-fields", "empty-field"],
+)
+def test_read_csv_malformed_row_names_file_and_line(mirror: Path, tmp_path: Path, bad_row: str, message: str) -> None:
+    lines = (mirror / CHURN.path).read_text().splitlines()[:50]  # header + 49 real rows
+    path = tmp_path / "Churn_Modelling.csv"
+    path.write_text("\n".join([*lines, bad_row, lines[-1]]) + "\n")
+    with pytest.raises(DataFormatError, match=message) as exc:
+        read_csv(path, CHURN_HEADER)
+    assert str(path) in str(exc.value)
+
+
+def test_read_csv_truncated_gzip_names_the_file(mirror: Path, tmp_path: Path) -> None:
+    path = truncated_copy(mirror / "imdb/imdb_reviews.csv.gz", tmp_path / "imdb_reviews.csv.gz")
+    with pytest.raises(DataFormatError, match="truncated or corrupt") as exc:
+        read_csv(path, IMDB_COLUMNS)
+    assert str(path) in str(exc.value)
+
+
+# ------------------------------------------------------------------------------------------------- verify
+
+
+def test_verify_accepts_canonical_and_repacked_mirror_files(mirror: Path) -> None:
+    for dataset in ("mnist", "churn", "imdb"):
+        for raw in get_dataset(dataset).files:
+            assert verify(mirror / raw.path, raw) == mirror / raw.path
+
+
+def test_verify_accepts_repacked_train_images_by_payload(mirror: Path) -> None:
+    path = mirror / TRAIN_IMAGES.path
+    assert sha256_file(path) != TRAIN_IMAGES.sha256[0]  # not the canonical archive ...
+    canonical_only = dataclasses.replace(TRAIN_IMAGES, sha256=TRAIN_IMAGES.sha256[:1])
+    assert verify(path, canonical_only) == path  # ... but its decompressed payload is the canonical one
+
+
+def test_verify_payload_accepts_any_gzip_wrapper_of_the_same_content(mirror: Path, tmp_path: Path) -> None:
+    original = mirror / T10K_LABELS.path
+    content = gzip.decompress(original.read_bytes())
+    repacked = tmp_path / T10K_LABELS.name
+    with open(repacked, "wb") as fh, gzip.GzipFile("t10k-labels-idx1-ubyte", "wb", 1, fh, mtime=1234567890) as gz:
+        gz.write(content)
+    assert sha256_file(repacked) not in T10K_LABELS.sha256
+
+    with pytest.raises(DataIntegrityError):  # the catalog entry pins the archive bytes only
+        verify(repacked, T10K_LABELS)
+    with_payload = dataclasses.replace(T10K_LABELS, payload_sha256=hashlib.sha256(content).hexdigest())
+    assert verify(repacked, with_payload) == repacked
+    assert verify(original, with_payload) == original
+
+    changed = bytearray(content)
+    changed[-1] = (changed[-1] + 1) % 10  # one label changed: same wrapper kind, different payload
+    repacked.write_bytes(gzip.compress(bytes(changed), compresslevel=1))
+    with pytest.raises(DataIntegrityError, match="decompressed"):
+        verify(repacked, with_payload)
+
+
+def test_verify_flipped_byte_names_file_and_both_digests(mirror: Path, tmp_path: Path) -> None:
+    path = corrupt_copy(mirror / CHURN.path, tmp_path / "Churn_Modelling.csv")
+    with pytest.raises(DataIntegrityError) as exc:
+        verify(path, CHURN)
+    message = str(exc.value)
+    assert str(path) in message and CHURN.sha256[0] in message and sha256_file(path) in message
+
+
+def test_verify_truncated_gzip_with_payload_check(mirror: Path, tmp_path: Path) -> None:
+    path = truncated_copy(mirror / TRAIN_IMAGES.path, tmp_path / TRAIN_IMAGES.name)
+    with pytest.raises(DataIntegrityError, match="truncated or corrupt") as exc:
+        verify(path, TRAIN_IMAGES)
+    assert str(path) in str(exc.value)
+
+
+# -------------------------------------------------------------------------------------------------- fetch
+
+
+def test_fetch_uses_the_mirror_in_place(mirror: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    assert fetch(T10K_LABELS, mirror=mirror, cache_dir=cache) == mirror / T10K_LABELS.path
+    assert not cache.exists()
+
+
+def test_fetch_reads_the_mirror_from_the_environment(mirror: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(MIRROR_ENV, str(mirror))
+    assert fetch(CHURN, cache_dir=tmp_path / "cache") == mirror / CHURN.path
+
+
+def test_fetch_missing_everywhere(tmp_path: Path) -> None:
+    empty_mirror = tmp_path / "mirror"
+    empty_mirror.mkdir()
+    with pytest.raises(DataNotFoundError) as exc:
+        fetch(offline(CHURN), mirror=empty_mirror, cache_dir=tmp_path / "cache")
+    message = str(exc.value)
+    for expected in (CHURN.path, str(empty_mirror / CHURN.path), MIRROR_ENV, URL_ENV):
+        assert expected in message
+
+
+def test_fetch_mirror_copy_that_fails_verification_is_an_error(mirror: Path, tmp_path: Path) -> None:
+    bad_mirror = tmp_path / "mirror"
+    corrupt_copy(mirror / CHURN.path, bad_mirror / CHURN.path)
+    with pytest.raises(DataIntegrityError, match="Churn_Modelling.csv"):
+        fetch(offline(CHURN), mirror=bad_mirror, cache_dir=tmp_path / "cache")
+
+
+@contextlib.contextmanager
+def serve(directory: Path) -> Iterator[tuple[str, list[str]]]:
+    """Serve ``directory`` over HTTP on a loopback port; yields the base URL and the list of requested paths."""
+    requests: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, directory=str(directory), **kwargs)
+
+        def do_GET(self) -> None:
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args) -> None:  # keep pytest output clean
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_fetch_downloads_verifies_and_then_uses_the_cache(mirror: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    raw = offline(T10K_IMAGES)  # 1.6 MB: streamed in several 1 MiB blocks
+    with serve(mirror) as (url, requests):
+        path = fetch(raw, cache_dir=cache, base_url=url)
+        assert path == cache / raw.path
+        assert sha256_file(path) == raw.sha256[0]
+        assert requests == [f"/{raw.path}"]
+        assert fetch(raw, cache_dir=cache, base_url=url) == path
+        assert requests == [f"/{raw.path}"]  # second fetch: served from the verified cache
+    assert files_under(cache) == [path]  # no temporary files left
+
+
+def test_fetch_falls_back_from_base_url_to_catalog_urls(mirror: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with serve(empty) as (base, base_requests), serve(mirror) as (good, _):
+        monkeypatch.setenv(URL_ENV, base)  # the base URL from the environment answers 404
+        raw = dataclasses.replace(T10K_LABELS, urls=(f"{good}/{T10K_LABELS.path}",))
+        path = fetch(raw, cache_dir=tmp_path / "cache")
+    assert base_requests == [f"/{T10K_LABELS.path}"]
+    assert sha256_file(path) == T10K_LABELS.sha256[0]
+
+
+def test_fetch_corrupt_download_leaves_nothing_in_the_cache(mirror: Path, tmp_path: Path) -> None:
+    served = tmp_path / "served"
+    corrupt_copy(mirror / T10K_LABELS.path, served / T10K_LABELS.path, offset=100)
+    cache = tmp_path / "cache"
+    with serve(served) as (url, requests):
+        with pytest.raises(DataIntegrityError) as exc:
+            fetch(offline(T10K_LABELS), cache_dir=cache, base_url=url)
+    assert f"{url}/{T10K_LABELS.path}" in str(exc.value) and "checksum mismatch" in str(exc.value)
+    assert requests == [f"/{T10K_LABELS.path}"]  # a checksum mismatch is not retried
+    assert files_under(cache) == []
+
+
+def test_fetch_replaces_a_corrupt_cached_copy(mirror: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    corrupt_copy(mirror / T10K_LABELS.path, cache / T10K_LABELS.path, offset=100)
+    with serve(mirror) as (url, _):
+        path = fetch(offline(T10K_LABELS), cache_dir=cache, base_url=url)
+    assert sha256_file(path) == T10K_LABELS.sha256[0]
+
+
+# ------------------------------------------------------------------------------------------------ prepare
+
+
+@pytest.mark.parametrize(("name", "truth"), [("logic_and", [0, 0, 0, 1]), ("logic_or", [0, 1, 1, 1]),
+                                             ("logic_xor", [0, 1, 1, 0])])
+def test_prepare_logic_gates(name: str, truth: list[int]) -> None:
+    arrays, meta, extra = prepare_dataset(name, DatasetConfig(), seed=0)
+    assert set(arrays) == {"train", "val", "test"}
+    for x, y in arrays.values():
+        assert x.dtype == np.float32 and y.dtype == np.int64
+        assert x.tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
+        assert y.tolist() == truth
+    assert meta["input_shape"] == [2] and meta["num_classes"] == 2 and extra == {}
+
+
+def test_prepare_mnist(mirror: Path) -> None:
+    arrays, meta, _ = prepare_dataset("mnist", DatasetConfig(val_fraction=0.1, max_train_samples=500), 7, mirror=mirror)
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = arrays["train"], arrays["val"], arrays["test"]
+    assert x_train.shape == (500, 1, 28, 28) and x_val.shape == (6000, 1, 28, 28) and x_test.shape == (10000, 1, 28, 28)
+    assert x_train.dtype == np.float32 and y_train.dtype == np.int64
+    assert 0.0 <= x_test.min() and x_test.max() == 1.0
+    assert np.bincount(y_test).tolist() == MNIST_TEST_LABEL_COUNTS  # the official test split, untouched
+    assert np.array_equal(x_test[0, 0], read_idx(mirror / T10K_IMAGES.path)[0] / np.float32(255))
+    assert np.bincount(y_val, minlength=10).min() >= 500  # stratified: ~600 per class
+    assert np.bincount(y_train, minlength=10).min() >= 40  # stratified subset: ~50 per class
+    assert meta["normalization"] == {"method": "min-max", "min": 0, "max": 255}
+    assert meta["input_shape"] == [1, 28, 28] and meta["num_classes"] == 10 and meta["seed"] == 7
+    assert "LeCun" in meta["citation"]
+
+
+def test_prepare_churn(mirror: Path) -> None:
+    arrays, meta, _ = prepare_dataset("churn", DatasetConfig(val_fraction=0.1, test_fraction=0.2), 42, mirror=mirror)
+    names = meta["feature_names"]
+    assert not {"RowNumber", "CustomerId", "Surname", "Exited"} & set(names)
+    assert {len(arrays[s][0]) for s in arrays} == {7200, 800, 2000}
+    assert meta["input_shape"] == [len(names)] == [12]
+    geo = [names.index(f"Geography_{c}") for c in ("France", "Germany", "Spain")]
+    numeric = meta["numeric_features"]
+    assert [names[i] for i in numeric] == list(CHURN_NUMERIC)
+    for split, (x, y) in arrays.items():
+        assert x.dtype == np.float32 and y.dtype == np.int64
+        assert np.isin(x[:, geo], [0, 1]).all() and (x[:, geo].sum(axis=1) == 1).all()  # one-hot
+        assert np.isin(x[:, names.index("Gender")], [0, 1]).all()
+        assert y.mean() == pytest.approx(0.2037, abs=0.01)  # stratified on Exited
+    train = arrays["train"][0][:, numeric]
+    np.testing.assert_allclose(train.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(train.std(axis=0), 1, atol=1e-4)
+    for split in ("val", "test"):  # standardised with the train statistics, not their own
+        assert np.abs(arrays[split][0][:, numeric].mean(axis=0)).max() > 1e-3
+    age = meta["normalization"]["features"]["Age"]
+    ages = arrays["test"][0][:, names.index("Age")] * age["std"] + age["mean"]
+    np.testing.assert_allclose(ages, np.round(ages), atol=1e-3)  # invertible back to whole years
+
+
+def test_prepare_imdb_small(mirror: Path) -> None:
+    from tokenizers import Tokenizer
+
+    config = DatasetConfig(val_fraction=0.1, max_train_samples=400, vocab_size=100_000, seq_len=64)
+    arrays, meta, extra = prepare_dataset("imdb", config, 42, mirror=mirror)
+    assert {s: arrays[s][0].shape for s in arrays} == {"train": (400, 64), "val": (2500, 64), "test": (25000, 64)}
+    assert all(x.dtype == np.int64 and y.dtype == np.int64 for x, y in arrays.values())
+    assert np.bincount(arrays["test"][1]).tolist() == [12500, 12500]
+    assert meta["pad_id"] == PAD_ID == 0 and meta["seq_len"] == 64 and meta["input_shape"] == [64]
+
+    tokenizer = Tokenizer.from_str(extra["tokenizer.json"].decode())
+    assert tokenizer.token_to_id("[PAD]") == 0 and meta["vocab_size"] == tokenizer.get_vocab_size()
+    # Fitted on the 400 train reviews only: the vocabulary holds every train token (no [UNK] in train) and is
+    # far smaller than the whole corpus', so held-out reviews do contain unknown tokens.
+    assert meta["vocab_size"] < 20_000
+    assert not (arrays["train"][0] == meta["unk_id"]).any()
+    assert (arrays["val"][0] == meta["unk_id"]).any() and (arrays["test"][0] == meta["unk_id"]).any()
+
+    # 'pre' padding: zeros only as a prefix; 'pre' truncation: the last seq_len tokens are kept.
+    for x, _ in arrays.values():
+        nonzero = x != PAD_ID
+        assert (np.diff(nonzero.astype(np.int8), axis=1) >= 0).all()
+    frame = read_csv(mirror / "imdb/imdb_reviews.csv.gz", IMDB_COLUMNS)
+    test_reviews = [clean_review(t) for t in frame.loc[frame["split"] == "test", "review"]]
+    sample = list(range(100)) + [i for i, t in enumerate(test_reviews) if not t.isascii()][:100]
+    encoded = np.array([e.ids for e in tokenizer.encode_batch([test_reviews[i] for i in sample])])
+    np.testing.assert_array_equal(arrays["test"][0][sample], encoded)  # tokenizer.json alone reproduces x
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    full = [tokenizer.encode(test_reviews[i]).ids for i in sample]
+    long_rows = [(row, ids) for row, ids in zip(sample, full) if len(ids) > 64]
+    short_rows = [(row, ids) for row, ids in zip(sample, full) if len(ids) < 64]
+    assert long_rows and short_rows
+    for row, ids in long_rows:
+        assert arrays["test"][0][row].tolist() == ids[-64:]
+    for row, ids in short_rows:
+        assert arrays["test"][0][row].tolist() == [PAD_ID] * (64 - len(ids)) + ids
+
+    again, meta_again, extra_again = prepare_dataset("imdb", config, 42, mirror=mirror)
+    for split in arrays:
+        np.testing.assert_array_equal(arrays[split][0], again[split][0])
+        np.testing.assert_array_equal(arrays[split][1], again[split][1])
+    assert extra_again == extra and meta_again == meta
+
+
+def test_tokenizer_vocab_size_is_capped(mirror: Path) -> None:
+    frame = read_csv(mirror / "imdb/imdb_reviews.csv.gz", IMDB_COLUMNS, nrows=300)
+    tokenizer = build_tokenizer([clean_review(t) for t in frame["review"]], vocab_size=50, seq_len=16)
+    assert tokenizer.get_vocab_size() == 50
+    assert tokenizer.token_to_id("[PAD]") == 0 and tokenizer.token_to_id("[UNK]") == 1
+    assert "br" not in tokenizer.get_vocab()  # the <br /> tags were removed, not tokenised
+
+
+# ----------------------------------------------------------------------------------------- stage (CLI)
+
+
+def test_prepare_stage_writes_the_dataset(mirror: Path, tmp_path: Path) -> None:
+    assert prepare_main(["mnist", "--profile", "tiny", "--out", str(tmp_path), "--mirror", str(mirror)]) == 0
+    data = load_prepared(tmp_path / "mnist")
+    assert data.meta["splits"] == {"train": 512, "val": 6000, "test": 10000}
+    assert data.x["train"].shape == (512, 1, 28, 28) and data.meta["x_dtype"] == "float32"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mnist"]
+
+
+def test_prepare_stage_unknown_dataset_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert prepare_main(["no_such_dataset", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "no_such_dataset" in err[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_prepare_stage_subprocess_corrupt_mirror_exits_2(mirror: Path, tmp_path: Path) -> None:
+    bad_mirror = tmp_path / "mirror"
+    corrupt_copy(mirror / CHURN.path, bad_mirror / CHURN.path)
+    out = tmp_path / "prepared"
+    env = {k: v for k, v in os.environ.items() if k not in (MIRROR_ENV, URL_ENV)}
+    env[MIRROR_ENV] = str(bad_mirror)
+    result = subprocess.run([sys.executable, "-m", "pipelines.prepare", "churn", "--out", str(out)],
+                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and str(bad_mirror / CHURN.path) in lines[0] and "checksum" in lines[0]
+    assert files_under(out) == [] and not (out / "churn").exists()
+
+
+def test_prepare_module_does_not_import_torch() -> None:
+    code = "import sys, pipelines.prepare, pipelines.augment; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+def test_no_hard_coded_shared_path() -> None:
+    for module in ("fetch", "readers", "datasets", "prepare", "augment", "errors"):
+        assert "../shared" not in (REPO_ROOT / "pipelines" / f"{module}.py").read_text()
+
