@@ -105,7 +105,7 @@ class OptimizerConfig(Strict):
     name: OptimizerName = "adam"
     lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = Field(0.0, description="decoupled (adamw) or coupled L2 decay of the optimizer")
-    momentum: float = Field(0.9, ge=0, lt=1, description="sgd_momentum, nesterov and rmsprop only")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd_momentum and nesterov only")
     betas: tuple[float, float] = Field((0.9, 0.999), description="adam and adamw only")
     eps: PositiveFloat = 1e-8
 
@@ -139,6 +139,7 @@ class TrainerConfig(Strict):
     precision: str = "32-true"
     limit_train_batches: PositiveFloat | PositiveInt = 1.0
     limit_val_batches: PositiveFloat | PositiveInt = 1.0
+    check_val_every_n_epoch: PositiveInt = 1
     gradient_clip_val: PositiveFloat | None = None
     deterministic: bool = True
     log_every_n_steps: PositiveInt = 50

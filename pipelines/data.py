@@ -69,11 +69,8 @@ class TensorBatches:
 
 
 def to_tensor(array: np.ndarray) -> torch.Tensor:
-    """Copy a (possibly memory-mapped) array into a torch tensor; float64 becomes float32."""
-    array = np.ascontiguousarray(array)
-    if array.dtype == np.float64:
-        array = array.astype(np.float32)
-    return torch.from_numpy(array)
+    """Copy a (possibly memory-mapped, read-only) array into a torch tensor; float64 becomes float32."""
+    return torch.from_numpy(np.array(array, dtype=np.float32 if array.dtype == np.float64 else array.dtype))
 
 
 class ArrayDataModule(L.LightningDataModule):

@@ -6,7 +6,7 @@ classification; MSE, RMSE, MAE, R² and adjusted R² for regression. It then giv
 the experiment's reference error with the notes' remedies (:mod:`pipelines.bias_variance`).
 
 Everything is logged to the same MLflow run as training (one run tells the whole story) and written to
-``metrics/<experiment>.json``; the confusion matrix and ROC curve go to ``plots/<experiment>/`` for ``dvc plots``
+``metrics/<experiment>.json``; the confusion matrix and ROC curve go to ``plots/{confusion,roc}/<experiment>.csv`` for ``dvc plots``
 and as PNG artifacts to MLflow.
 """
 
@@ -130,9 +130,8 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
 
     client = mlflow.MlflowClient(tracking_uri(params))
     run_id = run_info["run_id"]
-    plot_dir = PLOTS_ROOT / name
     figures = {}
-    history_path = plot_dir / "history.csv"
+    history_path = PLOTS_ROOT / "history" / f"{name}.csv"
     if history_path.exists():
         rows = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(history_path.open())]
         figures["history.png"] = plots.history_figure(rows, "acc" if task != "regression" else "mse")
@@ -141,17 +140,17 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
         classes = meta.get("classes") or [str(i) for i in range(len(matrix))]
         results["test"]["confusion_matrix"] = matrix.tolist()
         predicted = (outputs["test"][0] > 0).long() if task == "binary" else outputs["test"][0].argmax(-1)
-        atomic_write_text(plot_dir / "confusion.csv", _csv(
+        atomic_write_text(PLOTS_ROOT / "confusion" / f"{name}.csv", _csv(
             ["actual", "predicted"],
             ((classes[a], classes[p]) for a, p in zip(outputs["test"][1].tolist(), predicted.tolist()))))
-        atomic_write_text(plot_dir / "roc.csv", _csv(
+        atomic_write_text(PLOTS_ROOT / "roc" / f"{name}.csv", _csv(
             ["class", "fpr", "tpr"],
             ((label, f"{f:.4f}", f"{t:.4f}") for label, (fpr, tpr, _) in curves.items() for f, t in zip(fpr, tpr))))
         figures["confusion_matrix.png"] = plots.confusion_figure(matrix, classes)
         figures["roc.png"] = plots.roc_figure(curves if len(curves) <= 10 else dict(list(curves.items())[:10]))
     else:  # regression has no confusion matrix or ROC; keep the declared outputs present and explicit
-        for file in ("confusion.csv", "roc.csv"):
-            atomic_write_text(plot_dir / file, "actual,predicted\n" if file == "confusion.csv" else "class,fpr,tpr\n")
+        atomic_write_text(PLOTS_ROOT / "confusion" / f"{name}.csv", "actual,predicted\n")
+        atomic_write_text(PLOTS_ROOT / "roc" / f"{name}.csv", "class,fpr,tpr\n")
 
     # test_<metric> for the test split; eval_<split>_<metric> for the best checkpoint on train and val.
     metrics = {f"test_{k}": v for k, v in results["test"].items() if isinstance(v, (int, float))}

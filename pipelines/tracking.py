@@ -85,19 +85,19 @@ def git_commit() -> str:
 
 def data_version(dataset: str, lock_path: Path | None = None) -> dict[str, str]:
     """Hash of the data a run trained on, from ``dvc.lock``: the md5 of the ``prepare@<dataset>`` and
-    ``augment@<dataset>`` outputs, combined into ``data_hash``. Empty values when the lock has no entry yet
-    (a run outside ``dvc repro``)."""
+    ``augment@<dataset>`` outputs (``data.md5.prepare``, ``data.md5.augment``), combined into ``data_hash``.
+    ``data_hash`` is empty when the lock has no entry yet (a run outside ``dvc repro``)."""
     lock_path = lock_path or REPO_ROOT / "dvc.lock"
     try:
         stages = (yaml.safe_load(lock_path.read_text()) or {}).get("stages", {})
     except (FileNotFoundError, yaml.YAMLError):
         stages = {}
     found: dict[str, str] = {}
-    for stage in (f"prepare@{dataset}", f"augment@{dataset}"):
-        for out in stages.get(stage, {}).get("outs", []):
-            found[f"{stage}:{out.get('path')}"] = str(out.get("md5", ""))
+    for stage in ("prepare", "augment"):
+        for out in stages.get(f"{stage}@{dataset}", {}).get("outs", []):
+            found[f"data.md5.{stage}"] = str(out.get("md5", ""))
     digest = hashlib.sha256("\n".join(f"{k}={v}" for k, v in sorted(found.items())).encode()).hexdigest()
-    return {"data_hash": digest[:16] if found else "", **{f"dvc.{k}": v for k, v in found.items()}}
+    return {"data_hash": digest[:16] if found else "", **found}
 
 
 def library_versions() -> dict[str, str]:

@@ -7,7 +7,7 @@ model (``mlflow.pytorch.log_model`` with a signature, an input example and expli
 ``state_dict`` where export fails).
 
 Outputs: ``checkpoints/<experiment>/{best,last}.ckpt`` and ``run.json`` (the MLflow run id, so ``evaluate``
-logs into the same run), ``metrics/train/<experiment>.json`` and ``plots/<experiment>/history.csv``.
+logs into the same run), ``metrics/train/<experiment>.json`` and ``plots/history/<experiment>.csv``.
 """
 
 from __future__ import annotations
@@ -177,7 +177,8 @@ def train(name: str, params: Params) -> dict[str, Any]:
     trainer = L.Trainer(
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
         num_nodes=t.num_nodes, precision=t.precision, limit_train_batches=t.limit_train_batches,
-        limit_val_batches=t.limit_val_batches, gradient_clip_val=t.gradient_clip_val,
+        limit_val_batches=t.limit_val_batches,
+        check_val_every_n_epoch=t.check_val_every_n_epoch, gradient_clip_val=t.gradient_clip_val,
         deterministic=t.deterministic, log_every_n_steps=t.log_every_n_steps, logger=logger, callbacks=callbacks,
         num_sanity_val_steps=0, enable_model_summary=False, default_root_dir=str(ckpt_dir),
     )
@@ -212,7 +213,7 @@ def train(name: str, params: Params) -> dict[str, Any]:
         summary["model_format"] = log_model(best.network, example, run_id)
         client.set_tag(run_id, "model_format", summary["model_format"])
 
-    write_history(history.rows, PLOTS_ROOT / name / "history.csv")
+    write_history(history.rows, PLOTS_ROOT / "history" / f"{name}.csv")
     atomic_write_json(ckpt_dir / "run.json", {"run_id": run_id, "tracking_uri": tracking_uri(params),
                                              "experiment_id": experiment_id, "best_checkpoint": best_path.name})
     atomic_write_json(METRICS_ROOT / "train" / f"{name}.json", summary)
