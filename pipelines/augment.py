@@ -64,7 +64,8 @@ def augment_images(x: np.ndarray, config: AugmentConfig, seed: int, batch_size: 
     if config.hflip:
         transforms.append(K.RandomHorizontalFlip(p=0.5))
     if config.rotation_degrees or config.zoom:
-        transforms.append(K.RandomAffine(degrees=config.rotation_degrees, scale=(1 - config.zoom, 1 + config.zoom), p=1.0))
+        scale = (1 - config.zoom, 1 + config.zoom)
+        transforms.append(K.RandomAffine(degrees=config.rotation_degrees, scale=scale, p=1.0))
     if config.brightness:
         transforms.append(K.RandomBrightness(brightness=(1 - config.brightness, 1 + config.brightness), p=1.0))
     if config.noise_std:
@@ -161,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("dataset", help="a dataset under datasets: in params.yaml, e.g. mnist")
     parser.add_argument("--params", type=Path, default=None, help="params file (default: <repo>/params.yaml)")
     parser.add_argument("--profile", default=None, help="override the params file's profile")
-    parser.add_argument("--prepared", type=Path, default=PREPARED_ROOT, help="prepared data root (default: data/prepared)")
+    parser.add_argument("--prepared", type=Path, default=PREPARED_ROOT,
+                        help="prepared data root (default: data/prepared)")
     parser.add_argument("--out", type=Path, default=AUGMENTED_ROOT, help="output root (default: data/augmented)")
     args = parser.parse_args(argv)
     return run_stage(augment, dataset=args.dataset, params_path=args.params, profile=args.profile,

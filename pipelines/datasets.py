@@ -101,7 +101,10 @@ def split_indices(y: np.ndarray, fraction: float, seed: int, *, stratify: bool =
 
 
 def subsample_indices(y: np.ndarray, n: int | None, seed: int, *, stratify: bool = True) -> np.ndarray:
-    """Indices of a seeded (stratified) subset of ``n`` samples of ``y``; all indices, in order, if ``n`` is None or >= len."""
+    """Indices of a seeded (stratified) subset of ``n`` samples of ``y``.
+
+    All indices, in order, when ``n`` is None or at least ``len(y)``.
+    """
     if n is None or n >= len(y):
         return np.arange(len(y))
     keep, _ = _split(y, len(y) - n, seed, stratify)
@@ -150,7 +153,8 @@ def _read_mnist_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, 
         raise DataFormatError(f"{images_path}: expected images of shape (N, 28, 28), found {images.shape}")
     if labels.ndim != 1 or len(labels) != len(images):
         raise DataFormatError(
-            f"{labels_path}: expected {len(images)} labels (one per image in {images_path.name}), found shape {labels.shape}"
+            f"{labels_path}: expected {len(images)} labels (one per image in {images_path.name}), "
+            f"found shape {labels.shape}"
         )
     if labels.size and labels.max() > 9:
         raise DataFormatError(f"{labels_path}: labels must be digits 0-9, found {int(labels.max())}")
@@ -176,7 +180,8 @@ def prepare_mnist(config: DatasetConfig, seed: int, *, mirror: str | Path | None
     """
     entry = get_dataset("mnist")
     files = _fetch_files(entry, mirror)
-    train_images, train_labels = _read_mnist_pair(files["train-images-idx3-ubyte.gz"], files["train-labels-idx1-ubyte.gz"])
+    train_images, train_labels = _read_mnist_pair(files["train-images-idx3-ubyte.gz"],
+                                                  files["train-labels-idx1-ubyte.gz"])
     test_images, test_labels = _read_mnist_pair(files["t10k-images-idx3-ubyte.gz"], files["t10k-labels-idx1-ubyte.gz"])
     train, val = carve_train_val(train_labels, config, seed)
     arrays = {
@@ -273,11 +278,11 @@ def prepare_churn(config: DatasetConfig, seed: int, *, mirror: str | Path | None
     x, y, names = churn_features(read_csv(path, CHURN_COLUMNS), path)
     rest, test = split_indices(y, config.test_fraction, seed)
     train, val = carve_train_val(y[rest], config, seed)
-    train, val = rest[train], rest[val]
-    xs = {"train": x[train], "val": x[val], "test": x[test]}
+    index = {"train": rest[train], "val": rest[val], "test": test}
+    xs = {split: x[idx] for split, idx in index.items()}
     numeric = [names.index(name) for name in CHURN_NUMERIC]
     stats = standardize(xs, numeric, names)
-    arrays = {split: (xs[split].astype(np.float32), y[idx]) for split, idx in (("train", train), ("val", val), ("test", test))}
+    arrays = {split: (xs[split].astype(np.float32), y[idx]) for split, idx in index.items()}
     meta = base_meta(entry, seed)
     meta.update(
         input_shape=[len(names)],
@@ -329,11 +334,14 @@ def build_tokenizer(texts: list[str], vocab_size: int, seq_len: int):
 
     tokenizer = Tokenizer(models.WordLevel(unk_token=UNK_TOKEN))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=[PAD_TOKEN, UNK_TOKEN], show_progress=False)
+    trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=[PAD_TOKEN, UNK_TOKEN],
+                                        show_progress=False)
     tokenizer.train_from_iterator((normalize_text(text) for text in texts), trainer=trainer, length=len(texts))
     if tokenizer.token_to_id(PAD_TOKEN) != PAD_ID:
         raise DataError(f"tokenizer: {PAD_TOKEN} got id {tokenizer.token_to_id(PAD_TOKEN)}, expected {PAD_ID}")
-    tokenizer.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()])
+    tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()]
+    )
     tokenizer.enable_truncation(max_length=seq_len, direction="left")
     tokenizer.enable_padding(direction="left", pad_id=PAD_ID, pad_token=PAD_TOKEN, length=seq_len)
     return tokenizer

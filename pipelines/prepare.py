@@ -74,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=None, help="params file (default: <repo>/params.yaml)")
     parser.add_argument("--profile", default=None, help="override the params file's profile")
     parser.add_argument("--out", type=Path, default=PREPARED_ROOT, help="output root (default: data/prepared)")
-    parser.add_argument("--mirror", type=Path, default=None, help="data mirror folder (default: $DEEPNOTES_DATA_MIRROR)")
+    parser.add_argument("--mirror", type=Path, default=None,
+                        help="data mirror folder (default: $DEEPNOTES_DATA_MIRROR)")
     args = parser.parse_args(argv)
     return run_stage(prepare, dataset=args.dataset, params_path=args.params, profile=args.profile,
                      out_root=args.out, mirror=args.mirror)

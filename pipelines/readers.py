@@ -77,7 +77,9 @@ def read_idx(path: str | Path) -> np.ndarray:
         )
     header_len = 4 + 4 * ndim
     if len(data) < header_len:
-        raise DataFormatError(f"{path}: truncated IDX header: {ndim} dimensions need {header_len} bytes, found {len(data)}")
+        raise DataFormatError(
+            f"{path}: truncated IDX header: {ndim} dimensions need {header_len} bytes, found {len(data)}"
+        )
     dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(IDX_DTYPES[type_code])
     expected = int(np.prod(dims)) * dtype.itemsize

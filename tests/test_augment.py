@@ -125,8 +125,8 @@ def test_text_cannot_be_augmented_offline() -> None:
 
 def test_stage_missing_prepared_data_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     params = write_params(tmp_path / "params.yaml", {"mnist": {"enabled": True, "noise_std": 0.1}})
-    code = main(["mnist", "--params", str(params), "--prepared", str(tmp_path / "none"), "--out", str(tmp_path / "out")])
-    assert code == 2
+    argv = ["mnist", "--params", str(params), "--prepared", str(tmp_path / "none"), "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "meta.json" in err[0]
     assert not (tmp_path / "out" / "mnist").exists()
