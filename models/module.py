@@ -21,7 +21,7 @@ import torch
 import torchmetrics
 from torch import nn
 
-from models.factories import initialize, make_loss, make_optimizer, regularization_penalty
+from models.factories import initialize, make_loss, make_optimizer, penalised_parameters, regularization_penalty
 from models.registry import NetworkSpec, build_network
 
 
@@ -98,6 +98,7 @@ class DeepNotesModule(L.LightningModule):
         self.task = task
         self.loss_fn = make_loss(loss, huber_delta=huber_delta)
         self._reg_cfg = _as_config("RegularizationConfig", regularization)
+        self._penalised = penalised_parameters(self.network)  # collected once, not on every step
         self._opt_cfg = _as_config("OptimizerConfig", optimizer)
         self.train_metrics = build_metrics(task, num_classes, full=False).clone(prefix="train_")
         self.val_metrics = build_metrics(task, num_classes).clone(prefix="val_")
@@ -114,14 +115,13 @@ class DeepNotesModule(L.LightningModule):
         outputs = self(x)
         data_loss = self.loss_fn(outputs, self._targets(y))
         metrics.update(scores_to_predictions(outputs.detach(), self.task), y)
-        on_step = split == "train"
         self.log_dict(metrics, on_step=False, on_epoch=True)
         if split != "train":
             self.log(f"{split}_loss", data_loss, on_step=False, on_epoch=True, prog_bar=split == "val")
             return data_loss
-        penalty = regularization_penalty(self.network, self._reg_cfg)
+        penalty = regularization_penalty(self._penalised, self._reg_cfg)
         loss = data_loss + penalty
-        self.log("train_loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train_data_loss", data_loss, on_step=False, on_epoch=True)
         self.log("train_penalty", penalty, on_step=False, on_epoch=True)
         return loss

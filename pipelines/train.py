@@ -84,11 +84,12 @@ def write_history(rows: list[dict[str, float]], path: Path) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def log_model(network, example, run_id: str) -> str:
+def log_model(network, example, run_id: str) -> tuple[str, str]:
     """Log the trained network to MLflow with a signature, input example and explicit pip requirements.
 
-    Returns ``"pytorch"`` when ``mlflow.pytorch.log_model`` succeeded, ``"state_dict"`` when export failed and a
-    weights-only ``state_dict`` was logged instead (loadable with ``torch.load(..., weights_only=True)``).
+    Returns ``(format, uri)``: ``("pytorch", "models:/m-...")`` when ``mlflow.pytorch.log_model`` succeeded (a
+    logged model linked to the run), or ``("state_dict", "runs:/<run>/model_state_dict/state_dict.pt")`` when export
+    failed and a weights-only ``state_dict`` was logged instead (load with ``torch.load(..., weights_only=True)``).
     """
     import mlflow
     import torch
@@ -101,9 +102,9 @@ def log_model(network, example, run_id: str) -> str:
         output = network(torch.as_tensor(example)).numpy()
     try:
         with mlflow.start_run(run_id=run_id):
-            mlflow.pytorch.log_model(network, name="model", signature=infer_signature(example, output),
-                                     input_example=example, pip_requirements=pip_requirements())
-        return "pytorch"
+            info = mlflow.pytorch.log_model(network, name="model", signature=infer_signature(example, output),
+                                            input_example=example, pip_requirements=pip_requirements())
+        return "pytorch", info.model_uri
     except Exception as exc:  # export of some modules (recurrent, dynamic shapes) is not supported
         log.warning("mlflow.pytorch.log_model failed (%s: %s); logging a state_dict instead",
                     type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
@@ -116,7 +117,7 @@ def log_model(network, example, run_id: str) -> str:
             path = Path(tmp) / "state_dict.pt"
             path.write_bytes(buffer.getvalue())
             client.log_artifact(run_id, str(path), artifact_path="model_state_dict")
-        return "state_dict"
+        return "state_dict", f"runs:/{run_id}/model_state_dict/state_dict.pt"
 
 
 def train(name: str, params: Params) -> dict[str, Any]:
@@ -210,8 +211,9 @@ def train(name: str, params: Params) -> dict[str, Any]:
     if params.tracking.log_model:
         best = type(module).load_from_checkpoint(best_path, map_location="cpu", weights_only=True)
         example = datamodule.tensors["test"][0][:2].numpy()
-        summary["model_format"] = log_model(best.network, example, run_id)
+        summary["model_format"], summary["model_uri"] = log_model(best.network, example, run_id)
         client.set_tag(run_id, "model_format", summary["model_format"])
+        client.set_tag(run_id, "model_uri", summary["model_uri"])
 
     write_history(history.rows, PLOTS_ROOT / "history" / f"{name}.csv")
     atomic_write_json(ckpt_dir / "run.json", {"run_id": run_id, "tracking_uri": tracking_uri(params),

@@ -34,10 +34,10 @@ def test_real_params_load_in_every_profile(profile):
 
 def test_profiles_merge_most_specific_last():
     default, full, tiny = (load_params(profile=p) for p in ("default", "full", "tiny"))
-    assert default.experiment("lenet5_mnist").trainer.max_epochs == 4
+    assert default.experiment("lenet5_mnist").trainer.max_epochs == 5
     assert full.experiment("lenet5_mnist").trainer.max_epochs == 20  # the experiment's own full block
     assert tiny.experiment("lenet5_mnist").trainer.max_epochs == 1  # the global tiny block
-    assert tiny.dataset("imdb").seq_len == 64 and default.dataset("imdb").seq_len == 200
+    assert tiny.dataset("imdb").seq_len == 64 and default.dataset("imdb").seq_len == 128
     assert full.experiment("lstm_imdb").model["bidirectional"] is True
 
 

@@ -77,7 +77,8 @@ def test_repro_tracks_every_experiment(tiny_repo):
 
     repo, _, _ = tiny_repo
     experiments = _experiments(repo)
-    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow' / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow' / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name("deepnotes")
     assert exp is not None and exp.artifact_location.startswith("file://")
     assert str(repo / "mlflow" / "artifacts") in exp.artifact_location
@@ -95,7 +96,12 @@ def test_repro_tracks_every_experiment(tiny_repo):
         assert params["seed"] == "42" and "optimizer.lr" in params and "trainer.max_epochs" in params
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"checkpoints", "plots"} <= artifacts, (name, artifacts)
-        assert artifacts & {"model", "model_state_dict"}, (name, artifacts)
+        if tags["model_format"] == "pytorch":  # MLflow 3 logs models as LoggedModels linked to the run
+            models = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list",
+                                                 filter_string=f"source_run_id = '{run.info.run_id}'")
+            assert [m.model_uri for m in models] == [tags["model_uri"]], name
+        else:
+            assert "model_state_dict" in artifacts, (name, artifacts)
         plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
         assert "plots/confusion_matrix.png" in plots and "plots/roc.png" in plots
         train_json = json.loads((repo / "metrics" / "train" / f"{name}.json").read_text())
