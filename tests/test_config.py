@@ -104,3 +104,12 @@ def test_unknown_experiment_lists_known(raw):
     params = validate(raw)
     with pytest.raises(ConfigError, match="no such experiment; known: .*lenet5_mnist"):
         params.experiment("resnet_mnist")
+
+
+@pytest.mark.parametrize("stage", ["train", "evaluate"])
+def test_stage_rejects_unknown_experiment_before_running(stage, capsys):
+    from pipelines.cli import main
+
+    assert main([stage, "resnet_mnist"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: params.yaml: experiments.resnet_mnist: no such experiment")
