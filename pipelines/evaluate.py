@@ -52,10 +52,15 @@ def split_metrics(outputs, targets, task: str, num_classes: int | None, num_feat
     if task == "regression":
         n, p = len(targets), num_features
         values["adjusted_r2"] = 1 - (1 - values["r2"]) * (n - 1) / (n - p - 1) if n - p - 1 > 0 else float("nan")
-        values["error"] = values["rmse"]
-    else:
-        values["error"] = 1.0 - values["acc"]
     return values
+
+
+def error_of(metrics: dict[str, float], task: str) -> float:
+    """The error the bias/variance verdict compares: 1 - accuracy, or RMSE for regression.
+
+    (Not stored under the key ``error``: ``dvc metrics`` reads that key as a failure to load the file.)
+    """
+    return metrics["rmse"] if task == "regression" else 1.0 - metrics["acc"]
 
 
 def confusion_and_roc(outputs, targets, task: str, num_classes: int | None):
@@ -124,9 +129,10 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
         outputs[split] = (predict(module.network, x), y)
         results[split] = split_metrics(*outputs[split], task, num_classes, num_features)
     bv = exp.bias_variance
-    diagnosis = diagnose(results["train"]["error"], results["val"]["error"], results["test"]["error"],
+    diagnosis = diagnose(*(error_of(results[split], task) for split in ("train", "val", "test")),
                          bv.reference_error, bv.tolerance)
-    results["bias_variance"] = diagnosis.as_dict()
+    # dvc metrics reads numbers and strings only: the remedies become one string.
+    results["bias_variance"] = diagnosis.as_dict() | {"remedies": "; ".join(diagnosis.remedies) or "none"}
 
     client = mlflow.MlflowClient(tracking_uri(params))
     run_id = run_info["run_id"]
@@ -138,7 +144,7 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
     if task != "regression":
         matrix, curves = confusion_and_roc(*outputs["test"], task, num_classes)
         classes = meta.get("classes") or [str(i) for i in range(len(matrix))]
-        results["test"]["confusion_matrix"] = matrix.tolist()
+        confusion_matrix = matrix.tolist()  # logged to MLflow; dvc gets it as plots/confusion/<name>.csv
         predicted = (outputs["test"][0] > 0).long() if task == "binary" else outputs["test"][0].argmax(-1)
         atomic_write_text(PLOTS_ROOT / "confusion" / f"{name}.csv", _csv(
             ["actual", "predicted"],
@@ -160,11 +166,12 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
     timestamp = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), timestamp, 0) for k, v in metrics.items()])
     client.set_tag(run_id, "bias_variance.verdict", diagnosis.verdict)
-    client.set_tag(run_id, "bias_variance.remedies", "; ".join(diagnosis.remedies) or "none")
+    client.set_tag(run_id, "bias_variance.remedies", results["bias_variance"]["remedies"])
     for file, fig in figures.items():
         client.log_figure(run_id, fig, f"plots/{file}")
         plots.close(fig)
-    client.log_dict(run_id, results, "evaluation/metrics.json")
+    client.log_dict(run_id, results | ({"test_confusion_matrix": confusion_matrix} if task != "regression" else {}),
+                    "evaluation/metrics.json")
     client.set_terminated(run_id, "FINISHED")
     atomic_write_json(METRICS_ROOT / f"{name}.json", results)
     return results
