@@ -179,7 +179,8 @@ def train(name: str, params: Params) -> dict[str, Any]:
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
         num_nodes=t.num_nodes, precision=t.precision, limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches,
-        check_val_every_n_epoch=t.check_val_every_n_epoch, gradient_clip_val=t.gradient_clip_val,
+        check_val_every_n_epoch=min(t.check_val_every_n_epoch, t.max_epochs),  # validate at least once
+        gradient_clip_val=t.gradient_clip_val,
         deterministic=t.deterministic, log_every_n_steps=t.log_every_n_steps, logger=logger, callbacks=callbacks,
         num_sanity_val_steps=0, enable_model_summary=False, default_root_dir=str(ckpt_dir),
     )
