@@ -9,7 +9,8 @@ Logged names (``<split>`` is ``train``, ``val`` or ``test``): ``<split>_loss`` (
 loss elsewhere), ``train_data_loss``, ``train_penalty``, and ``<split>_<metric>`` with the metrics of
 :data:`pipelines.config.METRICS_BY_TASK` (``acc``, ``precision``, ``recall``, ``f1``, ``roc_auc`` for
 classification; ``mse``, ``rmse``, ``mae``, ``r2`` for regression). On ``train`` only the cheap headline metric
-(``acc`` or ``mse``) is computed per step, so the training step stays as fast as a hand-written loop.
+(``acc`` or ``mse``): it and the losses are summed in a running tensor and logged once per epoch, because a
+per-step ``self.log`` or torchmetrics update costs as much as a small network's backward pass.
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ class DeepNotesModule(L.LightningModule):
         self._reg_cfg = _as_config("RegularizationConfig", regularization)
         self._penalised = penalised_parameters(self.network)  # collected once, not on every step
         self._opt_cfg = _as_config("OptimizerConfig", optimizer)
-        self.train_metrics = build_metrics(task, num_classes, full=False).clone(prefix="train_")
+        # Training statistics are summed in one small tensor and logged once per epoch: a per-step self.log or
+        # torchmetrics update costs 0.2-0.6 ms, as much as a LeNet step's backward pass (benchmarks/RESULTS.md).
+        self.register_buffer("_train_sums", torch.zeros(5), persistent=False)
         self.val_metrics = build_metrics(task, num_classes).clone(prefix="val_")
         self.test_metrics = build_metrics(task, num_classes).clone(prefix="test_")
 
@@ -110,30 +113,55 @@ class DeepNotesModule(L.LightningModule):
     def _targets(self, y: torch.Tensor) -> torch.Tensor:
         return y.float() if self.task in ("binary", "regression") else y
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str, metrics: torchmetrics.MetricCollection):
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str,
+                   metrics: torchmetrics.MetricCollection) -> torch.Tensor:
         x, y = batch
         outputs = self(x)
         data_loss = self.loss_fn(outputs, self._targets(y))
         metrics.update(scores_to_predictions(outputs.detach(), self.task), y)
         self.log_dict(metrics, on_step=False, on_epoch=True)
-        if split != "train":
-            self.log(f"{split}_loss", data_loss, on_step=False, on_epoch=True, prog_bar=split == "val")
-            return data_loss
-        penalty = regularization_penalty(self._penalised, self._reg_cfg)
-        loss = data_loss + penalty
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train_data_loss", data_loss, on_step=False, on_epoch=True)
-        self.log("train_penalty", penalty, on_step=False, on_epoch=True)
-        return loss
+        self.log(f"{split}_loss", data_loss, on_step=False, on_epoch=True, prog_bar=split == "val")
+        return data_loss
+
+    def _headline_sum(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Correct predictions (classification) or squared errors (regression) in a batch, summed."""
+        if self.task == "binary":
+            return ((outputs > 0).long() == y).sum()
+        if self.task == "multiclass":
+            return (outputs.argmax(dim=-1) == y).sum()
+        return ((outputs.float() - y.float()) ** 2).sum()
+
+    def _is_last_train_batch(self, batch_idx: int) -> bool:
+        trainer = self._trainer
+        if trainer is None:  # used outside a Trainer: every step is an epoch
+            return True
+        total = trainer.num_training_batches
+        return trainer.is_last_batch if total == float("inf") else batch_idx + 1 >= total
 
     def training_step(self, batch, batch_idx):
-        return self._step(batch, "train", self.train_metrics)
+        x, y = batch
+        outputs = self(x)
+        data_loss = self.loss_fn(outputs, self._targets(y))
+        penalty = regularization_penalty(self._penalised, self._reg_cfg)
+        loss = data_loss + penalty
+        n = float(len(y))
+        with torch.no_grad():
+            self._train_sums += torch.stack([loss.detach() * n, data_loss.detach() * n, penalty.detach() * n,
+                                             self._headline_sum(outputs.detach(), y).float(),
+                                             torch.tensor(n, device=loss.device)])
+        if self._is_last_train_batch(batch_idx):
+            loss_sum, data_sum, penalty_sum, headline, count = self._train_sums / self._train_sums[4]
+            headline_name = "train_mse" if self.task == "regression" else "train_acc"
+            self.log_dict({"train_loss": loss_sum, "train_data_loss": data_sum, "train_penalty": penalty_sum,
+                           headline_name: headline}, on_step=False, on_epoch=True, sync_dist=True, prog_bar=False)
+            self._train_sums.zero_()
+        return loss
 
     def validation_step(self, batch, batch_idx):
-        return self._step(batch, "val", self.val_metrics)
+        return self._eval_step(batch, "val", self.val_metrics)
 
     def test_step(self, batch, batch_idx):
-        return self._step(batch, "test", self.test_metrics)
+        return self._eval_step(batch, "test", self.test_metrics)
 
     def predict_step(self, batch, batch_idx):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch

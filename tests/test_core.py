@@ -66,14 +66,14 @@ def test_training_loss_is_data_loss_plus_penalty_on_real_mnist(mirror):
     x, y = _mnist_test_slice(mirror, 64)
     module = _module({"type": "l2", "strength": 1e-3})
     logged = {}
-    module.log = lambda name, value, **kw: logged.__setitem__(name, float(value.detach()))
-    module.log_dict = lambda *a, **kw: None
+    module.log_dict = lambda values, **kw: logged.update({k: float(v) for k, v in values.items()})
     loss = module.training_step((x, y), 0)
     weights = [p for p in module.network.parameters() if p.ndim > 1]
     expected_penalty = 1e-3 * sum(float((w**2).sum()) for w in weights)
     assert logged["train_penalty"] == pytest.approx(expected_penalty, rel=1e-5)
     assert float(loss) == pytest.approx(logged["train_data_loss"] + expected_penalty, rel=1e-5)
     assert logged["train_data_loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(module(x), y)), rel=1e-5)
+    assert logged["train_acc"] == pytest.approx(float((module(x).argmax(-1) == y).float().mean()))
 
 
 def test_module_learns_real_digits_in_a_few_steps(mirror):
