@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from pipelines.io import atomic_write_text  # noqa: F401  (re-exported for the benchmark scripts)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Machine-readable results of each benchmark (git-ignored); run_all renders RESULTS.md from them.
 OUT_DIR = REPO_ROOT / "benchmarks" / "out"
@@ -260,24 +262,6 @@ def read_json(name: str) -> Any:
     """Read ``benchmarks/out/<name>.json``; ``None`` when the benchmark has not been run."""
     path = OUT_DIR / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary sibling file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 # ----------------------------------------------------------------------------------------- repeated rounds
