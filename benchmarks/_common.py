@@ -30,7 +30,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = REPO_ROOT / "benchmarks" / "out"
 RESULTS_MD = REPO_ROOT / "benchmarks" / "RESULTS.md"
 BIN = Path(sys.executable).parent
-DEFAULT_MIRROR = REPO_ROOT.parent / "shared" / "data"
 
 #: What a tiny copy of the repo needs to run `dvc repro` (the integration test copies the same set).
 REPO_COPY = ("pipelines", "models", "dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml")
@@ -118,8 +117,15 @@ def wait_for_quiet(timeout: float, log=None, poll: float = 2.0) -> float:
 
 
 def mirror_path() -> Path:
-    """The real data mirror: ``$DEEPNOTES_DATA_MIRROR``, else ``../shared/data`` beside the repo."""
-    return Path(os.environ.get("DEEPNOTES_DATA_MIRROR") or DEFAULT_MIRROR)
+    """The real data mirror, from ``$DEEPNOTES_DATA_MIRROR`` (``make bench`` sets it, as ``make run`` does).
+
+    Raises:
+        SystemExit: the variable is unset, with a message saying how to set it.
+    """
+    mirror = os.environ.get("DEEPNOTES_DATA_MIRROR")
+    if not mirror:
+        raise SystemExit("benchmarks need the data mirror: set DEEPNOTES_DATA_MIRROR (or run `make bench`)")
+    return Path(mirror)
 
 
 def stage_env(extra_path: Path = BIN) -> dict[str, str]:
