@@ -1,4 +1,5 @@
-"""``deepnotes`` command: one entry point for the stages, e.g. ``deepnotes train lenet5_mnist``.
+"""``deepnotes`` command: one entry point for the stages, e.g. ``deepnotes train lenet5_mnist``, and for
+hyperparameter searches, ``deepnotes tune lenet5_mnist --n-trials 30 --workers 2``.
 
 Each subcommand runs the same code as its DVC stage (``python -m pipelines.<stage> ...``); use ``dvc repro`` to run
 the pipeline with caching, and these to run or debug one stage by hand.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-STAGES = ("prepare", "augment", "train", "evaluate")
+STAGES = ("prepare", "augment", "train", "evaluate", "tune")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     ValidationError,
@@ -35,9 +36,12 @@ from pydantic import (
 from models.registry import REGISTRY
 from pipelines import REPO_ROOT
 from pipelines.catalog import CATALOG
+from pipelines.search_space import ParamSpec, SearchSpace
 
 ActivationName = Literal["sigmoid", "tanh", "relu", "leaky_relu", "elu", "prelu"]
 InitializerName = Literal["zeros", "uniform", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal"]
+SamplerName = Literal["tpe", "random", "cmaes", "gp"]
+PrunerName = Literal["median", "hyperband", "successive_halving", "none"]
 OptimizerName = Literal["gd", "sgd", "sgd_momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam", "adamw"]
 LossName = Literal["bce", "ce", "mse", "mae", "huber", "pseudo_huber", "hinge"]
 RegularizationName = Literal["none", "l1", "l2", "elastic_net"]
@@ -57,6 +61,8 @@ METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
 }
 
 DEFAULT_PARAMS_PATH = REPO_ROOT / "params.yaml"
+#: Where ``deepnotes tune`` writes an experiment's best params (relative to the params file's folder).
+TUNED_DIR = Path("params") / "tuned"
 
 
 class ConfigError(ValueError):
@@ -194,6 +200,7 @@ class ExperimentConfig(Strict):
     regularization: RegularizationConfig = Field(default_factory=RegularizationConfig)
     batch_size: PositiveInt = 64
     seed: int | None = Field(None, description="defaults to the top-level seed")
+    use_tuned: bool = Field(False, description="merge the best params of params/tuned/<experiment>.yaml")
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
@@ -242,6 +249,65 @@ class ExperimentConfig(Strict):
         return self
 
 
+# ------------------------------------------------------------------------------------------------- tuning
+
+Space = dict[str, ParamSpec | None]
+
+
+class TuneExperimentConfig(Strict):
+    """Per-experiment search settings under ``tuning.experiments.<experiment>``; unset fields use ``tuning``'s.
+
+    ``metric``/``direction`` default to the experiment's ``checkpoint.monitor``/``mode``, so a trial's value is
+    what ``train`` reports as its best checkpoint score. ``trial`` is merged into the experiment for every trial
+    (a smaller budget: fewer epochs, fewer batches); leave it empty and ``dvc repro train@<experiment>`` with
+    ``use_tuned: true`` reproduces the winning trial's value exactly.
+    """
+
+    metric: str | None = None
+    direction: Literal["minimize", "maximize"] | None = None
+    n_trials: PositiveInt | None = None
+    timeout: PositiveFloat | None = None
+    sampler: SamplerName | None = None
+    pruner: PrunerName | None = None
+    trial: dict[str, Any] = Field(default_factory=dict, description="experiment overrides for every trial")
+    space: Space = Field(default_factory=dict, description="per-path overrides of the architecture's space")
+
+
+class TuningConfig(Strict):
+    """Optuna searches (``deepnotes tune <experiment>``): defaults, storage, and the search spaces.
+
+    The space of an experiment is ``space`` (the default for every architecture), overridden per path by
+    ``architectures.<architecture>`` and then by ``experiments.<experiment>.space``; ``null`` removes a path.
+    """
+
+    storage: str | None = Field(None, description="Optuna storage URL or journal file; default "
+                                                   "<repo>/studies/deepnotes.journal (DEEPNOTES_OPTUNA_STORAGE overrides)")
+    n_trials: PositiveInt = Field(20, description="target total of trials in the study")
+    timeout: PositiveFloat | None = Field(None, description="seconds per session in which new trials may start")
+    workers: PositiveInt = 1
+    sampler: SamplerName = "tpe"
+    pruner: PrunerName = "median"
+    n_startup_trials: NonNegativeInt = Field(5, description="trials before TPE/GP model the space and median prunes")
+    n_warmup_steps: NonNegativeInt = Field(1, description="epochs a trial runs before the median pruner may stop it")
+    min_resource: PositiveInt = Field(1, description="successive halving/Hyperband: epochs of the first rung")
+    reduction_factor: int = Field(3, ge=2, description="successive halving/Hyperband: 1/eta promoted per rung")
+    heartbeat_interval: PositiveInt = Field(30, description="seconds between a running trial's heartbeats")
+    grace_period: PositiveInt | None = Field(None, description="seconds without heartbeat before a trial is "
+                                                               "failed (default 2 x heartbeat_interval)")
+    max_retry: NonNegativeInt = Field(1, description="re-runs of a trial whose worker died (same params)")
+    space: Space = Field(default_factory=dict)
+    architectures: dict[str, Space] = Field(default_factory=dict)
+    experiments: dict[str, TuneExperimentConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_architectures(self) -> TuningConfig:
+        for name in self.architectures:
+            if name not in REGISTRY:
+                raise ValueError(f"architectures.{name}: not a registered architecture; "
+                                 f"known: {', '.join(sorted(REGISTRY))}")
+        return self
+
+
 # ----------------------------------------------------------------------------------------------- top level
 
 
@@ -269,6 +335,7 @@ class Params(Strict):
     datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
     augment: dict[str, AugmentConfig] = Field(default_factory=dict)
     experiments: dict[str, ExperimentConfig] = Field(default_factory=dict)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Params:
@@ -288,6 +355,9 @@ class Params(Strict):
         for name, exp in self.experiments.items():
             if exp.dataset not in self.datasets:
                 raise ValueError(f"experiments.{name}.dataset: {exp.dataset!r} has no entry under datasets")
+        for name in self.tuning.experiments:
+            if name not in self.experiments:
+                raise ValueError(f"tuning.experiments.{name}: no such experiment under experiments")
         return self
 
     def experiment(self, name: str) -> ExperimentConfig:
@@ -315,6 +385,119 @@ class Params(Strict):
         exp = self.experiment(name)
         return self.seed if exp.seed is None else exp.seed
 
+    def tune_settings(self, name: str) -> TuneExperimentConfig:
+        """The search settings of experiment ``name`` with every unset field filled from ``tuning``.
+
+        Raises:
+            ConfigError: ``metric`` is not a validation metric the experiment logs.
+        """
+        exp = self.experiment(name)
+        own = self.tuning.experiments.get(name, TuneExperimentConfig())
+        if own.metric is None:
+            metric, default_direction = exp.checkpoint.monitor, "maximize" if exp.checkpoint.mode == "max" else "minimize"
+        else:
+            metric = own.metric
+            default_direction = "minimize" if metric.endswith(("loss", "mse", "rmse", "mae")) else "maximize"
+        allowed = {"val_loss"} | {f"val_{m}" for m in METRICS_BY_TASK[exp.task]}
+        if metric not in allowed:
+            raise ConfigError(f"params.yaml: tuning.experiments.{name}.metric: {metric!r} is not logged for a "
+                              f"{exp.task} task; use one of {sorted(allowed)}")
+        return own.model_copy(update={
+            "metric": metric,
+            "direction": own.direction or default_direction,
+            "n_trials": own.n_trials or self.tuning.n_trials,
+            "timeout": own.timeout or self.tuning.timeout,
+            "sampler": own.sampler or self.tuning.sampler,
+            "pruner": own.pruner or self.tuning.pruner,
+        })
+
+    def search_space(self, name: str) -> SearchSpace:
+        """The validated search space of experiment ``name`` (default, then architecture, then experiment).
+
+        Every bound and choice is applied to the experiment and validated with the experiment schema, so a bad
+        range, an unknown choice or a path the experiment does not have fails here, before any trial starts.
+
+        Raises:
+            ConfigError: naming ``tuning...space.<path>``, the value and what was expected; or an empty space.
+        """
+        exp = self.experiment(name)
+        raw: dict[str, Any] = dict(self.tuning.space)
+        raw.update(self.tuning.architectures.get(exp.architecture, {}))
+        raw.update(self.tuning.experiments.get(name, TuneExperimentConfig()).space)
+        where = f"params.yaml: tuning (space of experiment {name!r}, architecture {exp.architecture!r})"
+        try:
+            space = SearchSpace({path: spec for path, spec in raw.items() if spec is not None})
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if not len(space):
+            raise ConfigError(f"{where}: the search space is empty; declare tuning.space or "
+                              f"tuning.experiments.{name}.space")
+        base = self.trial_experiment(name)
+        from pipelines.search_space import apply
+
+        for path, parent, value in space.conditions:  # every `when` value must be a value the parent can take
+            try:
+                ExperimentConfig.model_validate(apply(base, {parent: value}))
+            except ValidationError as exc:  # only errors about the parent field itself (not cross-field rules)
+                own = [e for e in exc.errors() if ".".join(map(str, e["loc"])) == parent]
+                if own:
+                    raise ConfigError(f"{where}: {path}.when.{parent}: {value!r} is not a value of {parent}: "
+                                      f"{own[0]['msg']}") from None
+        for path in space.params:
+            unknown = _unknown_path(base, path)
+            if unknown:
+                raise ConfigError(f"{where}: {path}: the experiment has no setting {unknown!r}")
+        for path, value, values in space.assignments_to_check():
+            try:
+                ExperimentConfig.model_validate(apply(base, values))
+            except ValidationError as exc:
+                # name the sampled path the error is about (it may be another path than the one being varied)
+                locs = [".".join(str(p) for p in err["loc"] if p not in _SPACE_TAGS) for err in exc.errors()]
+                texts = [f"{loc}: {err['msg']}" for loc, err in zip(locs, exc.errors())]
+                culprit = next((p for p in values for loc, text in zip(locs, texts)
+                                if (loc and (loc.startswith(p) or p.startswith(loc))) or f"{p}:" in text), path)
+                raise ConfigError(f"{where}: {culprit}: value {values[culprit]!r} is not valid for this experiment"
+                                  f"{'' if culprit == path else f' (with {path}={value!r})'}: "
+                                  f"{_format_errors(exc)}") from None
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {path}: {exc}") from None
+        return space
+
+    def trial_experiment(self, name: str) -> dict[str, Any]:
+        """The experiment as a plain mapping with ``tuning.experiments.<name>.trial`` merged in (what a trial
+        trains before its sampled params are applied).
+
+        Raises:
+            ConfigError: the merged ``trial`` overrides do not validate.
+        """
+        exp = self.experiment(name).model_dump(mode="json")
+        overrides = self.tuning.experiments.get(name, TuneExperimentConfig()).trial
+        merged = deep_merge(exp, overrides)
+        try:
+            ExperimentConfig.model_validate(merged)
+        except ValidationError as exc:
+            raise ConfigError(_format_errors(exc, prefix=f"tuning.experiments.{name}.trial",
+                                             source="params.yaml: ")) from None
+        return merged
+
+
+
+def _unknown_path(experiment: dict[str, Any], path: str) -> str | None:
+    """The first component of dotted ``path`` that the (fully dumped) experiment mapping lacks, else ``None``.
+    Free-form mappings (``model``, whose keys each architecture validates) accept any key below them."""
+    node: Any = experiment
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        if isinstance(node, list) and part.isdigit():
+            node = node[int(part)] if int(part) < len(node) else None
+            continue
+        if not isinstance(node, dict) or part not in node:
+            if i >= 1 and parts[0] == "model":
+                return None
+            return ".".join(parts[: i + 1])
+        node = node[part]
+    return None
+
 
 # --------------------------------------------------------------------------------------------- resolution
 
@@ -330,11 +513,14 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def resolve(raw: dict[str, Any], profile: str | None = None) -> dict[str, Any]:
+def resolve(raw: dict[str, Any], profile: str | None = None, base_dir: Path | None = None) -> dict[str, Any]:
     """Apply the active profile to a raw ``params.yaml`` mapping; returns the mapping :class:`Params` validates.
 
+    An experiment with ``use_tuned: true`` then gets the ``params`` of ``<base_dir>/params/tuned/<name>.yaml``
+    (written by ``deepnotes tune``) merged in last: the tuned values win over the profile's.
+
     Raises:
-        ConfigError: the profile is unknown or a profile block is not a mapping.
+        ConfigError: the profile is unknown, a profile block is not a mapping, or a tuned file is missing/empty.
     """
     if not isinstance(raw, dict):
         raise ConfigError(f"params.yaml: expected a mapping at the top level, got {type(raw).__name__}")
@@ -365,23 +551,58 @@ def resolve(raw: dict[str, Any], profile: str | None = None) -> dict[str, Any]:
                 f"defined profiles: {', '.join(sorted(profiles))}"
             )
         merged = deep_merge(exp, active.get("experiment") or {})
-        experiments[name] = deep_merge(merged, own_profiles.get(profile) or {})
+        merged = deep_merge(merged, own_profiles.get(profile) or {})
+        if merged.get("use_tuned") is True:
+            merged = deep_merge(merged, load_tuned(name, base_dir or REPO_ROOT)["params"])
+        experiments[name] = merged
     return raw
+
+
+def tuned_path(name: str, base_dir: Path | None = None) -> Path:
+    """``<base_dir>/params/tuned/<name>.yaml``: an experiment's best params, written by ``deepnotes tune``."""
+    return (base_dir or REPO_ROOT) / TUNED_DIR / f"{name}.yaml"
+
+
+def load_tuned(name: str, base_dir: Path | None = None) -> dict[str, Any]:
+    """Read an experiment's tuned-params file; returns its mapping (``params`` holds the nested overrides).
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or holds no ``params`` (no search has finished a trial yet).
+    """
+    path = tuned_path(name, base_dir)
+    hint = f"run `deepnotes tune {name}` first, or set experiments.{name}.use_tuned: false"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: experiments.{name}.use_tuned is true but the file does not exist; {hint}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("params"), dict) or not data["params"]:
+        raise ConfigError(f"{path}: experiments.{name}.use_tuned is true but the file holds no tuned params; {hint}")
+    return data
+
+
+_SPACE_TAGS = frozenset({"float", "int", "categorical"})
 
 
 def _format_errors(exc: ValidationError, prefix: str = "", source: str = "") -> str:
     lines = []
     for err in exc.errors():
-        path = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        # search-space entries are a union tagged by `type`: pydantic puts the tag in the location; drop it
+        path = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "" and p not in _SPACE_TAGS)
         msg = err["msg"].removeprefix("Value error, ")
         got = "" if err["type"] in ("value_error", "missing") else f" (got {err.get('input')!r})"
-        lines.append(f"{source}{path}: {msg}{got}")
+        lines.append(f"{source}{path}: {msg}{got}" if path else f"{source}{msg}{got}")
     return "\n".join(lines)
 
 
-def validate(raw: dict[str, Any], profile: str | None = None, source: str = "params.yaml") -> Params:
-    """Resolve and validate a raw mapping. Raises :class:`ConfigError` with every problem's key path."""
-    resolved = resolve(raw, profile)
+def validate(raw: dict[str, Any], profile: str | None = None, source: str = "params.yaml",
+             base_dir: Path | None = None) -> Params:
+    """Resolve and validate a raw mapping. Raises :class:`ConfigError` with every problem's key path.
+
+    ``base_dir`` is the folder of the params file (where ``params/tuned/`` lives); default the repo root.
+    """
+    resolved = resolve(raw, profile, base_dir)
     try:
         return Params.model_validate(resolved)
     except ValidationError as exc:
@@ -405,4 +626,4 @@ def load_params(path: str | Path | None = None, profile: str | None = None) -> P
         raise ConfigError(f"{path}: params file not found") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return validate(raw, profile, source=path.name)
+    return validate(raw, profile, source=path.name, base_dir=path.resolve().parent)

@@ -43,13 +43,14 @@ def artifact_location(params: Params | None = None) -> str | None:
     return (MLFLOW_DIR / "artifacts").resolve().as_uri()
 
 
-def ensure_experiment(params: Params) -> str:
-    """Create (once) or fetch the MLflow experiment; returns its id. Safe when another process creates it first."""
+def ensure_experiment(params: Params, name: str | None = None) -> str:
+    """Create (once) or fetch an MLflow experiment (default ``tracking.experiment_name``); returns its id.
+    Safe when another process creates it first."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(tracking_uri(params))
-    name = params.tracking.experiment_name
+    name = name or params.tracking.experiment_name
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id

@@ -73,6 +73,50 @@ def seed_everything(seed: int) -> None:
     L.seed_everything(seed, workers=True, verbose=False)
 
 
+def run_params(exp: ExperimentConfig, *, seed: int, profile: str, meta: dict[str, Any], num_params: int,
+               versions: dict[str, str]) -> dict[str, Any]:
+    """The MLflow params of a training run: the resolved experiment flattened to dotted keys, the seed, profile,
+    task, parameter count, split sizes and the md5 of the data stages' outputs."""
+    from pipelines.tracking import flatten
+
+    flat = flatten(exp.model_dump(mode="json")) | {"seed": seed, "profile": profile, "task": meta["task"],
+                                                   "num_params": num_params}
+    flat |= {f"data.{split}_samples": n for split, n in meta["splits"].items()}
+    flat |= {"data.augmented_train_samples": meta.get("augmented_train_samples", 0)}
+    return flat | {k: v for k, v in versions.items() if k != "data_hash"}
+
+
+def log_params(client, run_id: str, flat: dict[str, Any]) -> None:
+    """Log ``flat`` as params of ``run_id`` in one batch (values cut to MLflow's 6,000 characters)."""
+    from mlflow.entities import Param
+
+    items = sorted(flat.items())
+    for start in range(0, len(items), 100):  # log_batch takes at most 100 params per call
+        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in items[start:start + 100]])
+
+
+def make_trainer(exp: ExperimentConfig, *, logger, callbacks: list, default_root_dir: Path,
+                 enable_checkpointing: bool = True, enable_progress_bar: bool = True):
+    """The seeded, deterministic Lightning ``Trainer`` of an experiment's ``trainer:`` block.
+
+    Shared by the train stage and by every tuning trial, so a trial trains exactly as ``train`` would.
+    Validation runs at least once (``check_val_every_n_epoch`` is capped at ``max_epochs``); no sanity check.
+    """
+    import lightning.pytorch as L
+
+    t = exp.trainer
+    return L.Trainer(
+        max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
+        num_nodes=t.num_nodes, precision=t.precision, limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches,
+        check_val_every_n_epoch=min(t.check_val_every_n_epoch, t.max_epochs),  # validate at least once
+        gradient_clip_val=t.gradient_clip_val,
+        deterministic=t.deterministic, log_every_n_steps=t.log_every_n_steps, logger=logger, callbacks=callbacks,
+        num_sanity_val_steps=0, enable_model_summary=False, default_root_dir=str(default_root_dir),
+        enable_checkpointing=enable_checkpointing, enable_progress_bar=enable_progress_bar,
+    )
+
+
 def write_history(rows: list[dict[str, float]], path: Path) -> None:
     """Write per-epoch rows as CSV (one column per metric, ``epoch`` first) atomically."""
     columns = ["epoch"] + sorted({k for row in rows for k in row} - {"epoch"})
@@ -131,7 +175,7 @@ def train(name: str, params: Params) -> dict[str, Any]:
     from pipelines.callbacks import History
     from pipelines.data import ArrayDataModule
     from pipelines.prepared import load_training_data
-    from pipelines.tracking import data_version, ensure_experiment, flatten, git_commit, library_versions, tracking_uri
+    from pipelines.tracking import data_version, ensure_experiment, git_commit, library_versions, tracking_uri
 
     exp = params.experiment(name)
     seed = params.experiment_seed(name)
@@ -155,12 +199,8 @@ def train(name: str, params: Params) -> dict[str, Any]:
     tags |= {"data_hash": versions["data_hash"]}
     run = client.create_run(experiment_id, tags=tags)
     run_id = run.info.run_id
-    flat = flatten(exp.model_dump(mode="json")) | {"seed": seed, "profile": params.profile,
-                                                   "task": meta["task"], "num_params": num_params}
-    flat |= {f"data.{split}_samples": n for split, n in meta["splits"].items()}
-    flat |= {f"data.augmented_train_samples": meta.get("augmented_train_samples", 0)}
-    flat |= {k: v for k, v in versions.items() if k != "data_hash"}
-    client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in sorted(flat.items())])
+    log_params(client, run_id, run_params(exp, seed=seed, profile=params.profile, meta=meta,
+                                          num_params=num_params, versions=versions))
 
     ckpt_dir = CHECKPOINT_ROOT / name
     history = History(_PROCESS_START)
@@ -174,16 +214,7 @@ def train(name: str, params: Params) -> dict[str, Any]:
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, min_delta=es.min_delta, patience=es.patience))
     logger = MLFlowLogger(experiment_name=params.tracking.experiment_name, tracking_uri=tracking_uri(params),
                           run_id=run_id)
-    t = exp.trainer
-    trainer = L.Trainer(
-        max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
-        num_nodes=t.num_nodes, precision=t.precision, limit_train_batches=t.limit_train_batches,
-        limit_val_batches=t.limit_val_batches,
-        check_val_every_n_epoch=min(t.check_val_every_n_epoch, t.max_epochs),  # validate at least once
-        gradient_clip_val=t.gradient_clip_val,
-        deterministic=t.deterministic, log_every_n_steps=t.log_every_n_steps, logger=logger, callbacks=callbacks,
-        num_sanity_val_steps=0, enable_model_summary=False, default_root_dir=str(ckpt_dir),
-    )
+    trainer = make_trainer(exp, logger=logger, callbacks=callbacks, default_root_dir=ckpt_dir)
     start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule)

@@ -24,7 +24,7 @@ from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
-COPY = ["pipelines", "models", "dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml"]
+COPY = ["pipelines", "models", "params", "tuning", "dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml"]
 BIN = Path(sys.executable).parent
 
 
@@ -58,13 +58,16 @@ def tiny_repo(tmp_path_factory, mirror) -> tuple[Path, dict[str, str], str]:
     (repo / ".dvc").mkdir()
     shutil.copy2(REPO_ROOT / ".dvc" / "config", repo / ".dvc" / "config")
     params = repo / "params.yaml"
-    params.write_text(params.read_text().replace("\nprofile: default\n", "\nprofile: tiny\n", 1))
+    params.write_text(params.read_text().replace("\nprofile: default\n", "\nprofile: tiny\n", 1)
+                      .replace("\n  n_trials: 20 ", "\n  n_trials: 4 ", 1))
     assert yaml.safe_load(params.read_text())["profile"] == "tiny"
+    assert yaml.safe_load(params.read_text())["tuning"]["n_trials"] == 4
     env = _env(mirror)
     _run(["git", "init", "-q"], repo, env)
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "tiny"], repo, env)
     first = _run([str(BIN / "dvc"), "repro"], repo, env)
+    assert "tune@" not in first.stdout  # searches are opt-in
     return repo, env, first.stdout
 
 
@@ -115,8 +118,32 @@ def test_second_repro_is_a_noop(tiny_repo):
     repo, env, _ = tiny_repo
     second = _run([str(BIN / "dvc"), "repro"], repo, env)
     assert "Running stage" not in second.stdout
-    status = _run([str(BIN / "dvc"), "status"], repo, env)
+    status = _run([str(BIN / "dvc"), "status", "dvc.yaml"], repo, env)
     assert "up to date" in status.stdout
+
+
+def test_opt_in_tune_stage_runs_a_tracked_search(tiny_repo):
+    """``dvc repro tuning/dvc.yaml:tune@mlp_churn`` runs a search on the pipeline's data: the child runs carry the
+    data hash from dvc.lock, the tuned params land in params/tuned, and the stage is then up to date."""
+    import mlflow
+
+    repo, env, _ = tiny_repo
+    tuned_before = (repo / "params" / "tuned" / "mlp_churn.yaml").read_text()
+    out = _run([str(BIN / "dvc"), "repro", "tuning/dvc.yaml:tune@mlp_churn"], repo, env)
+    assert "Running stage 'tuning/dvc.yaml:tune@mlp_churn'" in out.stdout
+    summary = json.loads((repo / "metrics" / "tune" / "mlp_churn.json").read_text())
+    assert summary["study_trials"] == 4 and summary["best_value"] is not None
+    tuned = yaml.safe_load((repo / "params" / "tuned" / "mlp_churn.yaml").read_text())
+    assert tuned["params"] and tuned["value"] == summary["best_value"] and tuned_before != str(tuned)
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("deepnotes-tune/mlp_churn-tiny")
+    children = [r for r in client.search_runs([experiment.experiment_id]) if "trial_number" in r.data.tags]
+    assert len(children) == 4 and all(len(r.data.tags["data_hash"]) == 16 for r in children)
+    again = _run([str(BIN / "dvc"), "repro", "tuning/dvc.yaml:tune@mlp_churn"], repo, env)
+    assert "Running stage" not in again.stdout
+    # train@mlp_churn depends on the tuned file's params (it consumes them once use_tuned is switched on)
+    status = _run([str(BIN / "dvc"), "status", "train@mlp_churn"], repo, env)
+    assert "params/tuned/mlp_churn.yaml" in status.stdout
 
 
 def test_dvc_metrics_show_reads_the_metrics(tiny_repo):
