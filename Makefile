@@ -13,7 +13,7 @@ export DEEPNOTES_DATA_MIRROR ?= $(abspath ../shared/data)
 endif
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test install ui bench clean-tracking
+.PHONY: run test install ui bench bench-tune clean-tracking
 
 run: install  ## set up and run the default pipeline (dvc repro)
 	$(BIN)/dvc repro
@@ -39,3 +39,6 @@ ui: install  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the repo's tra
 
 bench: install  ## run the benchmarks and rewrite benchmarks/RESULTS.md
 	$(BIN)/python -m benchmarks.run_all
+
+bench-tune: install  ## the search benchmark (TPE + pruning vs random, 1 vs 2 workers): benchmarks/TUNING.md
+	$(BIN)/python -m benchmarks.tune_search

@@ -32,7 +32,7 @@ RESULTS_MD = REPO_ROOT / "benchmarks" / "RESULTS.md"
 BIN = Path(sys.executable).parent
 
 #: What a tiny copy of the repo needs to run `dvc repro` (the integration test copies the same set).
-REPO_COPY = ("pipelines", "models", "dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml")
+REPO_COPY = ("pipelines", "models", "params", "tuning", "dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml")
 LOGIC_DATASETS = ("logic_and", "logic_or", "logic_xor")
 LIBRARIES = ("torch", "lightning", "torchmetrics", "mlflow", "dvc", "numpy", "pydantic")
 

@@ -24,13 +24,12 @@ Budget
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import socket
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -42,6 +41,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from pipelines import REPO_ROOT
+from pipelines.io import file_lock
 
 STUDIES_DIR = REPO_ROOT / "studies"
 DEFAULT_JOURNAL = STUDIES_DIR / "deepnotes.journal"
@@ -203,18 +203,6 @@ def lock_path(url: str) -> Path:
     if not is_rdb(url):  # not `<journal>.lock`: JournalFileBackend's own lock lives there
         return Path(f"{url}.budget-lock")
     return STUDIES_DIR / f"rdb-{hashlib.sha256(url.encode()).hexdigest()[:16]}.lock"
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (created if needed), held for the ``with`` block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # -------------------------------------------------------------------------------------- samplers, pruners

@@ -8,6 +8,7 @@ absolute, so runs land in the same place from any directory and from DVC's exper
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -20,6 +21,7 @@ import yaml
 
 from pipelines import REPO_ROOT
 from pipelines.config import Params
+from pipelines.io import file_lock
 
 MLFLOW_DIR = REPO_ROOT / "mlflow"
 LIBRARIES = ("torch", "lightning", "torchmetrics", "mlflow", "optuna", "dvc", "kornia", "numpy", "tokenizers")
@@ -49,15 +51,20 @@ def ensure_experiment(params: Params, name: str | None = None) -> str:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(tracking_uri(params))
+    uri = tracking_uri(params)
+    mlflow.set_tracking_uri(uri)
     name = name or params.tracking.experiment_name
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return mlflow.create_experiment(name, artifact_location=artifact_location(params))
-    except MlflowException:  # created concurrently
-        return mlflow.get_experiment_by_name(name).experiment_id
+    # Two processes creating a fresh SQLite store at once race in its schema migration: serialise the first
+    # contact with a local store (concurrent scheduled searches, parallel `dvc exp` jobs).
+    lock = Path(uri.removeprefix("sqlite:///") + ".lock") if uri.startswith("sqlite:///") else None
+    with file_lock(lock) if lock else contextlib.nullcontext():
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        try:
+            return mlflow.create_experiment(name, artifact_location=artifact_location(params))
+        except MlflowException:  # created concurrently (a remote server)
+            return mlflow.get_experiment_by_name(name).experiment_id
 
 
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:

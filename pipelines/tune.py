@@ -10,7 +10,7 @@ The coordinator validates the space, creates the study and the MLflow experiment
 workers, opens the session's MLflow parent run, then runs the worker in-process (``--workers 1``) or starts K
 worker processes with one thread each. At the end it writes the study's best params to
 ``params/tuned/<experiment>.yaml`` (``use_tuned: true`` on the experiment makes ``train`` use them) and a summary
-to ``metrics/tune/<experiment>.json``.
+to ``metrics/tune/<experiment>.json``, both beside the params file (the repo root by default).
 
 MLflow: experiment ``<tracking.experiment_name>-tune/<study>``; one parent run per session (best value and params
 of the study, trials per state for the study and for the session, plots of the study), one nested child run per
@@ -33,7 +33,6 @@ import sys
 import tempfile
 import time
 import traceback
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,6 @@ from pipelines.search_space import SearchSpace, apply
 
 log = logging.getLogger("deepnotes.tune")
 
-METRICS_ROOT = REPO_ROOT / "metrics" / "tune"
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
 
@@ -68,6 +66,8 @@ class Session:
         self.experiment = experiment
         self.params = params
         self.params_path = params_path
+        #: where outputs go: the params file's folder (``params/tuned/``, ``metrics/tune/``); the repo by default
+        self.base_dir = params_path.resolve().parent if params_path else REPO_ROOT
         base = params.tune_settings(experiment)
         self.settings: TuneExperimentConfig = base.model_copy(update={
             k: v for k, v in {"sampler": sampler, "pruner": pruner, "n_trials": n_trials,
@@ -112,8 +112,14 @@ class StaleTrialHandler:
     def __init__(self, tracking_uri: str, max_retry: int) -> None:
         from optuna.storages import RetryHeartbeatStaleTrialCallback
 
+        import warnings
+
+        import optuna
+
         self.tracking_uri = tracking_uri
-        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry) if max_retry else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry) if max_retry else None
 
     def __call__(self, study, trial) -> None:
         reason = "its worker stopped (no heartbeat within the grace period, or the process is gone)"
@@ -382,7 +388,8 @@ def tune(session: Session) -> dict[str, Any]:
     import mlflow
     import optuna
 
-    from pipelines.studies import redact
+    from pipelines.io import file_lock
+    from pipelines.studies import lock_path, redact
     from pipelines.tracking import ensure_experiment, git_commit, tracking_uri
 
     params, settings = session.params, session.settings
@@ -403,11 +410,11 @@ def tune(session: Session) -> dict[str, Any]:
             study.set_user_attr(key, value)
     optuna.storages.fail_stale_trials(study)  # trials of workers killed since the last session
     before = len(study.get_trials(deepcopy=False))
-    session_index = int(study.user_attrs.get("sessions", 0)) + 1
-    study.set_user_attr("sessions", session_index)
+    with file_lock(lock_path(session.storage)):  # concurrent sessions (cron overlap, SLURM) get distinct numbers
+        session_index = int(study.user_attrs.get("sessions", 0)) + 1
+        study.set_user_attr("sessions", session_index)
 
     client = mlflow.MlflowClient(uri)
-    started = datetime.now(timezone.utc)
     parent = client.create_run(experiment_id, tags={
         "mlflow.runName": f"session-{session_index:03d}", "study_name": session.study_name,
         "experiment": session.experiment, "stage": "tune", "storage": redact(session.storage),
@@ -430,7 +437,7 @@ def tune(session: Session) -> dict[str, Any]:
         else:
             worker_codes = _run_workers(session)
         status = "FINISHED"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ctrl+C, or SIGTERM (see main); Lightning turns either into exit(1)
         status = "KILLED"
         raise
     finally:
@@ -480,7 +487,7 @@ def _record_session(session: Session, storage, client, seconds: float, before: i
     for key, value in metrics.items():
         client.log_metric(run_id, key, float(value))
     _log_plots(study, client, run_id)
-    atomic_write_json(METRICS_ROOT / f"{session.experiment}.json",
+    atomic_write_json(session.base_dir / "metrics" / "tune" / f"{session.experiment}.json",
                       {k: v for k, v in summary.items() if k not in ("best_params",)}
                       | {f"best.{k}": v for k, v in summary["best_params"].items()})
     return summary
@@ -493,8 +500,7 @@ def write_tuned(session: Session, best) -> Path:
     from pipelines.search_space import overrides_from
 
     base = session.params.experiment(session.experiment).model_dump(mode="json")
-    base_dir = session.params_path.resolve().parent if session.params_path else None
-    path = tuned_path(session.experiment, base_dir)
+    path = tuned_path(session.experiment, session.base_dir)
     body = {
         "experiment": session.experiment, "study_name": session.study_name, "profile": session.params.profile,
         "metric": session.settings.metric, "direction": session.settings.direction, "value": best.value,
@@ -544,6 +550,12 @@ def _log_plots(study, client, run_id: str) -> None:
 # --------------------------------------------------------------------------------------------------- CLI
 
 
+def _terminate(signum, frame) -> None:
+    """SIGTERM handler: raise ``KeyboardInterrupt`` so the running trial's MLflow run and the session's parent run
+    are closed as KILLED (the trial itself is failed and re-queued by the next session)."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.tune", description=__doc__.splitlines()[0])
     parser.add_argument("experiment", help="experiment name under `experiments:` in params.yaml")
@@ -561,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent-run-id", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _terminate)  # schedulers stop sessions with SIGTERM: end them like Ctrl+C
     for option in ("n_trials", "workers"):
         if getattr(args, option) is not None and getattr(args, option) < 1:
             print(f"error: --{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}",
@@ -592,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({summary['study_complete']} complete, {summary['study_pruned']} pruned, {summary['study_fail']} failed); "
           f"this session {summary['session_trials']} in {summary['session_seconds']:.0f} s; "
           + (f"best {summary['metric']} = {best:.4g} (trial {summary['best_trial']}), written to "
-             f"{tuned_path(session.experiment, args.params.resolve().parent if args.params else None)}"
+             f"{tuned_path(session.experiment, session.base_dir)}"
              if best is not None else "no trial has completed yet"))
     return 0
 

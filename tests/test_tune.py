@@ -162,7 +162,7 @@ def repo(tmp_path_factory, mirror) -> tuple[Path, dict[str, str]]:
     """A copy of the code and params with churn prepared from the mirror (1,000 train rows) and small trials."""
     root = tmp_path_factory.mktemp("tune") / "repo"
     root.mkdir()
-    for name in ("pipelines", "models", "params"):
+    for name in ("pipelines", "models", "params", "scheduling"):
         shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     raw = _params_raw()
     raw["datasets"]["churn"]["max_train_samples"] = 1000
@@ -366,3 +366,22 @@ def test_train_with_use_tuned_reproduces_the_winning_trial(repo):
 
     summary = json.loads((root / "metrics" / "train" / f"{EXPERIMENT}.json").read_text())
     assert summary["best_val_loss"] == pytest.approx(study.best_value, rel=1e-6)
+
+
+def test_scheduled_sessions_run_concurrently_on_one_study(repo):
+    """Two overlapping runs of the scheduling wrapper (what cron, systemd and SLURM start) share the study: the
+    target total holds and no trial number repeats."""
+    root, env = repo
+    argv = ["bash", "scheduling/tune-session.sh", EXPERIMENT, "--n-trials", "4", "--study-name", "scheduled",
+            "--pruner", "none", "--timeout", "600"]
+    session_env = env | {"DEEPNOTES_PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(argv, cwd=root, env=session_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(2)]
+    outputs = [proc.communicate(timeout=600)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    trials = _study(root, "scheduled").get_trials()
+    assert sorted(t.number for t in trials) == list(range(4))
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    runs, _ = _mlflow_runs(root, "scheduled")
+    assert len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 2  # one parent run per session
+    assert (root / "studies" / "logs" / "sessions.log").read_text().count("tune mlp_churn") == 2
