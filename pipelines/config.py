@@ -558,6 +558,16 @@ def resolve(raw: dict[str, Any], profile: str | None = None, base_dir: Path | No
     return raw
 
 
+def _read_yaml(path: Path, missing: str) -> Any:
+    """Parse a YAML file. Raises :class:`ConfigError` ``<path>: <missing>`` or ``<path>: not valid YAML: ...``."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {missing}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
 def tuned_path(name: str, base_dir: Path | None = None) -> Path:
     """``<base_dir>/params/tuned/<name>.yaml``: an experiment's best params, written by ``deepnotes tune``."""
     return (base_dir or REPO_ROOT) / TUNED_DIR / f"{name}.yaml"
@@ -571,12 +581,7 @@ def load_tuned(name: str, base_dir: Path | None = None) -> dict[str, Any]:
     """
     path = tuned_path(name, base_dir)
     hint = f"run `deepnotes tune {name}` first, or set experiments.{name}.use_tuned: false"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: experiments.{name}.use_tuned is true but the file does not exist; {hint}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    data = _read_yaml(path, missing=f"experiments.{name}.use_tuned is true but the file does not exist; {hint}")
     if not isinstance(data, dict) or not isinstance(data.get("params"), dict) or not data["params"]:
         raise ConfigError(f"{path}: experiments.{name}.use_tuned is true but the file holds no tuned params; {hint}")
     return data
@@ -620,10 +625,5 @@ def load_params(path: str | Path | None = None, profile: str | None = None) -> P
         ConfigError: the file is missing, is not YAML, or fails validation (the message names the key path).
     """
     path = Path(path) if path else DEFAULT_PARAMS_PATH
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: params file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    raw = _read_yaml(path, missing="params file not found")
     return validate(raw, profile, source=path.name, base_dir=path.resolve().parent)
