@@ -119,12 +119,14 @@ def measure(seeds: list[int], n_trials: int, worker_trials: int, log=print, *, t
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     if trial is not None:
         raw["tuning"]["experiments"][EXPERIMENT]["trial"] = trial
+    raw.setdefault("tracking", {})  # runs and artifacts stay in the temporary folder (set below)
     result: dict[str, Any] = {"experiment": EXPERIMENT, "seeds": seeds, "n_trials": n_trials,
                               "trial": raw["tuning"]["experiments"][EXPERIMENT]["trial"], "commit": git_commit(),
                               "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                               "machine": machine_info(), "target_factor": TARGET_FACTOR, "target_mode": target_mode}
     with tempfile.TemporaryDirectory(prefix="deepnotes-bench-tune-") as tmp:
         work = Path(tmp)
+        raw["tracking"]["artifact_location"] = (work / "artifacts").as_uri()
         (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
         log("running the hand-set config once under the trial budget ...")
         default = run_search(work, "default-config", "--n-trials", "1", "--pruner", "none",
