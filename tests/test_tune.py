@@ -385,3 +385,14 @@ def test_scheduled_sessions_run_concurrently_on_one_study(repo):
     runs, _ = _mlflow_runs(root, "scheduled")
     assert len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 2  # one parent run per session
     assert (root / "studies" / "logs" / "sessions.log").read_text().count("tune mlp_churn") == 2
+
+
+@pytest.mark.parametrize("sampler, pruner", [("cmaes", "successive_halving"), ("gp", "hyperband")])
+def test_every_sampler_and_pruner_runs_a_search(repo, sampler, pruner):
+    root, env = repo
+    name = f"{sampler}-{pruner}"
+    _run(root, "pipelines.tune", EXPERIMENT, "--n-trials", "7", "--study-name", name, "--sampler", sampler,
+         "--pruner", pruner, env=env)
+    trials = _study(root, name).get_trials()
+    assert len(trials) == 7 and not [t for t in trials if t.state.name == "FAIL"]
+    assert any(t.state.name == "COMPLETE" for t in trials)
