@@ -142,29 +142,26 @@ class StaleTrialHandler:
 # ------------------------------------------------------------------------------------------------ trials
 
 
-class NonFiniteGuard:
-    """Lightning callback factory: prune a trial as soon as the training loss or the monitored validation
-    metric is NaN or infinite, with the reason (built lazily so this module imports without lightning)."""
+def non_finite_guard(monitor: str):
+    """A Lightning callback that prunes the trial as soon as the training loss or the monitored validation metric
+    is NaN or infinite, with the reason (built here so this module imports without lightning)."""
+    import lightning.pytorch as L
+    import optuna
+    import torch
 
-    @staticmethod
-    def create(monitor: str):
-        import lightning.pytorch as L
-        import optuna
-        import torch
+    class NonFiniteGuard(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            if loss is not None and not bool(torch.isfinite(loss.detach()).all()):
+                raise optuna.TrialPruned(f"non-finite training loss ({float(loss.detach())}) at epoch "
+                                         f"{trainer.current_epoch}, step {trainer.global_step}")
 
-        class _Guard(L.Callback):
-            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-                loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-                if loss is not None and not bool(torch.isfinite(loss.detach()).all()):
-                    raise optuna.TrialPruned(f"non-finite training loss ({float(loss.detach())}) at epoch "
-                                             f"{trainer.current_epoch}, step {trainer.global_step}")
+        def on_validation_end(self, trainer, pl_module) -> None:
+            value = trainer.callback_metrics.get(monitor)
+            if value is not None and not math.isfinite(float(value)):
+                raise optuna.TrialPruned(f"non-finite {monitor} ({float(value)}) at epoch {trainer.current_epoch}")
 
-            def on_validation_end(self, trainer, pl_module) -> None:
-                value = trainer.callback_metrics.get(monitor)
-                if value is not None and not math.isfinite(float(value)):
-                    raise optuna.TrialPruned(f"non-finite {monitor} ({float(value)}) at epoch {trainer.current_epoch}")
-
-        return _Guard()
+    return NonFiniteGuard()
 
 
 class Objective:
@@ -269,7 +266,7 @@ class Objective:
         batch_size = None if exp.optimizer.name == "gd" else exp.batch_size
         datamodule = ArrayDataModule(self.data, batch_size=batch_size, seed=self.seed)
         history = History()
-        callbacks = [history, NonFiniteGuard.create(settings.metric),
+        callbacks = [history, non_finite_guard(settings.metric),
                      PyTorchLightningPruningCallback(trial, monitor=settings.metric)]
         if exp.early_stopping.enabled:
             es = exp.early_stopping
@@ -393,8 +390,7 @@ def tune(session: Session) -> dict[str, Any]:
     from pipelines.tracking import ensure_experiment, git_commit, tracking_uri
 
     params, settings = session.params, session.settings
-    params.search_space(session.experiment)  # validated before anything starts
-    ExperimentConfig.model_validate(params.trial_experiment(session.experiment))
+    params.search_space(session.experiment)  # validated (with the `trial` overrides) before anything starts
     uri = tracking_uri(params)
     experiment_id = ensure_experiment(params, mlflow_experiment_name(params, session.study_name))
     storage = _storage_for(session, StaleTrialHandler(uri, params.tuning.max_retry))
