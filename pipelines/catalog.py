@@ -124,6 +124,25 @@ CATALOG: dict[str, DatasetEntry] = {
         license="no formal license; cite the paper",
         classes=("negative", "positive"),
     ),
+    "melbourne_temp": DatasetEntry(
+        "melbourne_temp",
+        "regression",
+        "csv",
+        "tabular",  # windows of past days become feature columns: the MLP reads them as a table
+        files=(
+            RawFile(
+                "daily_min_temperatures/daily-min-temperatures.csv",
+                ("8b9de63ed6789492bf497625e7f9beb96a63d367b4b0a21754006f749fa5e5da",),
+                urls=(
+                    "https://raw.githubusercontent.com/jbrownlee/Datasets/"
+                    "d20fcb6402ae34e653d4513b00f39257bb37ed7f/daily-min-temperatures.csv",
+                ),
+            ),
+        ),
+        source="Daily minimum temperatures in Melbourne, 1981-1990 (°C): Australian Bureau of Meteorology, via the "
+               "Time Series Data Library (TSDL); file from GitHub jbrownlee/Datasets",
+        license="© Commonwealth of Australia (Bureau of Meteorology); widely redistributed for teaching",
+    ),
 }
 
 

@@ -3,21 +3,25 @@
 Every function here is deterministic for a given config and seed: splits use scikit-learn's
 ``train_test_split`` with ``random_state=seed``, stratified on the label. An official test split is kept where the
 dataset has one (MNIST, IMDB); validation is carved out of train with ``DatasetConfig.val_fraction``; and
-``max_train_samples`` then keeps a seeded, stratified subset of what is left of train. Statistics that are fitted
-(churn's standardisation, IMDB's tokenizer) are fitted on the train split only.
+``max_train_samples`` then keeps a seeded, stratified subset of what is left of train. A time series
+(melbourne_temp) is never shuffled: its splits are consecutive stretches of time, train first, then val, then test.
+Statistics that are fitted (churn's and melbourne_temp's standardisation, IMDB's tokenizer) are fitted on the train
+split only.
 
 Use :func:`prepare_dataset` (or :data:`PREPARERS`) to dispatch by name. The arrays are:
 
-=============  ==========================  =========  ================================================
-dataset        x                           y          preprocessing
-=============  ==========================  =========  ================================================
-logic_*        float32 (4, 2) of 0/1       int64 0/1  none: the truth table is train, val and test
-mnist          float32 (N, 1, 28, 28)      int64 0-9  min-max: pixel / 255, in [0, 1]
-churn          float32 (N, 12)             int64 0/1  ids dropped, one-hot Geography, Gender 0/1,
-                                                      numeric columns standardised (train mean/std)
-imdb           int64 (N, seq_len)          int64 0/1  ``<br />`` removed, WordLevel tokenizer fitted on
-                                                      train, keep the last seq_len ids, left-pad with 0
-=============  ==========================  =========  ================================================
+===============  ==========================  =========  ================================================
+dataset          x                           y          preprocessing
+===============  ==========================  =========  ================================================
+logic_*          float32 (4, 2) of 0/1       int64 0/1  none: the truth table is train, val and test
+mnist            float32 (N, 1, 28, 28)      int64 0-9  min-max: pixel / 255, in [0, 1]
+churn            float32 (N, 12)             int64 0/1  ids dropped, one-hot Geography, Gender 0/1,
+                                                        numeric columns standardised (train mean/std)
+imdb             int64 (N, seq_len)          int64 0/1  ``<br />`` removed, WordLevel tokenizer fitted on
+                                                        train, keep the last seq_len ids, left-pad with 0
+melbourne_temp   float32 (N, window)         float32    x: the previous ``window`` days' minimum temperatures
+                                                        standardised (train mean/std); y: the next day's, °C
+===============  ==========================  =========  ================================================
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 
 from pipelines.catalog import DatasetEntry, get_dataset
 from pipelines.config import DatasetConfig
@@ -206,13 +211,16 @@ CHURN_NUMERIC = ("CreditScore", "Age", "Tenure", "Balance", "NumOfProducts", "Es
 CHURN_TARGET = "Exited"
 
 
-def _check_values(path: Path, column: Any, allowed: Any, name: str) -> None:
-    bad = ~column.isin(list(allowed))
+def _reject_rows(path: Path, bad: np.ndarray, column: Any, name: str, expected: str) -> None:
+    """Raise a :class:`DataFormatError` naming the line of the first row flagged in ``bad``, if any."""
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataFormatError(
-            f"{path}: line {row + 2}: {name} is {column.iloc[row]!r}; expected one of {', '.join(map(str, allowed))}"
-        )
+        row = int(np.flatnonzero(bad)[0])
+        raise DataFormatError(f"{path}: line {row + 2}: {name} is {column.iloc[row]!r}; expected {expected}")
+
+
+def _check_values(path: Path, column: Any, allowed: Any, name: str) -> None:
+    _reject_rows(path, (~column.isin(list(allowed))).to_numpy(), column, name,
+                 f"one of {', '.join(map(str, allowed))}")
 
 
 def churn_features(frame, path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -426,6 +434,105 @@ def prepare_imdb(config: DatasetConfig, seed: int, *, mirror: str | Path | None 
     return Prepared(arrays, meta, {"tokenizer.json": tokenizer.to_str().encode("utf-8")})
 
 
+# ---------------------------------------------------------------------------------------- melbourne_temp
+
+TEMPERATURE_COLUMNS = ("Date", "Temp")
+
+
+def daily_series(frame, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Parse a daily ``Date,Temp`` table: ``days`` datetime64[D], strictly increasing, and ``values`` float64.
+
+    Raises:
+        DataFormatError: a date that is not ``YYYY-MM-DD``, a date not after the one before it, or a value that is
+            not a finite number (naming the line).
+    """
+    dates = pd.to_datetime(frame["Date"], format="%Y-%m-%d", errors="coerce")
+    _reject_rows(path, dates.isna().to_numpy(), frame["Date"], "Date", "a date YYYY-MM-DD")
+    values = pd.to_numeric(frame["Temp"], errors="coerce").to_numpy(dtype=np.float64)
+    _reject_rows(path, ~np.isfinite(values), frame["Temp"], "Temp", "a finite number")
+    days = dates.to_numpy().astype("datetime64[D]")
+    not_after = np.concatenate([[False], np.diff(days) <= np.timedelta64(0, "D")])
+    _reject_rows(path, not_after, frame["Date"], "Date", "a date after the previous line's")
+    return days, values
+
+
+def sliding_windows(values: np.ndarray, days: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Supervised samples of a daily series: the ``window`` values before day ``t`` predict the value of day ``t``.
+
+    Only samples whose ``window + 1`` days are consecutive calendar days are kept: a window across a missing date
+    would mix lags (its "previous day" would be two days back), so it is dropped.
+
+    Returns:
+        ``x`` (M, window), ``y`` (M,) and ``target`` (M,), the increasing indices of the targets in the series:
+        ``x[k] == values[target[k] - window:target[k]]`` and ``y[k] == values[target[k]]``.
+    """
+    if len(values) <= window:
+        return np.empty((0, window)), np.empty(0), np.empty(0, dtype=np.int64)
+    rows = np.lib.stride_tricks.sliding_window_view(values, window + 1)
+    span = days[window:] - days[:-window]  # calendar days from a window's first day to its target
+    keep = np.flatnonzero(span == np.timedelta64(window, "D"))
+    return rows[keep, :window].copy(), rows[keep, window].copy(), keep + window
+
+
+def chronological_split(n: int, config: DatasetConfig) -> dict[str, np.ndarray]:
+    """Indices of ``n`` time-ordered samples, never shuffled: the last ``ceil(test_fraction * n)`` are test, the
+    last ``ceil(val_fraction * rest)`` of the rest are val, the earlier ones train (with ``max_train_samples``, only
+    the latest of them, the stretch just before val)."""
+    n_test = int(np.ceil(config.test_fraction * n))
+    n_val = int(np.ceil(config.val_fraction * (n - n_test)))
+    n_train = n - n_test - n_val
+    first = 0 if config.max_train_samples is None else max(0, n_train - config.max_train_samples)
+    return {"train": np.arange(first, n_train), "val": np.arange(n_train, n - n_test), "test": np.arange(n - n_test, n)}
+
+
+def prepare_melbourne_temp(config: DatasetConfig, seed: int, *, mirror: str | Path | None = None) -> Prepared:
+    """Melbourne daily minimum temperatures 1981-1990 as a windowed regression: x float32 (N, window), y float32 °C.
+
+    Sample ``k`` is the ``window`` daily minima before a target day (columns ``t-window`` ... ``t-1``, oldest first)
+    and the target is that day's minimum in °C, unscaled, so errors (RMSE, MAE) read in °C. Windows across a missing
+    date are dropped (:func:`sliding_windows`; the file lacks 1984-12-31 and 1988-12-31). Samples are split by the
+    date of their target, chronologically (:func:`chronological_split`): train is the earliest stretch, then val,
+    then test. A train sample's window and target all lie before the first val target (no later day reaches the
+    training data); a val or test window may look back into the previous split's days, as a forecast would. The
+    features are standardised with the train split's mean and std (``meta.normalization``). ``seed`` is only
+    recorded: nothing here is random.
+
+    Raises:
+        DataNotFoundError, DataIntegrityError: from :func:`~pipelines.fetch.fetch`.
+        DataFormatError: the CSV is malformed, a date or temperature does not parse, or dates are out of order.
+        DataError: the series is too short for ``window`` and the split fractions.
+    """
+    entry = get_dataset("melbourne_temp")
+    path = _fetch_files(entry, mirror)["daily-min-temperatures.csv"]
+    days, values = daily_series(read_csv(path, TEMPERATURE_COLUMNS), path)
+    window = config.window
+    x, y, target = sliding_windows(values, days, window)
+    index = chronological_split(len(y), config)
+    empty = [split for split, idx in index.items() if len(idx) == 0]
+    if empty:
+        raise DataError(f"dataset 'melbourne_temp': {len(y)} windows of {window} days leave no sample for "
+                        f"{', '.join(empty)}; use a smaller window or other split fractions")
+    names = [f"t-{lag}" for lag in range(window, 0, -1)]
+    xs = {split: x[idx] for split, idx in index.items()}
+    stats = standardize(xs, list(range(window)), names)
+    arrays = {split: (xs[split].astype(np.float32), y[idx].astype(np.float32)) for split, idx in index.items()}
+    all_days = np.arange(days[0], days[-1] + np.timedelta64(1, "D"))
+    meta = base_meta(entry, seed)
+    meta.update(
+        input_shape=[window],
+        window=window,
+        feature_names=names,
+        numeric_features=list(range(window)),
+        target="minimum temperature of the day after the window, °C (unscaled)",
+        split_method="chronological by target date (not shuffled)",
+        split_dates={split: [str(days[target[idx[0]]]), str(days[target[idx[-1]]])] for split, idx in index.items()},
+        missing_dates=[str(day) for day in np.setdiff1d(all_days, days)],
+        dropped_windows=int(len(values) - window - len(y)),
+        normalization={"method": "standard", "fitted_on": "train", "features": stats},
+    )
+    return Prepared(arrays, meta, {})
+
+
 # ---------------------------------------------------------------------------------------------- dispatch
 
 
@@ -444,6 +551,7 @@ PREPARERS: dict[str, Callable[..., Prepared]] = {
     "mnist": prepare_mnist,
     "churn": prepare_churn,
     "imdb": prepare_imdb,
+    "melbourne_temp": prepare_melbourne_temp,
 }
 
 

@@ -18,6 +18,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipelines import REPO_ROOT
@@ -27,11 +28,13 @@ from pipelines.datasets import (
     CHURN_NUMERIC,
     IMDB_COLUMNS,
     PAD_ID,
+    TEMPERATURE_COLUMNS,
     build_tokenizer,
     clean_review,
+    daily_series,
     prepare_dataset,
 )
-from pipelines.errors import DataFormatError, DataIntegrityError, DataNotFoundError
+from pipelines.errors import DataError, DataFormatError, DataIntegrityError, DataNotFoundError
 from pipelines.fetch import MIRROR_ENV, URL_ENV, fetch, sha256_file, verify
 from pipelines.prepare import main as prepare_main
 from pipelines.prepared import load_prepared
@@ -41,6 +44,7 @@ MNIST = {raw.name: raw for raw in get_dataset("mnist").files}
 T10K_IMAGES, T10K_LABELS = MNIST["t10k-images-idx3-ubyte.gz"], MNIST["t10k-labels-idx1-ubyte.gz"]
 TRAIN_IMAGES = MNIST["train-images-idx3-ubyte.gz"]
 CHURN = get_dataset("churn").files[0]
+TEMPERATURES = get_dataset("melbourne_temp").files[0]
 CHURN_HEADER = ("RowNumber,CustomerId,Surname,CreditScore,Geography,Gender,Age,Tenure,Balance,NumOfProducts,"
                 "HasCrCard,IsActiveMember,EstimatedSalary,Exited").split(",")
 # Published facts about the real files (shared/data/README.md).
@@ -175,7 +179,7 @@ def test_read_csv_truncated_gzip_names_the_file(mirror: Path, tmp_path: Path) ->
 
 
 def test_verify_accepts_canonical_and_repacked_mirror_files(mirror: Path) -> None:
-    for dataset in ("mnist", "churn", "imdb"):
+    for dataset in ("mnist", "churn", "imdb", "melbourne_temp"):
         for raw in get_dataset(dataset).files:
             assert verify(mirror / raw.path, raw) == mirror / raw.path
 
@@ -432,6 +436,134 @@ def test_tokenizer_vocab_size_is_capped(mirror: Path) -> None:
     assert tokenizer.get_vocab_size() == 50
     assert tokenizer.token_to_id("[PAD]") == 0 and tokenizer.token_to_id("[UNK]") == 1
     assert "br" not in tokenizer.get_vocab()  # the <br /> tags were removed, not tokenised
+
+
+# ------------------------------------------------------------------------------------------ melbourne_temp
+
+#: The melbourne_temp settings of params.yaml: 14 days per window, the last 20% of windows test, 12.5% of the rest val.
+TEMP_CONFIG = DatasetConfig(window=14, val_fraction=0.125, test_fraction=0.2)
+
+
+@pytest.fixture(scope="module")
+def temp_series(mirror: Path) -> pd.Series:
+    """The raw daily minima (°C) indexed by date, read with plain pandas (independently of the code under test)."""
+    frame = pd.read_csv(mirror / TEMPERATURES.path)
+    return pd.Series(frame["Temp"].to_numpy(), index=pd.to_datetime(frame["Date"]))
+
+
+@pytest.fixture(scope="module")
+def temp_prepared(mirror: Path):
+    return prepare_dataset("melbourne_temp", TEMP_CONFIG, 42, mirror=mirror)
+
+
+def expected_target_dates(series: pd.Series, window: int) -> list[pd.Timestamp]:
+    """Every date whose ``window`` previous calendar days are all in the file, in order."""
+    dates = set(series.index)
+    return [day for day in series.index
+            if all(day - pd.Timedelta(days=lag) in dates for lag in range(1, window + 1))]
+
+
+def test_read_csv_melbourne_temperatures(mirror: Path) -> None:
+    frame = read_csv(mirror / TEMPERATURES.path, TEMPERATURE_COLUMNS)
+    days, values = daily_series(frame, mirror / TEMPERATURES.path)
+    assert len(days) == 3650 and str(days[0]) == "1981-01-01" and str(days[-1]) == "1990-12-31"
+    assert values[:4].tolist() == [20.7, 17.9, 18.8, 14.6] and values[-1] == 13.0
+    assert values.min() == 0.0 and values.max() == 26.3  # shared/data/README.md
+
+
+def test_melbourne_temp_prepare_verifies_the_sha256(mirror: Path, tmp_path: Path) -> None:
+    bad_mirror = tmp_path / "mirror"
+    corrupt_copy(mirror / TEMPERATURES.path, bad_mirror / TEMPERATURES.path)
+    with pytest.raises(DataIntegrityError) as exc:
+        prepare_dataset("melbourne_temp", TEMP_CONFIG, 42, mirror=bad_mirror)
+    message = str(exc.value)
+    assert str(bad_mirror / TEMPERATURES.path) in message and TEMPERATURES.sha256[0] in message
+
+
+@pytest.mark.parametrize(("line", "replacement", "message"), [
+    ('"1981-01-05",15.8', '"1981-01-05",?15.8', r"line 6: Temp is '\?15.8'; expected a finite number"),
+    ('"1981-01-05",15.8', '"1981-01-03",15.8', r"line 6: Date is '1981-01-03'; expected a date after"),
+    ('"1981-01-05",15.8', '"1981-13-05",15.8', r"line 6: Date is '1981-13-05'; expected a date YYYY-MM-DD"),
+], ids=["temperature", "order", "date"])
+def test_daily_series_names_the_bad_line(mirror: Path, tmp_path: Path, line: str, replacement: str,
+                                         message: str) -> None:
+    text = (mirror / TEMPERATURES.path).read_text()
+    assert line in text
+    path = tmp_path / TEMPERATURES.name
+    path.write_text(text.replace(line, replacement, 1))
+    with pytest.raises(DataFormatError, match=message) as exc:
+        daily_series(read_csv(path, TEMPERATURE_COLUMNS), path)
+    assert str(path) in str(exc.value)
+
+
+def test_prepare_melbourne_temp_windows_are_the_raw_series(temp_prepared, temp_series: pd.Series) -> None:
+    arrays, meta, extra = temp_prepared
+    assert meta["task"] == "regression" and meta["modality"] == "tabular" and extra == {}
+    assert meta["input_shape"] == [14] and meta["window"] == 14
+    assert meta["feature_names"] == [f"t-{lag}" for lag in range(14, 0, -1)]  # oldest day first
+    x = np.concatenate([arrays[s][0] for s in ("train", "val", "test")])
+    y = np.concatenate([arrays[s][1] for s in ("train", "val", "test")])
+    assert x.dtype == np.float32 and y.dtype == np.float32
+    stats = meta["normalization"]["features"]
+    mean = np.array([stats[name]["mean"] for name in meta["feature_names"]])
+    std = np.array([stats[name]["std"] for name in meta["feature_names"]])
+    # Windows across the two missing dates (1984-12-31, 1988-12-31) are dropped: 14 per gap.
+    targets = expected_target_dates(temp_series, 14)
+    assert meta["missing_dates"] == ["1984-12-31", "1988-12-31"]
+    assert len(targets) == len(y) == 3650 - 14 - 28 and meta["dropped_windows"] == 28
+    assert pd.Timestamp("1985-01-14") not in targets and pd.Timestamp("1985-01-15") in targets
+    for k, day in enumerate(targets):  # row k: the 14 days before its target, then the target day itself, in °C
+        past = temp_series[day - pd.Timedelta(days=14): day - pd.Timedelta(days=1)].to_numpy()
+        np.testing.assert_allclose(x[k] * std + mean, past, atol=1e-4)
+        assert y[k] == np.float32(temp_series[day])
+    # The first sample: the file's first 14 days predict 1981-01-15.
+    np.testing.assert_allclose(arrays["train"][0][0] * std + mean, temp_series.iloc[:14].to_numpy(), atol=1e-4)
+    assert arrays["train"][1][0] == np.float32(temp_series["1981-01-15"])
+
+
+def test_prepare_melbourne_temp_splits_are_chronological_and_disjoint(mirror: Path, temp_prepared,
+                                                                      temp_series: pd.Series) -> None:
+    arrays, meta, _ = temp_prepared
+    sizes = {split: len(arrays[split][1]) for split in ("train", "val", "test")}
+    assert sizes == {"train": 2525, "val": 361, "test": 722}  # 722 = ceil(0.2 * 3608), 361 = ceil(0.125 * 2886)
+    targets = expected_target_dates(temp_series, 14)
+    bounds = np.cumsum([0, sizes["train"], sizes["val"], sizes["test"]])
+    dates = {split: targets[bounds[i]:bounds[i + 1]] for i, split in enumerate(("train", "val", "test"))}
+    assert meta["split_dates"] == {split: [str(d[0].date()), str(d[-1].date())] for split, d in dates.items()}
+    # Disjoint and in time order. A window precedes its target, so the latest day any train sample sees is the last
+    # train target: no val or test target reaches the training data.
+    assert dates["train"][-1] < dates["val"][0] and dates["val"][-1] < dates["test"][0]
+    assert meta["split_dates"]["test"] == ["1988-12-25", "1990-12-31"]
+
+    latest = prepare_dataset("melbourne_temp", TEMP_CONFIG.model_copy(update={"max_train_samples": 500}), 42,
+                             mirror=mirror)
+    assert len(latest.arrays["train"][1]) == 500  # the 500 windows just before val, not a random subset
+    np.testing.assert_array_equal(latest.arrays["train"][1], arrays["train"][1][-500:])
+    np.testing.assert_array_equal(latest.arrays["test"][1], arrays["test"][1])
+
+
+def test_prepare_melbourne_temp_standardises_with_train_statistics(temp_prepared, temp_series: pd.Series) -> None:
+    arrays, meta, _ = temp_prepared
+    assert meta["normalization"]["method"] == "standard" and meta["normalization"]["fitted_on"] == "train"
+    targets = expected_target_dates(temp_series, 14)[:len(arrays["train"][1])]
+    raw_train = np.stack([temp_series[day - pd.Timedelta(days=14): day - pd.Timedelta(days=1)].to_numpy()
+                          for day in targets])
+    for j, name in enumerate(meta["feature_names"]):
+        stats = meta["normalization"]["features"][name]
+        assert stats["mean"] == pytest.approx(raw_train[:, j].mean())
+        assert stats["std"] == pytest.approx(raw_train[:, j].std())
+    np.testing.assert_allclose(arrays["train"][0].mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(arrays["train"][0].std(axis=0), 1, atol=1e-4)
+    for split in ("val", "test"):  # scaled with the train statistics, not their own
+        assert np.abs(arrays[split][0].mean(axis=0)).min() > 0.05
+    # The target is not scaled: degrees Celsius, as in the file.
+    assert arrays["test"][1].min() >= 0.0 and arrays["test"][1].max() <= 26.3
+    assert arrays["train"][1].mean() == pytest.approx(raw_train[:, -1].mean(), abs=0.1)
+
+
+def test_prepare_melbourne_temp_window_too_long_for_the_splits(mirror: Path) -> None:
+    with pytest.raises(DataError, match="no sample for .*smaller window"):
+        prepare_dataset("melbourne_temp", TEMP_CONFIG.model_copy(update={"window": 3640}), 42, mirror=mirror)
 
 
 # ----------------------------------------------------------------------------------------- stage (CLI)
