@@ -13,7 +13,7 @@ export DEEPNOTES_DATA_MIRROR ?= $(abspath ../shared/data)
 endif
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test install ui bench bench-tune clean-tracking
+.PHONY: run test install plots ui bench bench-tune clean-tracking
 
 run: install  ## set up and run the default pipeline (dvc repro)
 	$(BIN)/dvc repro
@@ -29,7 +29,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pipelines.offline_plots  # the offline HTML template of `dvc plots show` (.dvc/config)
 	touch $(STAMP)
+
+# The template is git-ignored (.dvc/tmp); rewrite it when missing, since DVC does not fall back without it.
+plots: install  ## dvc plots show, rendered offline (vega inlined); prints the file:// URI of the HTML
+	test -f .dvc/tmp/plots-offline.html || $(BIN)/python -m pipelines.offline_plots
+	$(BIN)/dvc plots show
 
 ui: install  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the repo's tracking store (lean settings)
 	mkdir -p mlflow/artifacts
