@@ -1,0 +1,345 @@
+"""``diagnose`` stage: ``python -m pipelines.diagnose <experiment>``: bias and variance beyond the single verdict.
+
+Runs the experiment's opt-in studies (``experiments.<x>.diagnostics`` in ``params.yaml``; each has its own budget,
+:class:`pipelines.config.StudyBudget`), every fit with the train stage's own module, data and ``Trainer``:
+
+- **learning curve** (notes 000 "Overfitting & Underfitting": more data is the first remedy for variance): one
+  fit per fraction of the train split, train and validation error against the number of training samples, and
+  an automatic note on whether more data is likely to help (:func:`more_data_verdict`);
+- **seeds**: the same experiment with ``count`` seeds; the spread (standard deviation) of test error;
+- **bootstrap** (regression): ``rounds`` fits on bootstrap resamples of the train split decompose the test
+  squared error into bias², variance and noise (:func:`bootstrap_decomposition`).
+
+Errors are those of the verdict: 1 - accuracy, or RMSE for regression (the bootstrap works in squared units).
+Fits use the un-augmented train split (a fraction of augmented copies would not be a fraction of the data) and
+end at the last epoch of the budget (or early stopping); they log nothing themselves. The results go to
+``metrics/diagnose/<experiment>.json``, ``plots/{learning_curve,seeds,bootstrap}/<experiment>.csv`` and, as metrics
+and PNG plots, into the experiment's MLflow run. With every study off the stage writes empty files in well under
+a second, without importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.config import ConfigError, ExperimentConfig, Params, StudyBudget, load_params
+from pipelines.io import atomic_write_json, atomic_write_text
+from pipelines.train import CHECKPOINT_ROOT, METRICS_ROOT, PLOTS_ROOT
+
+log = logging.getLogger("deepnotes.diagnose")
+
+#: Each study's CSV columns (a header-only file when the study is off, so the DVC outputs always exist).
+COLUMNS = {
+    "learning_curve": ["fraction", "train_samples", "train_error", "val_error"],
+    "seeds": ["seed", "train_error", "val_error", "test_error"],
+    "bootstrap": ["component", "value"],
+}
+
+
+# ------------------------------------------------------------------------------------------------- analysis
+
+
+def more_data_verdict(rows: list[dict[str, float]], tolerance: float) -> tuple[bool, str]:
+    """Whether more training data is likely to help, from a learning curve (notes 000: more data cures variance,
+    not bias).
+
+    Args:
+        rows: ``train_samples``, ``train_error``, ``val_error`` per point, in increasing size.
+        tolerance: the largest train/validation gap still counted as small (the verdict's ``tolerance``).
+
+    Returns:
+        ``(likely_helps, note)``. More data is likely to help when, at the largest size, validation error is
+        above train error by more than ``tolerance`` *and* it still fell between the last two sizes; a gap with a
+        flat validation error is reported as unclear; no gap means the curves have met and only a better model helps.
+    """
+    last = rows[-1]
+    gap = last["val_error"] - last["train_error"]
+    if len(rows) >= 2:
+        prev = rows[-2]
+        doublings = math.log2(last["train_samples"] / prev["train_samples"]) or 1.0
+        slope = (prev["val_error"] - last["val_error"]) / doublings
+    else:
+        slope = float("nan")
+    numbers = f"train/val gap {gap:.4f} at {int(last['train_samples'])} samples; val error falls {slope:.4f} per doubling"
+    if gap > tolerance and slope > 0:
+        return True, f"more data is likely to help: {numbers}"
+    if gap > tolerance:
+        return False, f"unclear: a train/val gap remains but val error stopped falling ({numbers}); regularise"
+    return False, f"more data is unlikely to help: the curves have met ({numbers}); reduce bias instead"
+
+
+def bootstrap_decomposition(predictions: np.ndarray, targets: np.ndarray, inputs: np.ndarray) -> dict[str, float]:
+    """Decompose the expected squared error of a regression model into bias², variance and noise.
+
+    In the spirit of ``mlxtend.evaluate.bias_variance_decomp`` (Domingos 2000), for any model:
+    ``expected_loss = mean_{r,i} (p_ri - y_i)²``, ``variance = mean_{r,i} (p_ri - p̄_i)²`` with ``p̄_i`` the mean
+    prediction; mlxtend's "bias" ``mean_i (p̄_i - y_i)²`` still holds the noise of the observed ``y``, so the noise
+    is estimated apart with the delta test (Pi & Peterson 1994: half the mean squared difference of the targets
+    of nearest neighbours in input space) and ``bias_squared = mean_i (p̄_i - y_i)² - noise``. The delta test
+    over-estimates the noise when neighbours are far apart (the function changes between them), so the estimate is
+    capped at ``mean_i (p̄_i - y_i)²`` and ``bias_squared`` is never negative; the uncapped value is returned as
+    ``noise_delta_test``. The three components add up to ``expected_loss`` exactly.
+
+    Args:
+        predictions: ``(R, N)`` test predictions of R models fitted on bootstrap resamples.
+        targets: ``(N,)`` test targets (same units as the predictions).
+        inputs: ``(N, ...)`` test inputs, flattened for the nearest-neighbour search.
+
+    Returns:
+        ``expected_loss``, ``bias_squared``, ``variance``, ``noise``, ``noise_delta_test`` (squared target
+        units) and ``rounds``.
+
+    Raises:
+        ValueError: fewer than 2 rounds or test samples, or mismatched shapes.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    predictions, targets = np.asarray(predictions, dtype=float), np.asarray(targets, dtype=float)
+    if predictions.ndim != 2 or predictions.shape[0] < 2 or predictions.shape[1] != len(targets) or len(targets) < 2:
+        raise ValueError(f"predictions must be (rounds >= 2, N) with N = {len(targets)} >= 2 targets, "
+                         f"got {predictions.shape}")
+    main = predictions.mean(axis=0)
+    expected_loss = float(((predictions - targets) ** 2).mean())
+    variance = float(((predictions - main) ** 2).mean())
+    flat = np.asarray(inputs, dtype=float).reshape(len(targets), -1)
+    _, index = NearestNeighbors(n_neighbors=2).fit(flat).kneighbors(flat)
+    delta = float(0.5 * ((targets - targets[index[:, 1]]) ** 2).mean())
+    main_loss = float(((main - targets) ** 2).mean())
+    noise = min(delta, main_loss)
+    return {"expected_loss": expected_loss, "bias_squared": main_loss - noise, "variance": variance, "noise": noise,
+            "noise_delta_test": delta, "rounds": int(predictions.shape[0])}
+
+
+# --------------------------------------------------------------------------------------------------- fitting
+
+
+def _with_budget(exp: ExperimentConfig, budget: StudyBudget) -> ExperimentConfig:
+    update = {k: v for k, v in (("max_epochs", budget.max_epochs),
+                                ("limit_train_batches", budget.limit_train_batches)) if v is not None}
+    return exp.model_copy(update={"trainer": exp.trainer.model_copy(update=update)})
+
+
+def fit(exp: ExperimentConfig, data, seed: int):
+    """Train a fresh network of ``exp`` on ``data`` (a :class:`PreparedData`) with ``seed``; returns the trained
+    ``nn.Module`` (last epoch, or where early stopping ended it). No logger, no checkpoints."""
+    import tempfile
+
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from pipelines.data import ArrayDataModule
+    from pipelines.train import build_module, make_trainer, seed_everything
+
+    seed_everything(seed)
+    module = build_module(exp, data.meta)
+    datamodule = ArrayDataModule(data, batch_size=None if exp.optimizer.name == "gd" else exp.batch_size, seed=seed)
+    callbacks = []
+    if exp.early_stopping.enabled:
+        es = exp.early_stopping
+        callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, min_delta=es.min_delta, patience=es.patience))
+    with tempfile.TemporaryDirectory(prefix="deepnotes-diagnose-") as tmp:
+        trainer = make_trainer(exp, logger=False, callbacks=callbacks, default_root_dir=Path(tmp),
+                               enable_checkpointing=False, enable_progress_bar=False)
+        trainer.fit(module, datamodule=datamodule)
+    return module.network
+
+
+def _errors(network, data, splits: tuple[str, ...]) -> dict[str, float]:
+    from pipelines.data import to_tensor
+    from pipelines.evaluate import error_of, predict, split_metrics
+
+    task = data.meta["task"]
+    num_classes = data.meta.get("num_classes") if task == "multiclass" else None
+    out = {}
+    for split in splits:
+        outputs = predict(network, to_tensor(data.x[split]))
+        metrics = split_metrics(outputs, to_tensor(data.y[split]), task, num_classes, 1)
+        out[f"{split}_error"] = error_of(metrics, task)
+    return out
+
+
+def _subset(data, index: np.ndarray):
+    from pipelines.prepared import PreparedData
+
+    x, y = dict(data.x), dict(data.y)
+    x["train"], y["train"] = np.asarray(data.x["train"])[index], np.asarray(data.y["train"])[index]
+    return PreparedData(data.meta, x, y)
+
+
+def learning_curve(exp: ExperimentConfig, data, seed: int) -> list[dict[str, float]]:
+    """One fit per ``diagnostics.learning_curve.fractions`` (sorted) of the train split: a seeded subset,
+    stratified by class for classification (scikit-learn), the whole split at 1.0.
+
+    Raises:
+        ConfigError: a fraction leaves fewer samples than classes (stratification impossible) or none at all.
+    """
+    from sklearn.model_selection import train_test_split
+
+    cfg = exp.diagnostics.learning_curve
+    budgeted = _with_budget(exp, cfg)
+    y = np.asarray(data.y["train"])
+    n, classification = len(y), data.meta["task"] != "regression"
+    rows = []
+    for fraction in sorted(cfg.fractions):
+        size = int(round(fraction * n))
+        if fraction == 1.0:
+            index = np.arange(n)
+        else:
+            classes = len(np.unique(y)) if classification else 1
+            if size < max(classes, 1) or n - size < max(classes, 1):
+                raise ConfigError(f"diagnostics.learning_curve.fractions: {fraction} of the {n} train samples of "
+                                  f"{exp.dataset!r} is {size}, too few to hold all {classes} classes")
+            index, _ = train_test_split(np.arange(n), train_size=size, random_state=seed,
+                                        stratify=y if classification else None)
+            index = np.sort(index)
+        subset = _subset(data, index)
+        network = fit(budgeted, subset, seed)
+        rows.append({"fraction": fraction, "train_samples": len(index)} | _errors(network, subset, ("train", "val")))
+        log.info("learning curve: %.0f%% (%d samples): %s", 100 * fraction, len(index), rows[-1])
+    return rows
+
+
+def seed_spread(exp: ExperimentConfig, data, seed: int) -> list[dict[str, float]]:
+    """Fits with seeds ``seed, seed + 1, ...`` (``diagnostics.seeds.count``); train, val and test error of each."""
+    cfg = exp.diagnostics.seeds
+    budgeted = _with_budget(exp, cfg)
+    rows = []
+    for s in range(seed, seed + cfg.count):
+        rows.append({"seed": s} | _errors(fit(budgeted, data, s), data, ("train", "val", "test")))
+        log.info("seeds: %s", rows[-1])
+    return rows
+
+
+def bootstrap(exp: ExperimentConfig, data, seed: int) -> dict[str, float]:
+    """``diagnostics.bootstrap.rounds`` fits on bootstrap resamples of the train split (drawn with replacement,
+    same size, seeded), then :func:`bootstrap_decomposition` of their test predictions."""
+    from pipelines.data import to_tensor
+    from pipelines.evaluate import predict
+
+    cfg = exp.diagnostics.bootstrap
+    budgeted = _with_budget(exp, cfg)
+    rng = np.random.default_rng(seed)
+    n = len(data.y["train"])
+    x_test = to_tensor(data.x["test"])
+    predictions = []
+    for r in range(cfg.rounds):
+        network = fit(budgeted, _subset(data, np.sort(rng.integers(0, n, size=n))), seed + r)
+        predictions.append(predict(network, x_test).numpy())
+    return bootstrap_decomposition(np.stack(predictions), np.asarray(data.y["test"]), np.asarray(data.x["test"]))
+
+
+# ------------------------------------------------------------------------------------------------------ stage
+
+
+def _csv(columns: list[str], rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def diagnose(name: str, params: Params) -> dict[str, Any]:
+    """Run experiment ``name``'s enabled studies; returns the dict written to ``metrics/diagnose/<name>.json``."""
+    exp = params.experiment(name)
+    studies = exp.diagnostics.studies
+    results: dict[str, Any] = {"experiment": name, "studies": ", ".join(studies) or "none"}
+    tables: dict[str, list[dict[str, Any]]] = {study: [] for study in COLUMNS}
+    if studies:
+        try:
+            results |= _run_studies(name, params, exp, studies, tables)
+        except ConfigError as exc:
+            raise ConfigError(f"params.yaml: experiments.{name}.{exc}") from None
+    for study, columns in COLUMNS.items():
+        atomic_write_text(PLOTS_ROOT / study / f"{name}.csv", _csv(columns, tables[study]))
+    atomic_write_json(METRICS_ROOT / "diagnose" / f"{name}.json", results)
+    return results
+
+
+def _run_studies(name: str, params: Params, exp: ExperimentConfig, studies: list[str],
+                 tables: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    from pipelines import plots
+    from pipelines.prepared import PREPARED_ROOT, load_prepared
+
+    data = load_prepared(PREPARED_ROOT / exp.dataset, mmap=False)
+    seed = params.experiment_seed(name)
+    regression = data.meta["task"] == "regression"
+    unit = "RMSE" if regression else "error"
+    results: dict[str, Any] = {}
+    figures = {}
+    if "learning_curve" in studies:
+        rows = tables["learning_curve"] = learning_curve(exp, data, seed)
+        helps, note = more_data_verdict(rows, exp.bias_variance.tolerance)
+        results["learning_curve"] = {"points": len(rows), "more_data_helps": int(helps), "note": note,
+                                     "final_gap": rows[-1]["val_error"] - rows[-1]["train_error"]}
+        figures["learning_curve.png"] = plots.learning_curve_figure(rows, note, unit)
+    if "seeds" in studies:
+        rows = tables["seeds"] = seed_spread(exp, data, seed)
+        test = [r["test_error"] for r in rows]
+        results["seeds"] = {"count": len(rows), "test_error_mean": statistics.fmean(test),
+                            "test_error_std": statistics.stdev(test), "test_error_min": min(test),
+                            "test_error_max": max(test)}
+        figures["seeds.png"] = plots.seeds_figure(rows, f"test {unit}")
+    if "bootstrap" in studies:
+        decomposition = bootstrap(exp, data, seed)
+        results["bootstrap"] = decomposition
+        components = {k: decomposition[k] for k in ("bias_squared", "variance", "noise")}
+        tables["bootstrap"] = [{"component": k, "value": v} for k, v in components.items()]
+        figures["bootstrap.png"] = plots.bias_variance_figure(
+            components, f"Bootstrap decomposition ({decomposition['rounds']} rounds): expected loss "
+                        f"{decomposition['expected_loss']:.4g}", "squared error")
+    _log_to_run(name, params, results, figures)
+    for fig in figures.values():
+        plots.close(fig)
+    return results
+
+
+def _log_to_run(name: str, params: Params, results: dict[str, Any], figures: dict) -> None:
+    """Log the studies into the experiment's training run (``checkpoints/<name>/run.json``), when there is one."""
+    import mlflow
+
+    from pipelines.tracking import flatten, tracking_uri
+
+    try:
+        run_id = json.loads((CHECKPOINT_ROOT / name / "run.json").read_text())["run_id"]
+    except FileNotFoundError:
+        log.warning("no run.json for %s: the diagnostics are not logged to MLflow", name)
+        return
+    client = mlflow.MlflowClient(tracking_uri(params))
+    numbers = {f"diagnose.{k}": float(v) for k, v in flatten(results).items() if isinstance(v, (int, float))}
+    for key, value in numbers.items():
+        client.log_metric(run_id, key, value)
+    if "learning_curve" in results:
+        client.set_tag(run_id, "learning_curve.note", results["learning_curve"]["note"])
+    for file, fig in figures.items():
+        client.log_figure(run_id, fig, f"plots/{file}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.diagnose", description=__doc__.splitlines()[0])
+    parser.add_argument("experiment", help="experiment name under `experiments:` in params.yaml")
+    parser.add_argument("--params", type=Path, default=None, help="params file (default: <repo>/params.yaml)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        params = load_params(args.params)
+        results = diagnose(args.experiment, params)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    log.info("%s diagnostics: %s", args.experiment, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

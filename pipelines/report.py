@@ -1,0 +1,141 @@
+"""``report`` stage: ``python -m pipelines.report`` writes ``reports/summary.md``, one leaderboard of every experiment.
+
+Read from the stage outputs (no MLflow query, so the report is a pure function of the DVC metrics files):
+``metrics/<experiment>.json`` (evaluate), ``metrics/train/<experiment>.json`` (train: parameter count, fit time,
+gradient flags) and ``metrics/diagnose/<experiment>.json`` (the opt-in studies). Experiments are ranked within
+their task by the primary test metric (accuracy; RMSE for regression, lower first). An experiment whose files are
+missing is listed as not run rather than failing the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipelines import REPO_ROOT
+from pipelines.config import ConfigError, Params, load_params
+from pipelines.io import atomic_write_text
+from pipelines.train import METRICS_ROOT
+
+log = logging.getLogger("deepnotes.report")
+
+REPORT_PATH = REPO_ROOT / "reports" / "summary.md"
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc}); rerun the stage that writes it") from None
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def primary_metric(task: str) -> tuple[str, bool]:
+    """The leaderboard's metric of a task and whether higher is better: ``acc`` (classification) or ``rmse``."""
+    return ("rmse", False) if task == "regression" else ("acc", True)
+
+
+def collect(params: Params, metrics_root: Path = METRICS_ROOT) -> list[dict[str, Any]]:
+    """One row per experiment of ``params`` with the leaderboard's fields (missing ones are ``None``)."""
+    rows = []
+    for name, exp in params.experiments.items():
+        evaluation = _read(metrics_root / f"{name}.json")
+        train = _read(metrics_root / "train" / f"{name}.json")
+        studies = _read(metrics_root / "diagnose" / f"{name}.json")
+        task = evaluation.get("task") or exp.task
+        metric, higher = primary_metric(task)
+        bv = evaluation.get("bias_variance", {})
+        registry = evaluation.get("registry") or {}
+        rows.append({
+            "experiment": name, "architecture": exp.architecture, "dataset": exp.dataset, "notes": exp.notes,
+            "task": task, "metric": f"test_{metric}", "higher_is_better": higher,
+            "value": evaluation.get("test", {}).get(metric),
+            "train_error": bv.get("train_error"), "val_error": bv.get("val_error"), "test_error": bv.get("test_error"),
+            "verdict": bv.get("verdict"), "gradient_flags": (train.get("gradients") or {}).get("flags"),
+            "num_params": train.get("num_params"), "fit_seconds": train.get("fit_seconds"),
+            "run_id": evaluation.get("run_id") or train.get("run_id"),
+            "model": f"{registry['name']} v{registry['version']} ({registry['alias']})" if registry.get("name") else None,
+            "learning_curve": (studies.get("learning_curve") or {}).get("note"),
+            "seeds": studies.get("seeds"), "bootstrap": studies.get("bootstrap"),
+        })
+    return rows
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    """The Markdown report: a leaderboard per task (best first), then the diagnostic studies that ran."""
+    lines = ["# deepnotes: experiment summary", "",
+             "Written by the `report` stage from the DVC metrics files. Errors are 1 - accuracy, or RMSE for regression; "
+             "the verdict compares them with each experiment's `bias_variance.reference_error` (notes 000).", ""]
+    header = ("| rank | experiment | architecture | dataset | notes | primary metric | train / val / test error | "
+              "bias/variance | gradients | params | train time (s) | model | MLflow run |")
+    for task in sorted({r["task"] for r in rows}):
+        group = [r for r in rows if r["task"] == task]
+        ran = sorted((r for r in group if r["value"] is not None), key=lambda r: r["value"],
+                     reverse=group[0]["higher_is_better"])
+        lines += [f"## {task}", "", header, "|" + "---|" * (header.count("|") - 1)]
+        for rank, r in enumerate(ran, 1):
+            errors = " / ".join(_fmt(r[k]) for k in ("train_error", "val_error", "test_error"))
+            lines.append(f"| {rank} | `{r['experiment']}` | {r['architecture']} | {r['dataset']} | {r['notes']} | "
+                         f"{r['metric']} {_fmt(r['value'])} | {errors} | {_fmt(r['verdict'])} | "
+                         f"{_fmt(r['gradient_flags'])} | {_fmt(r['num_params'])} | {_fmt(r['fit_seconds'], 1)} | "
+                         f"{_fmt(r['model'])} | `{_fmt(r['run_id'])}` |")
+        for r in group:
+            if r["value"] is None:
+                lines.append(f"| – | `{r['experiment']}` | {r['architecture']} | {r['dataset']} | {r['notes']} | "
+                             "not run | | | | | | | |")
+        lines.append("")
+    studies = [r for r in rows if r["learning_curve"] or r["seeds"] or r["bootstrap"]]
+    if studies:
+        lines += ["## Diagnostic studies", ""]
+        for r in studies:
+            if r["learning_curve"]:
+                lines.append(f"- `{r['experiment']}` learning curve: {r['learning_curve']}")
+            if r["seeds"]:
+                s = r["seeds"]
+                lines.append(f"- `{r['experiment']}` across {s['count']} seeds: test error {s['test_error_mean']:.4f} "
+                             f"± {s['test_error_std']:.4f} (min {s['test_error_min']:.4f}, max {s['test_error_max']:.4f})")
+            if r["bootstrap"]:
+                b = r["bootstrap"]
+                lines.append(f"- `{r['experiment']}` bootstrap ({b['rounds']} rounds): expected squared error "
+                             f"{b['expected_loss']:.4f} = bias² {b['bias_squared']:.4f} + variance {b['variance']:.4f} "
+                             f"+ noise {b['noise']:.4f}")
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def report(params: Params, path: Path = REPORT_PATH) -> Path:
+    """Write the report atomically to ``path``; returns it."""
+    atomic_write_text(path, render(collect(params)))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=None, help="params file (default: <repo>/params.yaml)")
+    parser.add_argument("--output", type=Path, default=REPORT_PATH, help="report path (default: reports/summary.md)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        path = report(load_params(args.params), args.output)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    log.info("wrote %s", path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
