@@ -84,6 +84,8 @@ class DatasetConfig(Strict):
     max_train_samples: PositiveInt | None = Field(None, description="seeded subset of the train split (after the val carve-out)")
     vocab_size: PositiveInt = Field(20000, description="text: tokenizer vocabulary size, fitted on train only")
     seq_len: PositiveInt = Field(200, description="text: tokens per sequence after truncation/padding")
+    window: PositiveInt = Field(14, description="time series: past days per sample (the features); the target is "
+                                                "the next day")
 
 
 class AugmentConfig(Strict):
@@ -183,6 +185,74 @@ class BiasVarianceConfig(Strict):
     tolerance: PositiveFloat = 0.02
 
 
+class GradientDiagnosticsConfig(Strict):
+    """Gradient-flow and activation diagnostics of every training run (:mod:`pipelines.diagnostics`).
+
+    Defaults measured on MNIST with a 10-layer MLP (tests/test_diagnostics.py): sigmoid + Xavier gives a median
+    first/last gradient-norm ratio of about 7e-6, ReLU + He about 2; a learning rate of 10 or weights scaled by 3
+    push the total gradient norm to inf or 1e5, against about 8 for the healthy net.
+    """
+
+    enabled: bool = True
+    every_n_steps: PositiveInt = Field(25, description="sampling period in optimizer steps (cost: one sample each)")
+    vanishing_ratio: PositiveFloat = Field(1e-3, description="median first/last gradient-norm ratio below this: vanishing")
+    exploding_norm: PositiveFloat = Field(1e3, description="total gradient L2 norm above this (or non-finite): exploding")
+    exploding_ratio: PositiveFloat = Field(1e3, description="median first/last ratio above this: exploding")
+    saturation_threshold: PositiveFloat = Field(3.0, description="|x| beyond which a sigmoid/tanh input is saturated")
+
+
+class StudyBudget(Strict):
+    """What one extra fit of a diagnostic study may cost: overrides of the experiment's trainer settings."""
+
+    max_epochs: PositiveInt | None = Field(None, description="epochs per fit (default: the experiment's)")
+    limit_train_batches: PositiveFloat | PositiveInt | None = None
+
+
+class LearningCurveConfig(StudyBudget):
+    """Learning curve over training-set size (notes 000 "Overfitting & Underfitting": more data is the first remedy
+    for variance). One fit per fraction of the train split (a seeded, stratified subset for classification)."""
+
+    enabled: bool = False
+    fractions: list[float] = Field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0])
+
+    @model_validator(mode="after")
+    def _fractions(self) -> LearningCurveConfig:
+        if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
+            raise ValueError(f"fractions must be a non-empty list of numbers in (0, 1], got {self.fractions}")
+        if len(set(self.fractions)) != len(self.fractions):
+            raise ValueError(f"fractions has duplicates: {self.fractions}")
+        return self
+
+
+class SeedsConfig(StudyBudget):
+    """Variance across seeds: the same experiment trained with ``count`` seeds gives the spread of test error."""
+
+    enabled: bool = False
+    count: int = Field(3, ge=2, le=100)
+
+
+class BootstrapConfig(StudyBudget):
+    """Bias-variance decomposition of a regression model's squared error by bootstrap (in the spirit of
+    ``mlxtend.evaluate.bias_variance_decomp``): ``rounds`` fits on bootstrap resamples of the train split."""
+
+    enabled: bool = False
+    rounds: int = Field(5, ge=2, le=200)
+
+
+class DiagnosticsConfig(Strict):
+    """Diagnostics: gradient flow (on by default, cheap) and the opt-in studies run by the ``diagnose`` stage."""
+
+    gradients: GradientDiagnosticsConfig = Field(default_factory=GradientDiagnosticsConfig)
+    learning_curve: LearningCurveConfig = Field(default_factory=LearningCurveConfig)
+    seeds: SeedsConfig = Field(default_factory=SeedsConfig)
+    bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
+
+    @property
+    def studies(self) -> list[str]:
+        """Names of the enabled studies, in run order."""
+        return [n for n in ("learning_curve", "seeds", "bootstrap") if getattr(self, n).enabled]
+
+
 class ExperimentConfig(Strict):
     """One experiment: an architecture, a dataset and its hyperparameters. Fully resolved for the active profile."""
 
@@ -205,6 +275,7 @@ class ExperimentConfig(Strict):
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     bias_variance: BiasVarianceConfig = Field(default_factory=BiasVarianceConfig)
+    diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
 
     @property
     def task(self) -> str:
@@ -240,6 +311,9 @@ class ExperimentConfig(Strict):
                              ("checkpoint.monitor", self.checkpoint.monitor)):
             if monitor not in allowed:
                 raise ValueError(f"{key} {monitor!r} is not logged for a {entry.task} task; use one of {sorted(allowed)}")
+        if self.diagnostics.bootstrap.enabled and entry.task != "regression":
+            raise ValueError(f"diagnostics.bootstrap: the bias-variance bootstrap decomposes squared error and "
+                             f"needs a regression task; dataset {entry.name!r} is {entry.task}")
         if self.regularization.type != "none" and self.regularization.strength == 0:
             raise ValueError(f"regularization.type is {self.regularization.type!r} but regularization.strength is 0")
         try:
@@ -318,6 +392,8 @@ class TrackingConfig(Strict):
     tracking_uri: str | None = Field(None, description="default: sqlite:///<repo>/mlflow/mlflow.db")
     artifact_location: str | None = Field(None, description="default: <repo>/mlflow/artifacts")
     log_model: bool = True
+    system_metrics: bool = Field(True, description="MLflow system metrics (CPU, memory, disk, network, GPU) of training")
+    system_metrics_interval: PositiveFloat = Field(2.0, description="seconds between system-metric samples")
 
 
 class ProfileConfig(Strict):

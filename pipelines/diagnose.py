@@ -12,17 +12,15 @@ Runs the experiment's opt-in studies (``experiments.<x>.diagnostics`` in ``param
 
 Errors are those of the verdict: 1 - accuracy, or RMSE for regression (the bootstrap works in squared units).
 Fits use the un-augmented train split (a fraction of augmented copies would not be a fraction of the data) and
-end at the last epoch of the budget (or early stopping); they log nothing themselves. The results go to
-``metrics/diagnose/<experiment>.json``, ``plots/{learning_curve,seeds,bootstrap}/<experiment>.csv`` and, as metrics
-and PNG plots, into the experiment's MLflow run. With every study off the stage writes empty files in well under
-a second, without importing torch.
+end at the last epoch of the budget (or early stopping); they log nothing themselves. The summary goes to
+``metrics/diagnose/<experiment>.json``, the tables (one row per fit) to ``reports/studies/<experiment>.json`` (the
+``report`` stage turns the non-empty ones into DVC plots) and, as metrics and PNG plots, into the experiment's
+MLflow run. With every study off the stage writes its two small files in well under a second, without torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import logging
 import math
@@ -33,13 +31,15 @@ from typing import Any
 
 import numpy as np
 
+from pipelines import REPO_ROOT
 from pipelines.config import ConfigError, ExperimentConfig, Params, StudyBudget, load_params
-from pipelines.io import atomic_write_json, atomic_write_text
-from pipelines.train import CHECKPOINT_ROOT, METRICS_ROOT, PLOTS_ROOT
+from pipelines.io import atomic_write_json
+from pipelines.train import CHECKPOINT_ROOT, METRICS_ROOT
 
 log = logging.getLogger("deepnotes.diagnose")
 
-#: Each study's CSV columns (a header-only file when the study is off, so the DVC outputs always exist).
+STUDIES_ROOT = REPO_ROOT / "reports" / "studies"
+#: Each study's table columns (the report writes them as plots/studies/<study>/<experiment>.csv).
 COLUMNS = {
     "learning_curve": ["fraction", "train_samples", "train_error", "val_error"],
     "seeds": ["seed", "train_error", "val_error", "test_error"],
@@ -241,14 +241,6 @@ def bootstrap(exp: ExperimentConfig, data, seed: int) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------------------ stage
 
 
-def _csv(columns: list[str], rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def diagnose(name: str, params: Params) -> dict[str, Any]:
     """Run experiment ``name``'s enabled studies; returns the dict written to ``metrics/diagnose/<name>.json``."""
     exp = params.experiment(name)
@@ -260,8 +252,7 @@ def diagnose(name: str, params: Params) -> dict[str, Any]:
             results |= _run_studies(name, params, exp, studies, tables)
         except ConfigError as exc:
             raise ConfigError(f"params.yaml: experiments.{name}.{exc}") from None
-    for study, columns in COLUMNS.items():
-        atomic_write_text(PLOTS_ROOT / study / f"{name}.csv", _csv(columns, tables[study]))
+    atomic_write_json(STUDIES_ROOT / f"{name}.json", {"experiment": name, "tables": tables})
     atomic_write_json(METRICS_ROOT / "diagnose" / f"{name}.json", results)
     return results
 

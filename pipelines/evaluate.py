@@ -6,7 +6,7 @@ classification; MSE, RMSE, MAE, R² and adjusted R² for regression. It then giv
 the experiment's reference error with the notes' remedies (:mod:`pipelines.bias_variance`).
 
 Everything is logged to the same MLflow run as training (one run tells the whole story) and written to
-``metrics/<experiment>.json``; the confusion matrix and ROC curve go to ``plots/{confusion,roc}/<experiment>.csv`` for ``dvc plots``
+``metrics/evaluate/<experiment>.json``; the confusion matrix and ROC curve go to ``plots/{confusion,roc}/<experiment>.csv`` for ``dvc plots``
 and as PNG artifacts to MLflow.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import ConfigError, Params, load_params
-from pipelines.io import atomic_write_json, atomic_write_text
+from pipelines.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from pipelines.train import CHECKPOINT_ROOT, METRICS_ROOT, PLOTS_ROOT
 
 log = logging.getLogger("deepnotes.evaluate")
@@ -88,6 +88,97 @@ def confusion_and_roc(outputs, targets, task: str, num_classes: int | None):
     return matrix.numpy(), curves
 
 
+def pr_curves(outputs, targets, task: str, num_classes: int | None):
+    """Precision-recall curves ``{label: (recall, precision, average_precision)}``, precision resampled on
+    :data:`ROC_POINTS` evenly spaced recalls (one-vs-rest per class for multiclass)."""
+    import numpy as np
+    from torchmetrics.functional.classification import binary_average_precision, binary_precision_recall_curve
+
+    from models.module import scores_to_predictions
+
+    probs = scores_to_predictions(outputs, task)
+    columns = ({"positive": (probs, targets)} if task == "binary"
+               else {str(c): (probs[:, c], (targets == c).long()) for c in range(num_classes)})
+    grid = np.linspace(0, 1, ROC_POINTS)
+    curves = {}
+    for label, (p, t) in columns.items():
+        precision, recall, _ = binary_precision_recall_curve(p, t)
+        order = np.argsort(recall.numpy(), kind="stable")  # recall falls along the thresholds: np.interp wants it rising
+        curves[label] = (grid, np.interp(grid, recall.numpy()[order], precision.numpy()[order]),
+                         float(binary_average_precision(p, t)))
+    return curves
+
+
+def bias_variance_components(diagnosis) -> dict[str, float]:
+    """The bars of the bias/variance plot: reference error, avoidable bias, variance and the test gap."""
+    return {"reference_error": diagnosis.reference_error, "avoidable_bias": diagnosis.avoidable_bias,
+            "variance": diagnosis.variance, "test_gap": diagnosis.test_gap}
+
+
+def prediction_figure(data, outputs, targets, task: str, examples: int = 32):
+    """A figure of example test predictions: an image grid (misclassified in red), text reviews or table rows
+    with their predicted probability, or predicted against actual values for regression."""
+    import numpy as np
+
+    from pipelines import plots
+    from pipelines.prepared import PREPARED_ROOT
+
+    meta = data.meta
+    if task == "regression":
+        y, p = targets.numpy(), outputs.numpy()
+        fig, ax = plots.plt.subplots(figsize=(5, 5))
+        ax.scatter(y, p, s=6, alpha=0.5)
+        low, high = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
+        ax.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1)
+        ax.set(xlabel="actual", ylabel="predicted", title="Test predictions against actual values")
+        fig.tight_layout()
+        return fig
+    classes = meta.get("classes") or [str(i) for i in range(int(outputs.shape[-1]))]
+    if task == "binary":
+        prob = outputs.sigmoid().numpy()
+        predicted = (prob > 0.5).astype(int)
+    else:
+        prob = outputs.softmax(-1).max(-1).values.numpy()
+        predicted = outputs.argmax(-1).numpy()
+    actual = targets.numpy().astype(int)
+    wrong = predicted != actual
+    # Every misclassified sample among the first few hundred, up to half the grid, then correct ones: in test order.
+    window = np.arange(min(len(actual), 20 * examples))
+    chosen = np.sort(np.concatenate([window[wrong[window]][: examples // 2],
+                                     window[~wrong[window]][: examples - min(examples // 2, int(wrong[window].sum()))]]))
+    label = lambda i: classes[int(i)]  # noqa: E731
+    if meta["modality"] == "image":
+        return plots.image_grid_figure(np.asarray(data.x["test"][chosen]), [label(a) for a in actual[chosen]],
+                                       [label(p) for p in predicted[chosen]], wrong[chosen].tolist())
+    chosen = chosen[:16]
+    if meta["modality"] == "text":
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(PREPARED_ROOT / meta["dataset"] / "tokenizer.json"))
+        texts = [tokenizer.decode([int(t) for t in data.x["test"][i] if t != 0]) for i in chosen]
+    else:
+        names = meta.get("feature_names") or [f"x{j}" for j in range(data.x["test"].shape[1])]
+        texts = [", ".join(f"{n}={v:.2f}" for n, v in zip(names, data.x["test"][i])) for i in chosen]
+    lines = [f"{label(predicted[i]):>9} p={prob[i]:.2f} (actual {label(actual[i])}) | {text[:110]}"
+             for i, text in zip(chosen, texts)]
+    return plots.examples_figure(lines, wrong[chosen].tolist())
+
+
+def register_model(client, name: str, run_id: str, task: str, results: dict[str, Any]):
+    """Register the run's logged model as a new version of ``deepnotes-<name>`` and move the ``champion`` /
+    ``challenger`` aliases by the primary test metric (:mod:`pipelines.model_registry`). Returns the
+    :class:`~pipelines.model_registry.RegistrationResult`, or ``None`` when the run logged no MLflow model."""
+    from pipelines.model_registry import primary_metric, register, registered_name
+
+    model_uri = client.get_run(run_id).data.tags.get("model_uri")
+    if not model_uri:
+        return None
+    metric, greater_is_better = primary_metric(task)
+    return register(client, name=registered_name(name), model_uri=model_uri, run_id=run_id, metric=metric,
+                    value=results["test"][metric.removeprefix("test_")], greater_is_better=greater_is_better,
+                    tags={"experiment": name})
+
+
 def _csv(header: list[str], rows) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -97,7 +188,7 @@ def _csv(header: list[str], rows) -> str:
 
 
 def evaluate(name: str, params: Params) -> dict[str, Any]:
-    """Evaluate experiment ``name``; returns the dict written to ``metrics/<name>.json``."""
+    """Evaluate experiment ``name``; returns the dict written to ``metrics/evaluate/<name>.json``."""
     import mlflow
     import torch
 
@@ -134,6 +225,7 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
     # dvc metrics reads numbers and strings only: the remedies become one string.
     results["bias_variance"] = diagnosis.as_dict() | {"remedies": "; ".join(diagnosis.remedies) or "none"}
 
+    mlflow.set_tracking_uri(tracking_uri(params))  # the registry resolves models:/ sources through the global URI
     client = mlflow.MlflowClient(tracking_uri(params))
     run_id = run_info["run_id"]
     figures = {}
@@ -152,11 +244,28 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
         atomic_write_text(PLOTS_ROOT / "roc" / f"{name}.csv", _csv(
             ["class", "fpr", "tpr"],
             ((label, f"{f:.4f}", f"{t:.4f}") for label, (fpr, tpr, _) in curves.items() for f, t in zip(fpr, tpr))))
+        pr = pr_curves(*outputs["test"], task, num_classes)
+        atomic_write_text(PLOTS_ROOT / "pr" / f"{name}.csv", _csv(
+            ["class", "recall", "precision"],
+            ((label, f"{r:.4f}", f"{p:.4f}") for label, (rec, prec, _) in pr.items() for r, p in zip(rec, prec))))
+        results["test"]["average_precision"] = sum(ap for *_, ap in pr.values()) / len(pr)
         figures["confusion_matrix.png"] = plots.confusion_figure(matrix, classes)
-        figures["roc.png"] = plots.roc_figure(curves if len(curves) <= 10 else dict(list(curves.items())[:10]))
-    else:  # regression has no confusion matrix or ROC; keep the declared outputs present and explicit
+        figures["roc.png"] = plots.roc_figure(dict(list(curves.items())[:10]))
+        figures["pr.png"] = plots.pr_figure(dict(list(pr.items())[:10]))
+    else:  # regression has no confusion matrix, ROC or PR curve; keep the declared outputs present and explicit
         atomic_write_text(PLOTS_ROOT / "confusion" / f"{name}.csv", "actual,predicted\n")
         atomic_write_text(PLOTS_ROOT / "roc" / f"{name}.csv", "class,fpr,tpr\n")
+        atomic_write_text(PLOTS_ROOT / "pr" / f"{name}.csv", "class,recall,precision\n")
+    components = bias_variance_components(diagnosis)
+    atomic_write_text(PLOTS_ROOT / "bias_variance" / f"{name}.csv",
+                      _csv(["component", "value"], ((k, f"{v:.6f}") for k, v in components.items())))
+    unit = "RMSE" if task == "regression" else "classification error"
+    figures["bias_variance.png"] = plots.bias_variance_figure(
+        components, f"Bias/variance: {diagnosis.verdict}", unit)
+    figures["predictions.png"] = prediction_figure(data, *outputs["test"], task)
+    image_path = PLOTS_ROOT / "predictions" / f"{name}.png"
+    image_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(image_path, plots.png_bytes(figures["predictions.png"]))
 
     # test_<metric> for the test split; eval_<split>_<metric> for the best checkpoint on train and val.
     metrics = {f"test_{k}": v for k, v in results["test"].items() if isinstance(v, (int, float))}
@@ -172,8 +281,13 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
         plots.close(fig)
     client.log_dict(run_id, results | ({"test_confusion_matrix": confusion_matrix} if task != "regression" else {}),
                     "evaluation/metrics.json")
+    registration = register_model(client, name, run_id, task, results)
+    if registration is not None:
+        results["registry"] = {"name": registration.name, "version": registration.version,
+                               "alias": registration.alias, "champion_version": registration.champion_version}
+        client.set_tag(run_id, "registered_model", f"{registration.model_uri} ({registration.alias})")
     client.set_terminated(run_id, "FINISHED")
-    atomic_write_json(METRICS_ROOT / f"{name}.json", results)
+    atomic_write_json(METRICS_ROOT / "evaluate" / f"{name}.json", results)
     return results
 
 

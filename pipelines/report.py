@@ -1,7 +1,8 @@
-"""``report`` stage: ``python -m pipelines.report`` writes ``reports/summary.md``, one leaderboard of every experiment.
+"""``report`` stage: ``python -m pipelines.report`` writes ``reports/summary.md``, one leaderboard of every experiment,
+and the DVC plots of the diagnostic studies that ran (``plots/studies/<study>/<experiment>.csv``).
 
 Read from the stage outputs (no MLflow query, so the report is a pure function of the DVC metrics files):
-``metrics/<experiment>.json`` (evaluate), ``metrics/train/<experiment>.json`` (train: parameter count, fit time,
+``metrics/evaluate/<experiment>.json`` (evaluate), ``metrics/train/<experiment>.json`` (train: parameter count, fit time,
 gradient flags) and ``metrics/diagnose/<experiment>.json`` (the opt-in studies). Experiments are ranked within
 their task by the primary test metric (accuracy; RMSE for regression, lower first). An experiment whose files are
 missing is listed as not run rather than failing the report.
@@ -10,6 +11,8 @@ missing is listed as not run rather than failing the report.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import logging
 import sys
@@ -19,11 +22,13 @@ from typing import Any
 from pipelines import REPO_ROOT
 from pipelines.config import ConfigError, Params, load_params
 from pipelines.io import atomic_write_text
-from pipelines.train import METRICS_ROOT
+from pipelines.diagnose import COLUMNS, STUDIES_ROOT
+from pipelines.train import METRICS_ROOT, PLOTS_ROOT
 
 log = logging.getLogger("deepnotes.report")
 
 REPORT_PATH = REPO_ROOT / "reports" / "summary.md"
+STUDY_PLOTS_ROOT = PLOTS_ROOT / "studies"
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -52,7 +57,7 @@ def collect(params: Params, metrics_root: Path = METRICS_ROOT) -> list[dict[str,
     """One row per experiment of ``params`` with the leaderboard's fields (missing ones are ``None``)."""
     rows = []
     for name, exp in params.experiments.items():
-        evaluation = _read(metrics_root / f"{name}.json")
+        evaluation = _read(metrics_root / "evaluate" / f"{name}.json")
         train = _read(metrics_root / "train" / f"{name}.json")
         studies = _read(metrics_root / "diagnose" / f"{name}.json")
         task = evaluation.get("task") or exp.task
@@ -116,8 +121,39 @@ def render(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def write_study_plots(params: Params, studies_root: Path = STUDIES_ROOT, plots_root: Path = STUDY_PLOTS_ROOT) -> list[Path]:
+    """Write each non-empty study table of ``reports/studies/<experiment>.json`` as
+    ``plots/studies/<study>/<experiment>.csv`` (DVC plots), so that experiments without a study add no empty chart.
+    The folder is rebuilt from scratch: a study switched off loses its plot. Returns the files written."""
+    import shutil
+
+    staging = plots_root.with_name(plots_root.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    written = []
+    for name in params.experiments:
+        tables = _read(studies_root / f"{name}.json").get("tables", {})
+        for study, rows in tables.items():
+            if rows:
+                path = staging / study / f"{name}.csv"
+                atomic_write_text(path, _csv(COLUMNS[study], rows))
+                written.append(plots_root / study / f"{name}.csv")
+    staging.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(plots_root, ignore_errors=True)
+    staging.rename(plots_root)
+    return written
+
+
+def _csv(columns: list[str], rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
 def report(params: Params, path: Path = REPORT_PATH) -> Path:
-    """Write the report atomically to ``path``; returns it."""
+    """Write the study plots and the report (atomically) to ``path``; returns it."""
+    write_study_plots(params)
     atomic_write_text(path, render(collect(params)))
     return path
 

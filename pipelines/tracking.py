@@ -45,6 +45,10 @@ def artifact_location(params: Params | None = None) -> str | None:
     return (MLFLOW_DIR / "artifacts").resolve().as_uri()
 
 
+#: Without this tag the MLflow 3 UI opens an experiment on its GenAI overview instead of the runs table.
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 def ensure_experiment(params: Params, name: str | None = None) -> str:
     """Create (once) or fetch an MLflow experiment (default ``tracking.experiment_name``); returns its id.
     Safe when another process creates it first."""
@@ -60,9 +64,11 @@ def ensure_experiment(params: Params, name: str | None = None) -> str:
     with file_lock(lock) if lock else contextlib.nullcontext():
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is not None:
+            if KIND_TAG not in experiment.tags:  # a store made before the tag was set
+                mlflow.MlflowClient(uri).set_experiment_tag(experiment.experiment_id, KIND_TAG, KIND)
             return experiment.experiment_id
         try:
-            return mlflow.create_experiment(name, artifact_location=artifact_location(params))
+            return mlflow.create_experiment(name, artifact_location=artifact_location(params), tags={KIND_TAG: KIND})
         except MlflowException:  # created concurrently (a remote server)
             return mlflow.get_experiment_by_name(name).experiment_id
 

@@ -17,9 +17,11 @@ import time
 _PROCESS_START = time.time()
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import csv  # noqa: E402
 import io  # noqa: E402
 import logging  # noqa: E402
+import math  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -120,12 +122,82 @@ def make_trainer(exp: ExperimentConfig, *, logger, callbacks: list, default_root
 def write_history(rows: list[dict[str, float]], path: Path) -> None:
     """Write per-epoch rows as CSV (one column per metric, ``epoch`` first) atomically."""
     columns = ["epoch"] + sorted({k for row in rows for k in row} - {"epoch"})
+    _write_csv(path, columns, [{k: row.get(k, "") for k in columns} for row in rows])
+
+
+def write_metric_history(rows: list[dict[str, float]], task: str, path: Path) -> None:
+    """Write the headline metric per epoch (``acc``, or ``mse`` for regression) as ``epoch,metric,train,val``
+    (one DVC plot definition then serves every experiment, whatever its metric)."""
+    metric = "mse" if task == "regression" else "acc"
+    _write_csv(path, ["epoch", "metric", "train", "val"],
+               [{"epoch": row["epoch"], "metric": metric, "train": row.get(f"train_{metric}", ""),
+                 "val": row.get(f"val_{metric}", "")} for row in rows])
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
-    for row in rows:
-        writer.writerow({k: row.get(k, "") for k in columns})
+    writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())
+
+
+def gradient_diagnostics(exp: ExperimentConfig):
+    """The experiment's :class:`pipelines.diagnostics.GradientDiagnostics` callback, or ``None`` when disabled."""
+    cfg = exp.diagnostics.gradients
+    if not cfg.enabled:
+        return None
+    from pipelines.diagnostics import GradientDiagnostics
+
+    return GradientDiagnostics(every_n_steps=cfg.every_n_steps, vanishing_ratio=cfg.vanishing_ratio,
+                               exploding_norm=cfg.exploding_norm, exploding_ratio=cfg.exploding_ratio,
+                               saturation_threshold=cfg.saturation_threshold)
+
+
+def log_gradient_summary(client, run_id: str, name: str, gradients) -> dict[str, Any]:
+    """Log the gradient flags and summary as ``gradients.*`` metrics and a ``gradient_flags`` tag, the grad-flow
+    figure as ``plots/grad_flow.png``, and write ``plots/grad_flow/<name>.csv`` (per layer, over the run)."""
+    from pipelines import plots
+
+    summary = {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v))  # JSON has no inf/nan
+               for k, v in gradients.summary().items()}
+    numbers = {f"gradients.{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))}
+    for key, value in numbers.items():
+        client.log_metric(run_id, key, value)
+    client.set_tag(run_id, "gradient_flags", summary.get("flags", "none"))
+    rows = gradients.layer_rows()
+    _write_csv(PLOTS_ROOT / "grad_flow" / f"{name}.csv", ["order", "layer", "grad_mean", "grad_max", "grad_norm"],
+               plots.grad_flow_table(rows))
+    if rows:
+        fig = plots.grad_flow_figure(rows, title=f"Gradient flow: {name} ({summary['flags']})")
+        client.log_figure(run_id, fig, "plots/grad_flow.png")
+        plots.close(fig)
+    return summary
+
+
+@contextlib.contextmanager
+def system_metrics(params: Params, run_id: str, enabled: bool = True):
+    """MLflow system metrics (``system/cpu_utilization_percentage``, memory, disk, network, and the GPU when
+    ``nvidia-ml-py`` finds one) sampled every ``tracking.system_metrics_interval`` seconds while the block runs."""
+    if not (enabled and params.tracking.system_metrics):
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    from pipelines.tracking import tracking_uri
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=params.tracking.system_metrics_interval,
+                                   tracking_uri=tracking_uri(params))
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
+        # MLflow publishes only after a whole interval, so a fit shorter than one would log nothing: publish the
+        # samples of the last, partial interval too.
+        if any(m._metrics for m in monitor.monitors):
+            monitor.publish_metrics(monitor.aggregate_metrics())
+            monitor.mlflow_logger.flush()
 
 
 def log_model(network, example, run_id: str) -> tuple[str, str]:
@@ -212,12 +284,16 @@ def train(name: str, params: Params) -> dict[str, Any]:
     if exp.early_stopping.enabled:
         es = exp.early_stopping
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, min_delta=es.min_delta, patience=es.patience))
+    gradients = gradient_diagnostics(exp)
+    if gradients is not None:
+        callbacks.append(gradients)
     logger = MLFlowLogger(experiment_name=params.tracking.experiment_name, tracking_uri=tracking_uri(params),
                           run_id=run_id)
     trainer = make_trainer(exp, logger=logger, callbacks=callbacks, default_root_dir=ckpt_dir)
     start = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=datamodule)
+        with system_metrics(params, run_id, enabled=trainer.is_global_zero):
+            trainer.fit(module, datamodule=datamodule)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
@@ -236,6 +312,8 @@ def train(name: str, params: Params) -> dict[str, Any]:
     }
     if history.rows:
         summary |= {k: v for k, v in history.rows[-1].items() if k.startswith("val_")}
+    if gradients is not None:
+        summary["gradients"] = log_gradient_summary(client, run_id, name, gradients)
     client.log_metric(run_id, "fit_seconds", fit_seconds)
     client.log_metric(run_id, "first_step_seconds", summary["first_step_seconds"])
     client.log_artifact(run_id, str(best_path), artifact_path="checkpoints")
@@ -248,6 +326,7 @@ def train(name: str, params: Params) -> dict[str, Any]:
         client.set_tag(run_id, "model_uri", summary["model_uri"])
 
     write_history(history.rows, PLOTS_ROOT / "history" / f"{name}.csv")
+    write_metric_history(history.rows, meta["task"], PLOTS_ROOT / "metric" / f"{name}.csv")
     atomic_write_json(ckpt_dir / "run.json", {"run_id": run_id, "tracking_uri": tracking_uri(params),
                                              "experiment_id": experiment_id, "best_checkpoint": best_path.name})
     atomic_write_json(METRICS_ROOT / "train" / f"{name}.json", summary)

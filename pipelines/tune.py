@@ -249,7 +249,8 @@ class Objective:
 
         from pipelines.callbacks import History
         from pipelines.data import ArrayDataModule
-        from pipelines.train import build_module, log_params, make_trainer, run_params, seed_everything
+        from pipelines.train import (build_module, gradient_diagnostics, log_params, make_trainer, run_params,
+                                     seed_everything)
 
         settings = self.session.settings
         # one device per trial: parallelism comes from workers (the pruning callback cannot span DDP processes
@@ -272,6 +273,9 @@ class Objective:
             es = exp.early_stopping
             callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, min_delta=es.min_delta,
                                            patience=es.patience))
+        gradients = gradient_diagnostics(exp)  # the same gradient-flow metrics as a training run
+        if gradients is not None:
+            callbacks.append(gradients)
         logger = MLFlowLogger(experiment_name=mlflow_experiment_name(self.session.params, self.session.study_name),
                               tracking_uri=self.tracking_uri, run_id=run_id)
         with tempfile.TemporaryDirectory(prefix="deepnotes-trial-") as tmp:
@@ -286,6 +290,10 @@ class Objective:
         if not math.isfinite(best):
             raise optuna.TrialPruned(f"non-finite {settings.metric} ({best})")
         trial.set_user_attr("epochs", trainer.current_epoch)
+        if gradients is not None and gradients.records:
+            flags = gradients.summary()["flags"]
+            trial.set_user_attr("gradient_flags", flags)
+            client.set_tag(run_id, "gradient_flags", flags)
         return float(best)
 
     @staticmethod

@@ -74,18 +74,15 @@ def test_bad_values_name_the_key_path(raw, path, value, message):
     assert str(info.value).startswith("params.yaml")
 
 
-def test_hinge_loss_on_regression_is_rejected(raw, monkeypatch):
-    # This catalog has no regression dataset yet, so register one (the airline series) for the check.
-    from pipelines import catalog, config
+def test_hinge_loss_on_regression_is_rejected(raw):
+    assert validate(raw).experiment("mlp_melbourne").task == "regression"
+    with pytest.raises(ConfigError, match="experiments.mlp_melbourne: .*loss 'hinge' does not fit the regression task"):
+        validate(with_change(raw, "experiments.mlp_melbourne.loss", "hinge"))
 
-    entry = catalog.DatasetEntry("airline_passengers", "regression", "csv", "tabular")
-    monkeypatch.setitem(config.CATALOG, "airline_passengers", entry)
-    exp = {"architecture": "mlp", "dataset": "airline_passengers", "loss": "mse"}
-    changed = with_change(raw, "datasets.airline_passengers", {})
-    changed = with_change(changed, "experiments.mlp_airline", exp)
-    assert validate(changed).experiment("mlp_airline").task == "regression"
-    with pytest.raises(ConfigError, match="experiments.mlp_airline: .*loss 'hinge' does not fit the regression task"):
-        validate(with_change(changed, "experiments.mlp_airline.loss", "hinge"))
+
+def test_bootstrap_is_rejected_for_classification(raw):
+    with pytest.raises(ConfigError, match="experiments.mlp_churn.*bootstrap.*needs a regression task"):
+        validate(with_change(raw, "experiments.mlp_churn.diagnostics.bootstrap", {"enabled": True}))
 
 
 def test_missing_and_malformed_files(tmp_path):
