@@ -1,15 +1,14 @@
 """`dvc plots show` renders with no network: vega is inlined through the template in `.dvc/config`.
 
 The HTML comes from a real `dvc plots show` over the committed plots/*.csv in the repo root. The browser check opens it
-in headless Debian chromium with every non-file:// request aborted; it is skipped when playwright or
-/usr/bin/chromium is missing, unless DEEPNOTES_REQUIRE_BROWSER=1 (then it fails).
+in headless Debian chromium (the shared ``browser`` fixture of conftest) with every non-file:// request aborted; it
+is skipped when playwright or /usr/bin/chromium is missing, unless DEEPNOTES_REQUIRE_BROWSER=1 (then it fails).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -23,7 +22,6 @@ from pipelines.io import atomic_write_text
 from tests.conftest import REPO_ROOT
 
 BIN = Path(sys.executable).parent
-CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = REPO_ROOT / "test-artifacts" / "plots" / "dvc-plots-offline.png"
 
 
@@ -36,6 +34,18 @@ def _n_vega_plots() -> int:
 
 
 N_PLOTS = _n_vega_plots()
+#: Image plots (the sample-prediction grids) that `dvc plots show` embeds as <img>.
+N_IMAGES = len(list((REPO_ROOT / "plots" / "predictions").glob("*.png")))
+
+
+def _empty_plot_ids() -> set[str]:
+    """DVC's div ids of data files with a header and no rows (a regression experiment has no confusion matrix, ROC
+    or PR curve): vega draws nothing for them."""
+    definitions = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["plots"]
+    paths = [REPO_ROOT / (next(iter(d)) if isinstance(d, dict) else d) for d in definitions]
+    files = [f for p in paths for f in (p.rglob("*.csv") if p.is_dir() else [p]) if f.suffix == ".csv"]
+    return {re.sub(r"[/.]", "_", str(f.relative_to(REPO_ROOT))) for f in files
+            if f.is_file() and len(f.read_text().strip().splitlines()) <= 1}
 
 
 def _dvc(*args: str) -> subprocess.CompletedProcess:
@@ -102,20 +112,7 @@ def test_dvc_plots_show_html_needs_no_network(plots_html):
     assert text.count("vegaEmbed('#") == N_PLOTS > 0
 
 
-def _browser_or_skip():
-    required = os.environ.get("DEEPNOTES_REQUIRE_BROWSER") == "1"
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    missing = [name for name, ok in (("playwright", sync_playwright), (CHROMIUM, shutil.which(CHROMIUM))) if not ok]
-    if missing:
-        (pytest.fail if required else pytest.skip)(f"browser check needs {' and '.join(missing)}")
-    return sync_playwright
-
-
-def test_dvc_plots_render_in_chromium_with_network_blocked(plots_html):
-    sync_playwright = _browser_or_skip()
+def test_dvc_plots_render_in_chromium_with_network_blocked(browser, plots_html):
     errors: list[str] = []
     blocked: list[str] = []
 
@@ -126,34 +123,37 @@ def test_dvc_plots_render_in_chromium_with_network_blocked(plots_html):
             blocked.append(route.request.url)
             route.abort()
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.route("**/*", only_files)
-            page.goto(plots_html.as_uri(), wait_until="load")
-            page.wait_for_function(f"document.querySelectorAll('div[id] .marks').length >= {N_PLOTS}", timeout=60_000)
-            charts = page.evaluate("""() => [...document.querySelectorAll('body > div[id]')].map(div => {
-                const marks = div.querySelector('.marks');
-                const box = marks ? marks.getBoundingClientRect() : {width: 0, height: 0};
-                return {id: div.id, kind: marks ? marks.tagName.toLowerCase() : null,
-                        width: box.width, height: box.height,
-                        shapes: div.querySelectorAll('.marks g[class*="mark-"] path, .marks g[class*="mark-"] rect')
-                                   .length};
-            })""")
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
-        finally:
-            browser.close()
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.route("**/*", only_files)
+        page.goto(plots_html.as_uri(), wait_until="load")
+        page.wait_for_function(f"document.querySelectorAll('div[id] .marks').length >= {N_PLOTS}", timeout=60_000)
+        images = page.evaluate("""() => [...document.querySelectorAll('body > div[id] img')].map(
+            img => ({src: img.getAttribute('src'), width: img.naturalWidth}))""")
+        charts = page.evaluate("""() => [...document.querySelectorAll('body > div[id]')]
+                                       .filter(div => !div.querySelector('img')).map(div => {
+            const marks = div.querySelector('.marks');
+            const box = marks ? marks.getBoundingClientRect() : {width: 0, height: 0};
+            return {id: div.id, kind: marks ? marks.tagName.toLowerCase() : null,
+                    width: box.width, height: box.height,
+                    shapes: div.querySelectorAll('.marks g[class*="mark-"] path, .marks g[class*="mark-"] rect')
+                               .length};
+        })""")
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+    finally:
+        context.close()
 
     assert errors == [], errors
     assert blocked == [], f"the page tried to reach the network: {blocked}"
     assert len(charts) == N_PLOTS, charts
+    assert len(images) == N_IMAGES > 0 and all(i["width"] > 0 for i in images), images  # the prediction grids
+    empty = _empty_plot_ids()
+    assert len(empty) < N_PLOTS
     for chart in charts:
-        assert chart["kind"] in ("svg", "canvas") and chart["width"] > 50 and chart["height"] > 50, chart
-        if chart["kind"] == "svg":
-            assert chart["shapes"] > 0, f"nothing drawn in {chart['id']}"
+        assert chart["kind"] in ("svg", "canvas"), chart
+        if chart["id"] not in empty:
+            assert chart["width"] > 50 and chart["height"] > 50, chart
+            assert chart["kind"] == "canvas" or chart["shapes"] > 0, f"nothing drawn in {chart['id']}"

@@ -8,67 +8,15 @@ REST search with those runs.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import BIN, _run
 
 pytestmark = pytest.mark.integration
-
-COPY = ["pipelines", "models", "params", "tuning", "dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml"]
-BIN = Path(sys.executable).parent
-
-
-def _env(mirror: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DEEPNOTES_"))}
-    env |= {"PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "DEEPNOTES_DATA_MIRROR": str(mirror),
-            "PYTHONUNBUFFERED": "1", "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@localhost",
-            "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@localhost"}
-    return env
-
-
-def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 1200) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} exited {result.returncode}\n--- stdout\n{result.stdout[-6000:]}\n"
-                    f"--- stderr\n{result.stderr[-6000:]}")
-    return result
-
-
-@pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory, mirror) -> tuple[Path, dict[str, str], str]:
-    """A copy of the repo switched to the tiny profile (the one-line switch), after one ``dvc repro``."""
-    repo = tmp_path_factory.mktemp("deepnotes") / "repo"
-    repo.mkdir()
-    for name in COPY:
-        src = REPO_ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, repo / name)
-    (repo / ".dvc").mkdir()
-    shutil.copy2(REPO_ROOT / ".dvc" / "config", repo / ".dvc" / "config")
-    params = repo / "params.yaml"
-    params.write_text(params.read_text().replace("\nprofile: default\n", "\nprofile: tiny\n", 1)
-                      .replace("\n  n_trials: 20 ", "\n  n_trials: 4 ", 1))
-    assert yaml.safe_load(params.read_text())["profile"] == "tiny"
-    assert yaml.safe_load(params.read_text())["tuning"]["n_trials"] == 4
-    env = _env(mirror)
-    _run(["git", "init", "-q"], repo, env)
-    _run(["git", "add", "-A"], repo, env)
-    _run(["git", "commit", "-qm", "tiny"], repo, env)
-    first = _run([str(BIN / "dvc"), "repro"], repo, env)
-    assert "tune@" not in first.stdout  # searches are opt-in
-    return repo, env, first.stdout
 
 
 def _experiments(repo: Path) -> list[str]:
@@ -91,8 +39,11 @@ def test_repro_tracks_every_experiment(tiny_repo):
     for name, run in by_name.items():
         assert run.info.status == "FINISHED", name
         metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
-        assert {"train_loss", "val_loss", "test_acc", "epoch_time"} <= set(metrics), (name, sorted(metrics))
-        assert 0.0 <= metrics["test_acc"] <= 1.0
+        assert {"train_loss", "val_loss", "epoch_time"} <= set(metrics), (name, sorted(metrics))
+        if tags["dataset"] == "melbourne_temp":  # regression: RMSE in degrees C
+            assert metrics["test_rmse"] > 0 and "test_acc" not in metrics
+        else:
+            assert 0.0 <= metrics["test_acc"] <= 1.0
         assert tags["architecture"] and tags["dataset"] and tags["notes"].startswith("notes ")
         assert tags["git_commit"] != "unknown" and len(tags["data_hash"]) == 16, name
         assert tags["version.torch"].startswith("2.13")
@@ -106,9 +57,9 @@ def test_repro_tracks_every_experiment(tiny_repo):
         else:
             assert "model_state_dict" in artifacts, (name, artifacts)
         plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-        assert "plots/confusion_matrix.png" in plots and "plots/roc.png" in plots
+        assert "plots/history.png" in plots and "plots/predictions.png" in plots  # the rest: test_pipeline_outputs
         train_json = json.loads((repo / "metrics" / "train" / f"{name}.json").read_text())
-        eval_json = json.loads((repo / "metrics" / f"{name}.json").read_text())
+        eval_json = json.loads((repo / "metrics" / "evaluate" / f"{name}.json").read_text())
         assert train_json["run_id"] == eval_json["run_id"] == run.info.run_id
         assert eval_json["bias_variance"]["verdict"] in {"good", "high_bias", "high_variance", "high_bias_and_variance"}
         assert (repo / "plots" / "history" / f"{name}.csv").read_text().startswith("epoch,")
@@ -150,48 +101,21 @@ def test_dvc_metrics_show_reads_the_metrics(tiny_repo):
     repo, env, _ = tiny_repo
     shown = _run([str(BIN / "dvc"), "metrics", "show", "--json"], repo, env)
     files = json.loads(shown.stdout)[""]["data"]
-    assert "metrics/lenet5_mnist.json" in files
-    assert "test" in files["metrics/lenet5_mnist.json"]["data"]
+    assert "metrics/evaluate/lenet5_mnist.json" in files
+    assert "test" in files["metrics/evaluate/lenet5_mnist.json"]["data"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_mlflow_server_answers_rest_search(tiny_repo):
-    repo, env, _ = tiny_repo
-    port = _free_port()
-    server_env = env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{repo / 'mlflow' / 'mlflow.db'}"]
-    server = subprocess.Popen(cmd, cwd=repo, env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not come up: {server.stderr.read().decode()[-3000:]}")
-            time.sleep(0.5)
-        with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=deepnotes",
-                                    timeout=10) as response:
-            experiment_id = json.load(response)["experiment"]["experiment_id"]
-        request = urllib.request.Request(
-            f"{base}/api/2.0/mlflow/runs/search", method="POST", headers={"Content-Type": "application/json"},
-            data=json.dumps({"experiment_ids": [experiment_id], "max_results": 100}).encode())
-        with urllib.request.urlopen(request, timeout=10) as response:
-            runs = json.load(response)["runs"]
-        names = sorted(next(t["value"] for t in r["data"]["tags"] if t["key"] == "experiment") for r in runs)
-        assert names == _experiments(repo)
-        assert all(any(m["key"] == "test_acc" for m in r["data"]["metrics"]) for r in runs)
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+def test_mlflow_server_answers_rest_search(tiny_repo, mlflow_server):
+    repo, _, _ = tiny_repo
+    base = mlflow_server
+    with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=deepnotes",
+                                timeout=10) as response:
+        experiment_id = json.load(response)["experiment"]["experiment_id"]
+    request = urllib.request.Request(
+        f"{base}/api/2.0/mlflow/runs/search", method="POST", headers={"Content-Type": "application/json"},
+        data=json.dumps({"experiment_ids": [experiment_id], "max_results": 100}).encode())
+    with urllib.request.urlopen(request, timeout=10) as response:
+        runs = json.load(response)["runs"]
+    names = sorted(next(t["value"] for t in r["data"]["tags"] if t["key"] == "experiment") for r in runs)
+    assert names == _experiments(repo)
+    assert all(any(m["key"] in ("test_acc", "test_rmse") for m in r["data"]["metrics"]) for r in runs)
