@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 STAMP := $(VENV)/.installed
 MLFLOW_PORT ?= 5000
+SERVE_PORT ?= 5001
 
 # The data mirror: ../shared/data when it exists; otherwise files are downloaded and verified.
 ifneq ($(wildcard ../shared/data),)
@@ -13,7 +14,7 @@ export DEEPNOTES_DATA_MIRROR ?= $(abspath ../shared/data)
 endif
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test install plots ui bench bench-tune clean-tracking
+.PHONY: run test install plots ui serve bench bench-tune bench-diagnostics clean-tracking
 
 run: install  ## set up and run the default pipeline (dvc repro)
 	$(BIN)/dvc repro
@@ -43,8 +44,16 @@ ui: install  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the repo's tra
 	  --workers 1 --backend-store-uri sqlite:///$(abspath mlflow/mlflow.db) \
 	  --default-artifact-root $(abspath mlflow/artifacts) --artifacts-destination $(abspath mlflow/artifacts)
 
+serve: install  ## serve a registered model's champion over HTTP: make serve MODEL=deepnotes-lenet5_mnist [SERVE_PORT=5001]
+	@test -n "$(MODEL)" || { echo "usage: make serve MODEL=deepnotes-<experiment> [SERVE_PORT=5001]"; exit 2; }
+	MLFLOW_TRACKING_URI=sqlite:///$(abspath mlflow/mlflow.db) MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false \
+	  $(BIN)/mlflow models serve -m "models:/$(MODEL)@champion" --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
+
 bench: install  ## run the benchmarks and rewrite benchmarks/RESULTS.md
 	$(BIN)/python -m benchmarks.run_all
 
 bench-tune: install  ## the search benchmark (TPE + pruning vs random, 1 vs 2 workers): benchmarks/TUNING.md
 	$(BIN)/python -m benchmarks.tune_search
+
+bench-diagnostics: install  ## the cost of the gradient diagnostics (off / every 25 / every step): benchmarks/DIAGNOSTICS.md
+	$(BIN)/python -m benchmarks.diagnostics_overhead

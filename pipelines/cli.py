@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-STAGES = ("prepare", "augment", "train", "evaluate", "tune")
+STAGES = ("prepare", "augment", "train", "evaluate", "diagnose", "report", "tune")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,99 @@
+"""What one tiny ``dvc repro`` leaves behind beyond metrics: gradient diagnostics and system metrics in every
+training run, the opt-in studies of ``diagnose``, every plot (MLflow PNGs and DVC plot files), the model registry
+with its aliases, and the leaderboard of ``report``. Shares the session's tiny repro (``tests/conftest.py``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+#: PNG artifacts every run has, and those of classification runs only.
+PLOTS = {"history.png", "grad_flow.png", "bias_variance.png", "predictions.png"}
+CLASSIFICATION_PLOTS = {"confusion_matrix.png", "roc.png", "pr.png"}
+
+
+@pytest.fixture(scope="module")
+def store(tiny_repo):
+    """``(repo, params, client, {experiment: run})`` over the tiny repro's MLflow store."""
+    import mlflow
+
+    repo, _, _ = tiny_repo
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("deepnotes")
+    runs = {r.data.tags["experiment"]: r for r in client.search_runs([experiment.experiment_id])}
+    return repo, params, client, runs
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(path.open()))
+
+
+def test_every_run_has_gradient_and_system_metrics_and_plots(store):
+    repo, params, client, runs = store
+    assert sorted(runs) == sorted(params["experiments"])
+    for name, run in runs.items():
+        metrics, tags = run.data.metrics, run.data.tags
+        assert {"grad_norm_total", "grad_ratio_first_last", "gradients.vanishing", "gradients.exploding"} <= set(metrics), name
+        assert any(k.startswith("grad_norm/") for k in metrics) and any(k.startswith("weight_norm/") for k in metrics)
+        assert tags["gradient_flags"] in {"ok", "vanishing", "exploding", "vanishing+exploding"}, name
+        assert any(k.startswith("system/cpu_utilization") for k in metrics), (name, sorted(metrics))
+        regression = params["experiments"][name]["dataset"] == "melbourne_temp"
+        expected = PLOTS | (set() if regression else CLASSIFICATION_PLOTS)
+        logged = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")}
+        assert expected <= logged, (name, sorted(expected - logged))
+        layers = _rows(repo / "plots" / "grad_flow" / f"{name}.csv")
+        assert layers and [int(r["order"]) for r in layers] == list(range(len(layers)))
+        assert (repo / "plots" / "predictions" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert {r["component"] for r in _rows(repo / "plots" / "bias_variance" / f"{name}.csv")} == {
+            "reference_error", "avoidable_bias", "variance", "test_gap"}
+    relu_mlp = runs["mlp_churn"].data.metrics
+    assert 0.0 <= relu_mlp["dead_relu_fraction"] <= 1.0
+    history = client.get_metric_history(runs["mlp_churn"].info.run_id, "grad_norm_total")
+    assert len(history) >= 2 and len({m.step for m in history}) == len(history)  # sampled at distinct steps
+
+
+def test_diagnose_runs_the_opt_in_studies(store):
+    repo, params, client, runs = store
+    churn = params["experiments"]["mlp_churn"]["diagnostics"]
+    curve = _rows(repo / "plots" / "studies" / "learning_curve" / "mlp_churn.csv")
+    assert [float(r["fraction"]) for r in curve] == sorted(churn["learning_curve"]["fractions"])  # one point each
+    summary = json.loads((repo / "metrics" / "diagnose" / "mlp_churn.json").read_text())
+    assert summary["learning_curve"]["points"] == len(curve) and summary["learning_curve"]["note"]
+    assert summary["seeds"]["count"] == churn["seeds"]["count"] == len(_rows(repo / "plots" / "studies" / "seeds" / "mlp_churn.csv"))
+    metrics = runs["mlp_churn"].data.metrics
+    assert "diagnose.seeds.test_error_std" in metrics and "diagnose.learning_curve.more_data_helps" in metrics
+    logged = {Path(a.path).name for a in client.list_artifacts(runs["mlp_churn"].info.run_id, "plots")}
+    assert {"learning_curve.png", "seeds.png"} <= logged
+    boot = json.loads((repo / "metrics" / "diagnose" / "mlp_melbourne.json").read_text())["bootstrap"]
+    assert boot["bias_squared"] + boot["variance"] + boot["noise"] == pytest.approx(boot["expected_loss"])
+    off = json.loads((repo / "metrics" / "diagnose" / "lenet5_mnist.json").read_text())
+    assert off["studies"] == "none"
+    assert not (repo / "plots" / "studies" / "learning_curve" / "lenet5_mnist.csv").exists()  # no empty chart
+    assert (repo / "plots" / "studies" / "bootstrap" / "mlp_melbourne.csv").is_file()
+
+
+def test_every_experiment_is_registered_with_a_champion(store):
+    repo, params, client, runs = store
+    for name, run in runs.items():
+        version = client.get_model_version_by_alias(f"deepnotes-{name}", "champion")
+        assert version.run_id == run.info.run_id, name  # the only version so far
+        registry = json.loads((repo / "metrics" / "evaluate" / f"{name}.json").read_text())["registry"]
+        assert registry == {"name": f"deepnotes-{name}", "version": int(version.version), "alias": "champion",
+                            "champion_version": int(version.version)}
+
+
+def test_report_lists_every_experiment(store):
+    repo, params, _, runs = store
+    report = (repo / "reports" / "summary.md").read_text()
+    for name, run in runs.items():
+        line = next(line for line in report.splitlines() if f"`{name}`" in line and "|" in line)
+        assert run.info.run_id in line and f"deepnotes-{name} v" in line, line
+    assert "## regression" in report and "test_rmse" in report and "learning curve" in report
