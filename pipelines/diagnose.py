@@ -20,7 +20,6 @@ MLflow run. With every study off the stage writes its two small files in well un
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from pipelines import REPO_ROOT
-from pipelines.config import ConfigError, ExperimentConfig, Params, StudyBudget, load_params
+from pipelines.config import ConfigError, ExperimentConfig, Params, StudyBudget
 from pipelines.io import atomic_write_json
 from pipelines.train import CHECKPOINT_ROOT, METRICS_ROOT
 
@@ -317,19 +316,10 @@ def _log_to_run(name: str, params: Params, results: dict[str, Any], figures: dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.diagnose", description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", help="experiment name under `experiments:` in params.yaml")
-    parser.add_argument("--params", type=Path, default=None, help="params file (default: <repo>/params.yaml)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        params = load_params(args.params)
-        results = diagnose(args.experiment, params)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    log.info("%s diagnostics: %s", args.experiment, results)
-    return 0
+    from pipelines.cli import experiment_stage
+
+    return experiment_stage(argv, prog="python -m pipelines.diagnose", description=__doc__.splitlines()[0],
+                            run=diagnose, done=lambda name, results: log.info("%s diagnostics: %s", name, results))
 
 
 if __name__ == "__main__":

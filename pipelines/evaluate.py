@@ -12,17 +12,15 @@ and as PNG artifacts to MLflow.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import logging
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from pipelines.config import ConfigError, Params, load_params
+from pipelines.config import ConfigError, Params
 from pipelines.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from pipelines.train import CHECKPOINT_ROOT, METRICS_ROOT, PLOTS_ROOT
 
@@ -67,7 +65,6 @@ def confusion_and_roc(outputs, targets, task: str, num_classes: int | None):
     """Confusion matrix ``(C, C)`` (rows actual) and ROC curves ``{label: (fpr, tpr, auc)}`` resampled on
     :data:`ROC_POINTS` false-positive rates (one-vs-rest per class for multiclass)."""
     import numpy as np
-    import torch
     from torchmetrics.functional.classification import binary_auroc, binary_confusion_matrix, binary_roc
     from torchmetrics.functional.classification import multiclass_confusion_matrix
 
@@ -291,21 +288,16 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", help="experiment name under `experiments:` in params.yaml")
-    parser.add_argument("--params", type=Path, default=None, help="params file (default: <repo>/params.yaml)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        params = load_params(args.params)
-        results = evaluate(args.experiment, params)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def _log_results(name: str, results: dict[str, Any]) -> None:
     test = {k: round(v, 4) for k, v in results["test"].items() if isinstance(v, float)}
-    log.info("%s test: %s; verdict: %s", args.experiment, test, results["bias_variance"]["verdict"])
-    return 0
+    log.info("%s test: %s; verdict: %s", name, test, results["bias_variance"]["verdict"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines.cli import experiment_stage
+
+    return experiment_stage(argv, prog="python -m pipelines.evaluate", description=__doc__.splitlines()[0],
+                            run=evaluate, done=_log_results)
 
 
 if __name__ == "__main__":

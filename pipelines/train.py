@@ -16,7 +16,6 @@ import time
 
 _PROCESS_START = time.time()
 
-import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import csv  # noqa: E402
 import io  # noqa: E402
@@ -28,7 +27,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from pipelines import REPO_ROOT  # noqa: E402
-from pipelines.config import ConfigError, ExperimentConfig, Params, load_params  # noqa: E402
+from pipelines.config import ExperimentConfig, Params  # noqa: E402
 from pipelines.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 log = logging.getLogger("deepnotes.train")
@@ -335,23 +334,17 @@ def train(name: str, params: Params) -> dict[str, Any]:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.train", description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", help="experiment name under `experiments:` in params.yaml")
-    parser.add_argument("--params", type=Path, default=None, help="params file (default: <repo>/params.yaml)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        params = load_params(args.params)
-        params.experiment(args.experiment)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    summary = train(args.experiment, params)
-    if summary:
-        log.info("trained %s in %.1f s (%d epochs): %s", args.experiment, summary["fit_seconds"], summary["epochs"],
+def _log_summary(name: str, summary: dict[str, Any]) -> None:
+    if summary:  # empty on the non-zero ranks of a DDP run
+        log.info("trained %s in %.1f s (%d epochs): %s", name, summary["fit_seconds"], summary["epochs"],
                  {k: round(v, 4) for k, v in summary.items() if k.startswith("val_") and isinstance(v, float)})
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines.cli import experiment_stage
+
+    return experiment_stage(argv, prog="python -m pipelines.train", description=__doc__.splitlines()[0],
+                            run=train, done=_log_summary)
 
 
 if __name__ == "__main__":
