@@ -49,6 +49,35 @@ class LSTMParams(ArchParams):
     bidirectional: bool = False
 
 
+class ResNetParams(ArchParams):
+    """``resnet`` and ``plain_cnn`` (models/resnet.py): the same params build the net with or without shortcuts."""
+
+    depth: Literal[18, 20, 32, 44, 56] = Field(
+        20, description="20/32/44/56: He et al.'s CIFAR nets (6n+2 layers, 16/32/64 channels); 18: ResNet-18 layout")
+    width: PositiveInt | None = Field(None, description="base channels; None: 16 (CIFAR depths) or 64 (depth 18)")
+    bottleneck: bool = Field(False, description="1x1 reduce -> 3x3 -> 1x1 expand blocks instead of two 3x3")
+    bottleneck_ratio: PositiveInt = Field(4, description="channel reduction of the bottleneck's 1x1 convolution")
+
+
+class AlexNetParams(ArchParams):
+    """``alexnet`` (models/vision.py): widths of the 32x32 adaptation; the defaults are a quarter of the paper's."""
+
+    channels: list[PositiveInt] = Field(
+        default_factory=lambda: [24, 64, 96, 96, 64], min_length=5, max_length=5,
+        description="widths of conv1..conv5 (paper: 96, 256, 384, 384, 256)")
+    hidden_size: PositiveInt = Field(1024, description="units of fc6 and fc7 (paper: 4096)")
+    local_response_norm: bool = Field(False, description="the paper's LRN after conv1 and conv2")
+
+
+class VGGParams(ArchParams):
+    """``vgg`` (models/vision.py): the paper's configuration by depth; batch norm comes from ``batch_norm``."""
+
+    depth: Literal[11, 13, 16, 19] = Field(
+        11, description="Simonyan & Zisserman Table 1: 11 = A, 13 = B, 16 = D, 19 = E")
+    width_divisor: int = Field(1, ge=1, le=64, description="divides every convolution width (1: the paper's 64..512)")
+    hidden_size: PositiveInt = Field(512, description="units of the two hidden dense layers (paper: 4096)")
+
+
 @dataclass(frozen=True)
 class NetworkSpec:
     """What a network needs to know about its data and the experiment's shared knobs.
@@ -83,6 +112,7 @@ class Architecture:
         reference: the paper, where there is one.
         modalities: data modalities it accepts.
         tasks: tasks it supports.
+        describe_target: optional ``"module:function"`` giving facts to track (see :meth:`describe`).
     """
 
     name: str
@@ -92,10 +122,20 @@ class Architecture:
     reference: str
     modalities: frozenset[str]
     tasks: frozenset[str]
+    describe_target: str | None = None
 
     def load(self) -> type[nn.Module]:
-        module_name, _, attr = self.target.partition(":")
-        return getattr(importlib.import_module(module_name), attr)
+        return _import(self.target)
+
+    def describe(self, spec: NetworkSpec, params: dict) -> dict[str, float | int]:
+        """Architecture-specific facts worth tracking, e.g. the parameter saving of ResNet's 1x1 bottleneck:
+        ``describe_target`` (``"module:function"`` of ``(spec, params) -> dict``) called lazily, else ``{}``."""
+        return _import(self.describe_target)(spec, params) if self.describe_target else {}
+
+
+def _import(target: str):
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
 
 
 _ALL_TASKS = frozenset({"binary", "multiclass", "regression"})
@@ -147,6 +187,45 @@ REGISTRY: dict[str, Architecture] = {
             "Hochreiter & Schmidhuber (1997), Long short-term memory",
             frozenset({"text"}),
             _ALL_TASKS,
+        ),
+        Architecture(
+            "resnet",
+            "models.resnet:ResNet",
+            ResNetParams,
+            "notes 001, Resnet architecture (Residual Connection; Code understanding); "
+            "notes 002, Purpose of skip connections; Purpose of 1x1 convolution",
+            "He, Zhang, Ren, Sun (2016), Deep residual learning for image recognition",
+            frozenset({"image"}),
+            frozenset({"binary", "multiclass"}),
+            "models.resnet:describe_resnet",
+        ),
+        Architecture(
+            "plain_cnn",
+            "models.resnet:PlainCNN",
+            ResNetParams,
+            "notes 002, Purpose of skip connections (the degradation problem); notes 001, Resnet architecture",
+            "He, Zhang, Ren, Sun (2016), Deep residual learning for image recognition (plain networks, Fig. 1)",
+            frozenset({"image"}),
+            frozenset({"binary", "multiclass"}),
+            "models.resnet:describe_plain_cnn",
+        ),
+        Architecture(
+            "alexnet",
+            "models.vision:AlexNet",
+            AlexNetParams,
+            "notes 001, Alexnet (output size (W - f + 2P)/s + 1; learnable parameters (f x f x d + 1) x n)",
+            "Krizhevsky, Sutskever, Hinton (2012), ImageNet classification with deep convolutional neural networks",
+            frozenset({"image"}),
+            frozenset({"binary", "multiclass"}),
+        ),
+        Architecture(
+            "vgg",
+            "models.vision:VGG",
+            VGGParams,
+            "notes 001, VGG net architecture; notes 003, common architectures (e.g., VGG, ResNet)",
+            "Simonyan & Zisserman (2015), Very deep convolutional networks for large-scale image recognition",
+            frozenset({"image"}),
+            frozenset({"binary", "multiclass"}),
         ),
     )
 }

@@ -54,6 +54,10 @@ def test_every_registered_architecture_is_buildable():
         "keras_convnet": NetworkSpec((1, 28, 28), 10),
         "lenet5": NetworkSpec((1, 28, 28), 10),
         "lstm_classifier": NetworkSpec((12,), 1, vocab_size=50),
+        "alexnet": NetworkSpec((3, 32, 32), 10),
+        "vgg": NetworkSpec((3, 32, 32), 10),
+        "resnet": NetworkSpec((3, 32, 32), 10),
+        "plain_cnn": NetworkSpec((1, 28, 28), 10),
     }
     assert set(specs) == set(REGISTRY)
     for name, spec in specs.items():
