@@ -8,9 +8,15 @@ Configured by ``augment.<dataset>`` in ``params.yaml`` (:class:`~pipelines.confi
 - disabled: only ``meta.json`` = ``{"enabled": false, "dataset": ...}`` is written; nothing is copied;
 - enabled: a seeded ``fraction`` of the prepared train split is drawn and ``copies`` augmented copies of it are
   written as ``train_x.npy``/``train_y.npy`` (only the extra samples; labels are those of the originals).
-  Images go through kornia (horizontal flip, affine rotation/zoom, additive brightness, Gaussian noise, then a clamp
-  to [0, 1]) in batches under a fixed torch seed; tabular data gets Gaussian noise on its numeric
-  (standardised) features only (``meta['numeric_features']``).
+  Images go through kornia (horizontal flip, random crop after zero padding, affine rotation/zoom, additive
+  brightness, Gaussian noise, then a clamp to [0, 1]) in batches under a fixed torch seed; tabular data gets
+  Gaussian noise on its numeric (standardised) features only (``meta['numeric_features']``).
+
+Images are transformed as [0, 1] pixels. Prepared images stored standardised per channel (CIFAR-10; see
+:func:`pipelines.datasets.prepare_cifar10`) are mapped back to [0, 1] with the train statistics in the prepared
+``meta.json`` (:func:`~pipelines.prepared.to_unit_range`), transformed and clamped, and standardised again with the
+same statistics (:func:`~pipelines.prepared.from_unit_range`), so the extra samples are on the scale of the prepared
+train split and no statistic is refitted here. Min-max images (MNIST, Fashion-MNIST) are already [0, 1] pixels.
 
 torch and kornia are imported only when image augmentation runs. Errors: like ``prepare``, one line
 ``error: ...`` on stderr and exit status 2; the output directory is replaced atomically.
@@ -32,7 +38,14 @@ from pipelines.config import AugmentConfig, load_params
 from pipelines.errors import DataError
 from pipelines.io import atomic_dir, atomic_write_json
 from pipelines.prepare import run_stage
-from pipelines.prepared import AUGMENTED_ROOT, PREPARED_ROOT, load_prepared, write_prepared
+from pipelines.prepared import (
+    AUGMENTED_ROOT,
+    PREPARED_ROOT,
+    from_unit_range,
+    load_prepared,
+    to_unit_range,
+    write_prepared,
+)
 
 log = logging.getLogger("pipelines.augment")
 
@@ -52,10 +65,11 @@ def select_samples(n: int, config: AugmentConfig, seed: int) -> np.ndarray:
 def augment_images(x: np.ndarray, config: AugmentConfig, seed: int, batch_size: int = BATCH_SIZE) -> np.ndarray:
     """Augment images ``x`` float32 (N, C, H, W) in [0, 1] with kornia; returns a new float32 array in [0, 1].
 
-    Transforms, each drawn per image: horizontal flip (p=0.5) if ``hflip``; an affine rotation within
-    +-``rotation_degrees`` and scale in [1 - zoom, 1 + zoom]; an additive brightness shift in +-``brightness``;
-    Gaussian noise of std ``noise_std``. Deterministic for a given ``seed`` and ``batch_size`` (torch's RNG is
-    seeded inside a forked RNG state, so the caller's state is untouched).
+    Transforms, each drawn per image: horizontal flip (p=0.5) if ``hflip``; with ``crop_padding`` p > 0, a random
+    (H, W) crop of the image zero-padded by p pixels on each side (a shift of up to p pixels, black fill); an affine
+    rotation within +-``rotation_degrees`` and scale in [1 - zoom, 1 + zoom]; an additive brightness shift in
+    +-``brightness``; Gaussian noise of std ``noise_std``. Deterministic for a given ``seed`` and ``batch_size``
+    (torch's RNG is seeded inside a forked RNG state, so the caller's state is untouched).
     """
     import kornia.augmentation as K
     import torch
@@ -63,6 +77,8 @@ def augment_images(x: np.ndarray, config: AugmentConfig, seed: int, batch_size: 
     transforms: list[Any] = []
     if config.hflip:
         transforms.append(K.RandomHorizontalFlip(p=0.5))
+    if config.crop_padding:
+        transforms.append(K.RandomCrop(tuple(x.shape[-2:]), padding=config.crop_padding, p=1.0))
     if config.rotation_degrees or config.zoom:
         scale = (1 - config.zoom, 1 + config.zoom)
         transforms.append(K.RandomAffine(degrees=config.rotation_degrees, scale=scale, p=1.0))
@@ -104,8 +120,8 @@ def augment_arrays(x: np.ndarray, y: np.ndarray, meta: dict[str, Any], config: A
     """
     index = select_samples(len(x), config, seed)
     modality = meta.get("modality")
-    if modality == "image":
-        x_aug = augment_images(np.asarray(x[index]), config, seed)
+    if modality == "image":  # transformed as [0, 1] pixels, then put back on the prepared scale
+        x_aug = from_unit_range(augment_images(to_unit_range(np.asarray(x[index]), meta), config, seed), meta)
     elif modality == "tabular":
         if "numeric_features" not in meta:
             raise DataError(f"{meta.get('dataset')}: prepared meta.json has no numeric_features to add noise to")
@@ -143,6 +159,7 @@ def augment(dataset: str, *, params_path: str | Path | None = None, profile: str
         "dataset": dataset,
         "task": source.meta.get("task"),
         "modality": source.meta.get("modality"),
+        "normalization": source.meta.get("normalization"),  # the extra samples are on the prepared train scale
         "seed": params.seed,
         "source_train_samples": int(len(x)),
         "selected_samples": int(len(x_aug) // config.copies),

@@ -21,15 +21,19 @@ class RawFile:
 
     Attributes:
         path: path relative to the data mirror root, e.g. ``mnist/t10k-images-idx3-ubyte.gz``.
-        sha256: accepted sha256 digests of the file as stored (canonical first).
+        sha256: accepted sha256 digests of the file as stored (canonical first); empty when only the payload is
+            pinned (a gzip file known by its decompressed content alone).
         payload_sha256: sha256 of the decompressed content of a ``.gz`` file, or ``None``.
         urls: HTTP(S) URLs that serve exactly this file format (tried in order after the mirror).
+        required: False for a file the dataset can be prepared without (CIFAR-10's train batches: those found are
+            used). A missing optional file is skipped; one that is found but fails verification is still an error.
     """
 
     path: str
     sha256: tuple[str, ...]
     payload_sha256: str | None = None
     urls: tuple[str, ...] = ()
+    required: bool = True
 
     @property
     def name(self) -> str:
@@ -54,10 +58,53 @@ class DatasetEntry:
 
 
 _MNIST_URLS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+_FASHION_MNIST_URLS = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/b2617bb6d3ffa2e429640350f613e3291e10b141/"
+    "data/fashion/",
+)
+
+
+def _raw(folder: str, bases: tuple[str, ...], name: str, *sha: str, payload: str | None = None,
+         required: bool = True) -> RawFile:
+    """``<folder>/<name>`` with the accepted sha256s, and one URL per base URL (``base + name``)."""
+    return RawFile(f"{folder}/{name}", tuple(sha), payload, tuple(base + name for base in bases), required)
 
 
 def _mnist(name: str, *sha: str, payload: str | None = None) -> RawFile:
-    return RawFile(f"mnist/{name}", tuple(sha), payload, tuple(base + name for base in _MNIST_URLS))
+    return _raw("mnist", _MNIST_URLS, name, *sha, payload=payload)
+
+
+def _fashion_mnist(name: str, *sha: str, payload: str | None = None) -> RawFile:
+    return _raw("fashion_mnist", _FASHION_MNIST_URLS, name, *sha, payload=payload)
+
+
+#: sha256 of the decompressed CIFAR-10 binary batches: the mirror's payloads, equal to the list published for the
+#: files of ``cifar-10-binary.tar.gz`` (GitHub ankane/torchvision-ruby, lib/torchvision/datasets/cifar10.rb, commit
+#: 9bf22501fd5c3d782244bbc8409a95d9dadb3808), which also gives batches 4 and 5.
+_CIFAR10_PAYLOADS = {
+    "data_batch_1.bin": "cee916563c9f80d84e3cc88e17fdc0941787f1244f00a67874d45b261883ada5",
+    "data_batch_2.bin": "a591ca11fa1708a91ee40f54b3da4784ccd871ecf2137de63f51ada8b3fa57ed",
+    "data_batch_3.bin": "bbe8596564c0f86427f876058170b84dac6670ddf06d79402899d93ceea26f67",
+    "data_batch_4.bin": "014e562d6e23c72197cc727519169a60359f5eccd8945ad5a09d710285ff4e48",
+    "data_batch_5.bin": "755304fc0b379caeae8c14f0dac912fbc7d6cd469eb67a1029a08a39453a9add",
+    "test_batch.bin": "8e2eb146ae340b09e24670f29cabc6326dba54da8789dab6768acf480273f65b",
+}
+#: sha256 of the mirror's gzip files (each batch gzipped on its own, level 9, no name, mtime 0). Batches 4 and 5 are
+#: not in the mirror, so only their payload is pinned.
+_CIFAR10_GZ = {
+    "data_batch_1.bin": "f27c826404183bf6fd3823fb45744b4f7fd83201dfa6253c32e8d2f8e60e8f1b",
+    "data_batch_2.bin": "203422e12acce31f5c14e9eaf82d43c4f17b0c7c5db6b2d08e1e6d927aaffc5d",
+    "data_batch_3.bin": "cc4339a09c7d4d196c71bc92812cf7ff9c74b82a2673ab4aae4a4ef02212e65f",
+    "test_batch.bin": "27ae0e1ce42c156c20a7e87f67dc90a50876ca6a755a60c608fc646a4ec4b937",
+}
+
+
+def _cifar10(name: str, *, required: bool) -> RawFile:
+    # The canonical distribution is one tarball (cifar-10-binary.tar.gz), not per-file downloads: no URLs here, so
+    # only the mirror or $DEEPNOTES_DATA_URL can serve the batches.
+    sha = (_CIFAR10_GZ[name],) if name in _CIFAR10_GZ else ()
+    return _raw("cifar10", (), f"{name}.gz", *sha, payload=_CIFAR10_PAYLOADS[name], required=required)
 
 
 CATALOG: dict[str, DatasetEntry] = {
@@ -85,6 +132,52 @@ CATALOG: dict[str, DatasetEntry] = {
         citation="LeCun, Bottou, Bengio, Haffner (1998), Gradient-based learning applied to document recognition",
         license="commonly cited as CC BY-SA 3.0",
         classes=tuple(str(d) for d in range(10)),
+    ),
+    "fashion_mnist": DatasetEntry(
+        "fashion_mnist",
+        "multiclass",
+        "idx-gz",
+        "image",
+        files=(
+            _fashion_mnist(
+                "train-images-idx3-ubyte.gz",
+                "a26751d72d89606ffbfdd4dd5d16911f01e93a7ff4783c95da7307a073d79fa7",  # repacked mirror copy
+                payload="c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            ),
+            _fashion_mnist("train-labels-idx1-ubyte.gz",
+                           "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
+            _fashion_mnist(
+                "t10k-images-idx3-ubyte.gz",
+                "78cb45a589ec14266eab4ac0cb2e9e10a4c076ae2d337fe86383d761bff83f32",  # repacked mirror copy
+                payload="5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            ),
+            _fashion_mnist("t10k-labels-idx1-ubyte.gz",
+                           "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
+        ),
+        source="https://github.com/zalandoresearch/fashion-mnist",
+        citation="Xiao, Rasul, Vollgraf (2017), Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine "
+                 "Learning Algorithms, arXiv:1708.07747",
+        license="MIT (Copyright 2017 Zalando SE)",
+        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                 "Ankle boot"),
+        flip_safe=True,  # clothes mirrored left-right are the same kind of clothes
+    ),
+    "cifar10": DatasetEntry(
+        "cifar10",
+        "multiclass",
+        "cifar-bin-gz",
+        "image",
+        files=(
+            # Train batches are optional: whichever are found are used (the mirror holds 1-3 of 5).
+            *(_cifar10(f"data_batch_{k}.bin", required=False) for k in range(1, 6)),
+            _cifar10("test_batch.bin", required=True),
+        ),
+        source="https://www.cs.toronto.edu/~kriz/cifar.html (binary version)",
+        citation="Krizhevsky (2009), Learning Multiple Layers of Features from Tiny Images, technical report, "
+                 "University of Toronto",
+        license="no formal license; cite the report",
+        classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        flip_safe=True,
     ),
     "churn": DatasetEntry(
         "churn",

@@ -98,6 +98,8 @@ class AugmentConfig(Strict):
     copies: PositiveInt = Field(1, description="augmented copies made of each selected train sample")
     fraction: float = Field(1.0, gt=0, le=1, description="share of the train split that is augmented")
     hflip: bool = Field(False, description="random horizontal flip (p=0.5); only for flip-safe datasets")
+    crop_padding: NonNegativeInt = Field(0, description="random crop of the original size from the image zero-padded "
+                                                        "by this many pixels on each side (0 = off)")
     rotation_degrees: NonNegativeFloat = Field(0.0, le=180)
     zoom: NonNegativeFloat = Field(0.0, lt=1, description="max relative scale change: 0.1 zooms in [0.9, 1.1]")
     brightness: NonNegativeFloat = Field(0.0, le=1, description="max additive brightness shift on [0, 1] pixels")
@@ -424,7 +426,8 @@ class Params(Strict):
             modality = CATALOG[name].modality
             if aug.hflip and not CATALOG[name].flip_safe:
                 raise ValueError(f"augment.{name}.hflip: a flip changes the label of {name} samples (not label-safe)")
-            if modality != "image" and (aug.hflip or aug.rotation_degrees or aug.zoom or aug.brightness):
+            if modality != "image" and (aug.hflip or aug.crop_padding or aug.rotation_degrees or aug.zoom
+                                        or aug.brightness):
                 raise ValueError(f"augment.{name}: {modality} data only takes noise_std, not image transforms")
             if modality in ("text", "table") and aug.enabled:
                 raise ValueError(f"augment.{name}: offline augmentation of {modality} data is not supported")

@@ -2,11 +2,12 @@
 
 Every function here is deterministic for a given config and seed: splits use scikit-learn's
 ``train_test_split`` with ``random_state=seed``, stratified on the label. An official test split is kept where the
-dataset has one (MNIST, IMDB); validation is carved out of train with ``DatasetConfig.val_fraction``; and
-``max_train_samples`` then keeps a seeded, stratified subset of what is left of train. A time series
-(melbourne_temp) is never shuffled: its splits are consecutive stretches of time, train first, then val, then test.
-Statistics that are fitted (churn's and melbourne_temp's standardisation, IMDB's tokenizer) are fitted on the train
-split only.
+dataset has one (MNIST, Fashion-MNIST, CIFAR-10, IMDB); validation is carved out of train with
+``DatasetConfig.val_fraction``; and ``max_train_samples`` then keeps a seeded, stratified subset of what is left of
+train. A time series (melbourne_temp) is never shuffled: its splits are consecutive stretches of time, train first,
+then val, then test.
+Statistics that are fitted (churn's and melbourne_temp's standardisation, CIFAR-10's per-channel standardisation,
+IMDB's tokenizer) are fitted on the train split only (after the val carve-out and ``max_train_samples``).
 
 Use :func:`prepare_dataset` (or :data:`PREPARERS`) to dispatch by name. The arrays are:
 
@@ -15,6 +16,9 @@ dataset          x                           y          preprocessing
 ===============  ==========================  =========  ================================================
 logic_*          float32 (4, 2) of 0/1       int64 0/1  none: the truth table is train, val and test
 mnist            float32 (N, 1, 28, 28)      int64 0-9  min-max: pixel / 255, in [0, 1]
+fashion_mnist    float32 (N, 1, 28, 28)      int64 0-9  min-max: pixel / 255, in [0, 1] (as mnist)
+cifar10          float32 (N, 3, 32, 32)      int64 0-9  per-channel standardisation (train mean/std of
+                                                        pixel / 255), see :func:`prepare_cifar10`
 churn            float32 (N, 12)             int64 0/1  ids dropped, one-hot Geography, Gender 0/1,
                                                         numeric columns standardised (train mean/std)
 imdb             int64 (N, seq_len)          int64 0/1  ``<br />`` removed, WordLevel tokenizer fitted on
@@ -39,9 +43,10 @@ import pandas as pd
 
 from pipelines.catalog import DatasetEntry, get_dataset
 from pipelines.config import DatasetConfig
-from pipelines.errors import DataError, DataFormatError
-from pipelines.fetch import fetch
-from pipelines.readers import read_csv, read_idx
+from pipelines.errors import DataError, DataFormatError, DataNotFoundError
+from pipelines.fetch import MIRROR_ENV, URL_ENV, fetch, mirror_root
+from pipelines.prepared import CHANNEL_STANDARDIZATION, from_unit_range
+from pipelines.readers import read_cifar_batch, read_csv, read_idx
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +129,21 @@ def carve_train_val(y_train: np.ndarray, config: DatasetConfig, seed: int) -> tu
 
 
 def _fetch_files(entry: DatasetEntry, mirror: str | Path | None) -> dict[str, Path]:
-    """Fetch and verify every raw file of ``entry``; returns ``{file name: local path}``."""
-    return {raw.name: fetch(raw, mirror=mirror) for raw in entry.files}
+    """Fetch and verify every raw file of ``entry``; returns ``{file name: local path}``.
+
+    An optional file (``required=False``) that is nowhere to be found is left out (logged); one that is found but
+    fails verification is an error like any other.
+    """
+    files = {}
+    for raw in entry.files:
+        try:
+            files[raw.name] = fetch(raw, mirror=mirror)
+        except DataNotFoundError as exc:
+            if raw.required:
+                raise
+            log.info("%s: optional file %s not found, prepared without it", entry.name, raw.path)
+            log.debug("%s", exc)
+    return files
 
 
 # ------------------------------------------------------------------------------------------- logic gates
@@ -149,10 +167,11 @@ def prepare_logic(name: str, config: DatasetConfig, seed: int) -> Prepared:
     return Prepared(arrays, meta, {})
 
 
-# ------------------------------------------------------------------------------------------------- mnist
+# ------------------------------------------------------------------------------------ mnist, fashion_mnist
 
 
-def _read_mnist_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """An MNIST-format pair of IDX files: uint8 images (N, 28, 28) and int64 labels 0-9."""
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or images.shape[1:] != (28, 28):
         raise DataFormatError(f"{images_path}: expected images of shape (N, 28, 28), found {images.shape}")
@@ -162,15 +181,37 @@ def _read_mnist_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, 
             f"found shape {labels.shape}"
         )
     if labels.size and labels.max() > 9:
-        raise DataFormatError(f"{labels_path}: labels must be digits 0-9, found {int(labels.max())}")
+        raise DataFormatError(f"{labels_path}: labels must be class indices 0-9, found {int(labels.max())}")
     return images, labels.astype(np.int64)
 
 
 def _scale_images(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) in [0, 1] (min-max with the fixed bounds 0 and 255)."""
-    out = images.astype(np.float32)[:, None]
+    """uint8 (N, H, W) or (N, C, H, W) -> float32 (N, C, H, W) in [0, 1]: pixel / 255 (min-max with the fixed
+    bounds 0 and 255); a single channel axis is added to (N, H, W)."""
+    out = images.astype(np.float32)
+    if out.ndim == 3:
+        out = out[:, None]
     out /= np.float32(255)
     return out
+
+
+def _prepare_idx_images(name: str, config: DatasetConfig, seed: int, mirror: str | Path | None) -> Prepared:
+    """An MNIST-format dataset ``name`` (the four IDX files ``{train,t10k}-{images,labels}``); see
+    :func:`prepare_mnist`."""
+    entry = get_dataset(name)
+    files = _fetch_files(entry, mirror)
+    train_images, train_labels = _read_idx_pair(files["train-images-idx3-ubyte.gz"],
+                                                files["train-labels-idx1-ubyte.gz"])
+    test_images, test_labels = _read_idx_pair(files["t10k-images-idx3-ubyte.gz"], files["t10k-labels-idx1-ubyte.gz"])
+    train, val = carve_train_val(train_labels, config, seed)
+    arrays = {
+        "train": (_scale_images(train_images[train]), train_labels[train]),
+        "val": (_scale_images(train_images[val]), train_labels[val]),
+        "test": (_scale_images(test_images), test_labels),
+    }
+    meta = base_meta(entry, seed)
+    meta.update(input_shape=[1, 28, 28], normalization={"method": "min-max", "min": 0, "max": 255})
+    return Prepared(arrays, meta, {})
 
 
 def prepare_mnist(config: DatasetConfig, seed: int, *, mirror: str | Path | None = None) -> Prepared:
@@ -183,19 +224,98 @@ def prepare_mnist(config: DatasetConfig, seed: int, *, mirror: str | Path | None
         DataNotFoundError, DataIntegrityError: from :func:`~pipelines.fetch.fetch`.
         DataFormatError: an IDX file is malformed or images and labels disagree.
     """
-    entry = get_dataset("mnist")
+    return _prepare_idx_images("mnist", config, seed, mirror)
+
+
+def prepare_fashion_mnist(config: DatasetConfig, seed: int, *, mirror: str | Path | None = None) -> Prepared:
+    """Fashion-MNIST (Xiao, Rasul, Vollgraf 2017), MNIST's drop-in replacement, prepared exactly like
+    :func:`prepare_mnist`: x float32 (N, 1, 28, 28) in [0, 1], y int64 0-9 in the order of ``meta['classes']``
+    (T-shirt/top, Trouser, ..., Ankle boot). Official 10,000 test images kept; val carved from the 60,000 train
+    images.
+
+    Raises:
+        DataNotFoundError, DataIntegrityError: from :func:`~pipelines.fetch.fetch`.
+        DataFormatError: an IDX file is malformed or images and labels disagree.
+    """
+    return _prepare_idx_images("fashion_mnist", config, seed, mirror)
+
+
+# ----------------------------------------------------------------------------------------------- cifar10
+
+#: The train batches of the CIFAR-10 binary version, ``data_batch_<k>.bin``; any that are found are used.
+CIFAR10_TRAIN_BATCHES = range(1, 6)
+
+
+def channel_statistics(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation (ddof 0) of uint8 images (N, C, H, W), on the [0, 1] scale.
+
+    Exact and light on memory: computed from each channel's histogram of the 256 pixel values, not from a float
+    copy of the images. A constant channel gets std 1 (as in :func:`standardize`).
+    """
+    levels = np.arange(256, dtype=np.float64) / 255
+    means, stds = [], []
+    for channel in range(images.shape[1]):
+        counts = np.bincount(images[:, channel].ravel(), minlength=256)
+        mean = float(counts @ levels / counts.sum())
+        std = float(np.sqrt(counts @ (levels - mean) ** 2 / counts.sum()))
+        means.append(mean)
+        stds.append(std if std > 0 else 1.0)
+    return means, stds
+
+
+def prepare_cifar10(config: DatasetConfig, seed: int, *, mirror: str | Path | None = None) -> Prepared:
+    """CIFAR-10, binary version: x float32 (N, 3, 32, 32) (R, G, B) standardised per channel, y int64 0-9 in the order
+    of ``meta['classes']`` (airplane, automobile, ..., truck).
+
+    Splits: the train images are those of whichever train batches ``data_batch_1`` ... ``data_batch_5`` are found,
+    in batch order (the shared mirror holds 1-3: 30,000 of the 50,000); ``meta['train_batches']`` (e.g. ``[1, 2, 3]``)
+    and ``meta['train_images_available']`` record what was read. The official 10,000-image ``test_batch`` is the test
+    split; ``val_fraction`` of the train images (stratified) is val; ``max_train_samples`` subsamples the rest.
+
+    Normalisation: ``x = (pixel / 255 - mean[c]) / std[c]``, with the per-channel mean and std of the final train
+    split only (after the val carve-out and ``max_train_samples``; :func:`channel_statistics`), applied unchanged to
+    val and test and recorded in ``meta['normalization']`` (method
+    :data:`~pipelines.prepared.CHANNEL_STANDARDIZATION`, ``mean`` and ``std`` on the [0, 1] scale). The stored arrays
+    are what the models read. The ``augment`` stage works on [0, 1] pixels: it maps the stored train images back with
+    :func:`~pipelines.prepared.to_unit_range`, transforms and clamps them, and standardises the result with
+    :func:`~pipelines.prepared.from_unit_range` and the same train statistics, which is also what writes x here.
+
+    Raises:
+        DataNotFoundError: the test batch, or every train batch, is missing.
+        DataIntegrityError: a batch fails its checksum (from :func:`~pipelines.fetch.fetch`).
+        DataFormatError: a batch is truncated or malformed (:func:`~pipelines.readers.read_cifar_batch`).
+    """
+    entry = get_dataset("cifar10")
     files = _fetch_files(entry, mirror)
-    train_images, train_labels = _read_mnist_pair(files["train-images-idx3-ubyte.gz"],
-                                                  files["train-labels-idx1-ubyte.gz"])
-    test_images, test_labels = _read_mnist_pair(files["t10k-images-idx3-ubyte.gz"], files["t10k-labels-idx1-ubyte.gz"])
+    batches = [k for k in CIFAR10_TRAIN_BATCHES if f"data_batch_{k}.bin.gz" in files]
+    if not batches:
+        root = mirror_root(mirror)
+        raise DataNotFoundError(
+            f"dataset 'cifar10': none of the train batches cifar10/data_batch_{{1..5}}.bin.gz was found (mirror "
+            f"{root if root is not None else f'unset (${MIRROR_ENV})'}, the download cache, ${URL_ENV}); at least "
+            f"one is required"
+        )
+    parts = [read_cifar_batch(files[f"data_batch_{k}.bin.gz"]) for k in batches]
+    train_images = np.concatenate([images for images, _ in parts])
+    train_labels = np.concatenate([labels for _, labels in parts])
+    del parts
+    test_images, test_labels = read_cifar_batch(files["test_batch.bin.gz"])
     train, val = carve_train_val(train_labels, config, seed)
-    arrays = {
-        "train": (_scale_images(train_images[train]), train_labels[train]),
-        "val": (_scale_images(train_images[val]), train_labels[val]),
-        "test": (_scale_images(test_images), test_labels),
-    }
+    mean, std = channel_statistics(train_images[train])
     meta = base_meta(entry, seed)
-    meta.update(input_shape=[1, 28, 28], normalization={"method": "min-max", "min": 0, "max": 255})
+    meta.update(
+        input_shape=[3, 32, 32],
+        raw_files=[raw.path for raw in entry.files if raw.name in files],  # those read, not all five batches
+        train_batches=batches,
+        train_images_available=int(len(train_labels)),
+        normalization={"method": CHANNEL_STANDARDIZATION, "fitted_on": "train", "scale": "pixel / 255",
+                       "channels": ["R", "G", "B"], "mean": mean, "std": std},
+    )
+    arrays = {
+        "train": (from_unit_range(_scale_images(train_images[train]), meta), train_labels[train]),
+        "val": (from_unit_range(_scale_images(train_images[val]), meta), train_labels[val]),
+        "test": (from_unit_range(_scale_images(test_images), meta), test_labels),
+    }
     return Prepared(arrays, meta, {})
 
 
@@ -549,6 +669,8 @@ def _logic(name: str) -> Callable[..., Prepared]:
 PREPARERS: dict[str, Callable[..., Prepared]] = {
     **{name: _logic(name) for name in TRUTH_TABLES},
     "mnist": prepare_mnist,
+    "fashion_mnist": prepare_fashion_mnist,
+    "cifar10": prepare_cifar10,
     "churn": prepare_churn,
     "imdb": prepare_imdb,
     "melbourne_temp": prepare_melbourne_temp,

@@ -9,7 +9,8 @@ and ``meta.json``:
     num_classes, classes          for classification tasks (num_outputs is 1 for binary and regression)
     splits                        {split: number of samples}
     x_dtype, y_dtype              numpy dtype names
-    normalization                 how inputs were scaled (min-max bounds, or per-feature mean/std fitted on train)
+    normalization                 how inputs were scaled (min-max bounds, or per-feature or per-channel mean/std
+                                  fitted on train; see :func:`to_unit_range`)
     feature_names                 tabular: column names after encoding; numeric_features: their indices
     vocab_size, seq_len           text: tokenizer vocabulary size and sequence length (tokenizer.json beside)
     seed                          the split seed
@@ -34,6 +35,9 @@ from pipelines.io import atomic_dir, atomic_write_json
 SPLITS = ("train", "val", "test")
 PREPARED_ROOT = REPO_ROOT / "data" / "prepared"
 AUGMENTED_ROOT = REPO_ROOT / "data" / "augmented"
+#: ``normalization.method`` of images stored standardised per channel (CIFAR-10): ``(pixel / 255 - mean[c]) / std[c]``
+#: with ``normalization.mean``/``std`` (one value per channel, on the [0, 1] scale) fitted on the train split.
+CHANNEL_STANDARDIZATION = "per-channel standardization"
 
 
 class PreparedDataError(RuntimeError):
@@ -55,6 +59,45 @@ class PreparedData:
     @property
     def num_outputs(self) -> int:
         return self.meta["num_classes"] if self.task == "multiclass" else 1
+
+
+def _channel_stats(meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(mean, std)``, float32 (1, C, 1, 1), if ``meta`` describes per-channel standardised images; else None."""
+    norm = meta.get("normalization") or {}
+    if norm.get("method") != CHANNEL_STANDARDIZATION:
+        return None
+    return tuple(np.asarray(norm[key], dtype=np.float32).reshape(1, -1, 1, 1) for key in ("mean", "std"))
+
+
+def to_unit_range(x: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+    """Images as stored (``(N, C, H, W)``, described by ``meta``) -> float32 pixels in [0, 1].
+
+    Undoes a per-channel standardisation (``x * std + mean``); other images (min-max scaled) are returned as they are.
+    The inverse of :func:`from_unit_range`, up to float32 rounding.
+    """
+    stats = _channel_stats(meta)
+    if stats is None:
+        return x
+    mean, std = stats
+    out = np.multiply(x, std, dtype=np.float32)
+    out += mean
+    return out
+
+
+def from_unit_range(x: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+    """Float32 pixels in [0, 1] ``(N, C, H, W)`` -> the stored scale that ``meta`` describes.
+
+    Applies a per-channel standardisation (``(x - mean) / std`` with ``meta['normalization']``'s train statistics);
+    other images are returned as they are. ``prepare`` writes standardised images with it and ``augment``
+    transforms [0, 1] pixels between :func:`to_unit_range` and this, so both use the same statistics.
+    """
+    stats = _channel_stats(meta)
+    if stats is None:
+        return x
+    mean, std = stats
+    out = np.subtract(x, mean, dtype=np.float32)
+    out /= std
+    return out
 
 
 def write_prepared(out_dir: str | Path, arrays: dict[str, tuple[np.ndarray, np.ndarray]], meta: dict[str, Any],

@@ -23,6 +23,10 @@ IDX_DTYPES: dict[int, str] = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4"
 #: Magic numbers of the MNIST-family files: 2049 = unsigned bytes, 1 dimension (labels); 2051 = 3 dimensions (images).
 IDX_LABELS_MAGIC = 2049
 IDX_IMAGES_MAGIC = 2051
+#: CIFAR-10 binary version: one record per image, 1 label byte then 1,024 R, 1,024 G and 1,024 B bytes (32x32 planes).
+CIFAR_IMAGE_SHAPE = (3, 32, 32)
+CIFAR_RECORD_BYTES = 1 + 3 * 32 * 32
+CIFAR10_NUM_CLASSES = 10
 _GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 
 
@@ -90,6 +94,38 @@ def read_idx(path: str | Path) -> np.ndarray:
             f"{path}: {what}: header says {'x'.join(map(str, dims))} = {expected} bytes, found {found}"
         )
     return np.frombuffer(data, dtype=dtype, offset=header_len).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a CIFAR-10 binary-version batch (``data_batch_N.bin``, ``test_batch.bin``), gzip-compressed or not.
+
+    The file is a sequence of 3,073-byte records: a label byte (0-9) and 3,072 pixel bytes, the R, G and B planes of a
+    32x32 image, each in row-major order (10,000 records per canonical batch).
+
+    Returns:
+        ``images`` uint8 (N, 3, 32, 32) (channels R, G, B) and ``labels`` int64 (N,).
+
+    Raises:
+        DataFormatError: naming the file and what was wrong: an empty file or a length that is not a whole number
+            of records (``truncated or malformed CIFAR-10 batch: 308300 bytes is not a whole number of 3073-byte
+            records ...``), a label byte above 9, or a truncated or corrupt gzip stream.
+    """
+    path = Path(path)
+    data = read_bytes(path)
+    records, rest = divmod(len(data), CIFAR_RECORD_BYTES)
+    if records == 0 or rest:
+        raise DataFormatError(
+            f"{path}: truncated or malformed CIFAR-10 batch: {len(data)} bytes is not a whole number of "
+            f"{CIFAR_RECORD_BYTES}-byte records (1 label byte + {CIFAR_RECORD_BYTES - 1} pixel bytes): "
+            f"{records} records and {rest} bytes left over"
+        )
+    table = np.frombuffer(data, dtype=np.uint8).reshape(records, CIFAR_RECORD_BYTES)
+    labels = table[:, 0].astype(np.int64)
+    bad = np.flatnonzero(labels >= CIFAR10_NUM_CLASSES)
+    if bad.size:
+        raise DataFormatError(f"{path}: record {int(bad[0])} (byte {int(bad[0]) * CIFAR_RECORD_BYTES}): label byte "
+                              f"is {int(labels[bad[0]])}; expected 0-{CIFAR10_NUM_CLASSES - 1}")
+    return np.ascontiguousarray(table[:, 1:]).reshape(records, *CIFAR_IMAGE_SHAPE), labels
 
 
 def _open_text(path: Path) -> IO[str]:

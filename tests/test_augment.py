@@ -1,4 +1,5 @@
-"""The ``augment`` stage on slices of the real data: disabled (meta only), images (kornia), tabular (noise)."""
+"""The ``augment`` stage on slices of the real data: disabled (meta only), images (kornia), tabular (noise), and
+images stored standardised per channel (CIFAR-10), which are augmented as [0, 1] pixels."""
 
 from __future__ import annotations
 
@@ -11,18 +12,25 @@ import yaml
 
 from pipelines.augment import augment, augment_arrays, augment_images, main, select_samples
 from pipelines.catalog import get_dataset
-from pipelines.config import AugmentConfig, DatasetConfig
-from pipelines.datasets import prepare_dataset
+from pipelines.config import AugmentConfig, ConfigError, DatasetConfig, load_params, validate
+from pipelines.datasets import channel_statistics, prepare_dataset
 from pipelines.errors import DataError
-from pipelines.prepared import load_prepared, load_training_data, write_prepared
-from pipelines.readers import read_idx
+from pipelines.prepared import (
+    CHANNEL_STANDARDIZATION,
+    from_unit_range,
+    load_prepared,
+    load_training_data,
+    to_unit_range,
+    write_prepared,
+)
+from pipelines.readers import read_cifar_batch, read_idx
 
 SEED = 42
 
 
-def write_params(path: Path, augment_section: dict[str, Any]) -> Path:
+def write_params(path: Path, augment_section: dict[str, Any], datasets: tuple[str, ...] = ("mnist", "churn")) -> Path:
     """A minimal, valid params file with the given ``augment:`` section."""
-    params = {"seed": SEED, "datasets": {"mnist": {}, "churn": {}}, "augment": augment_section}
+    params = {"seed": SEED, "datasets": {name: {} for name in datasets}, "augment": augment_section}
     path.write_text(yaml.safe_dump(params))
     return path
 
@@ -130,3 +138,89 @@ def test_stage_missing_prepared_data_is_a_one_line_error(tmp_path: Path, capsys:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "meta.json" in err[0]
     assert not (tmp_path / "out" / "mnist").exists()
+
+
+# ------------------------------------------------------------------------------- crops, flips, standardised images
+
+
+def real_images(mirror: Path, dataset: str, n: int = 64) -> np.ndarray:
+    """The first ``n`` real test images of ``dataset`` as float32 (n, C, H, W) pixels in [0, 1]."""
+    if dataset == "cifar10":
+        images = read_cifar_batch(mirror / "cifar10/test_batch.bin.gz")[0][:n]
+    else:
+        images = read_idx(mirror / f"{dataset}/t10k-images-idx3-ubyte.gz")[:n, None]
+    return (images / np.float32(255)).astype(np.float32)
+
+
+def find_shift(out: np.ndarray, image: np.ndarray, pad: int, flips: tuple[bool, ...] = (False,)):
+    """``(dy, dx, flipped)`` such that ``out`` is ``image`` (flipped left-right if so) zero-padded by ``pad`` pixels
+    and cropped back to its size at offset ``(dy, dx)`` from the centre; None if there is no such shift."""
+    _, h, w = image.shape
+    for flipped in flips:
+        padded = np.pad(image[..., ::-1] if flipped else image, ((0, 0), (pad, pad), (pad, pad)))
+        for dy in range(-pad, pad + 1):
+            for dx in range(-pad, pad + 1):
+                if np.allclose(out, padded[:, pad + dy:pad + dy + h, pad + dx:pad + dx + w], atol=1e-5):
+                    return dy, dx, flipped
+    return None
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "fashion_mnist"])
+def test_crop_padding_keeps_shape_and_shifts_pixels(mirror: Path, dataset: str) -> None:
+    x = real_images(mirror, dataset)
+    out = augment_images(x, AugmentConfig(enabled=True, crop_padding=4), SEED)
+    assert out.shape == x.shape and out.dtype == np.float32
+    assert not np.array_equal(out, x)
+    # Each image is its source moved by up to 4 pixels each way, with black where the padding came in.
+    shifts = [find_shift(o, i, 4) for o, i in zip(out, x)]
+    assert None not in shifts
+    assert len(set(shifts)) > 10 and sum(dy != 0 or dx != 0 for dy, dx, _ in shifts) > len(x) // 2
+    np.testing.assert_array_equal(out, augment_images(x, AugmentConfig(enabled=True, crop_padding=4), SEED))
+
+
+def test_flips_allowed_for_cifar10_and_fashion_mnist_rejected_for_mnist() -> None:
+    datasets = {name: {} for name in ("mnist", "fashion_mnist", "cifar10", "churn")}
+    flips = {"fashion_mnist": {"enabled": True, "hflip": True}, "cifar10": {"enabled": True, "hflip": True}}
+    params = validate({"seed": SEED, "datasets": datasets, "augment": flips})
+    assert params.augmentation("fashion_mnist").hflip and params.augmentation("cifar10").hflip
+    with pytest.raises(ConfigError, match="augment.mnist.hflip: a flip changes the label of mnist"):
+        validate({"seed": SEED, "datasets": datasets, "augment": {**flips, "mnist": {"enabled": True, "hflip": True}}})
+    with pytest.raises(ConfigError, match="augment.churn: tabular data only takes noise_std"):
+        validate({"seed": SEED, "datasets": datasets, "augment": {"churn": {"enabled": True, "crop_padding": 2}}})
+    real = load_params(profile="default")  # the repo's params.yaml: the usual CIFAR-10 recipe
+    assert real.augmentation("cifar10").model_dump(include={"enabled", "hflip", "crop_padding"}) == {
+        "enabled": True, "hflip": True, "crop_padding": 4}
+    assert not real.augmentation("mnist").hflip
+
+
+def test_standardised_images_are_augmented_as_pixels(tmp_path: Path, mirror: Path) -> None:
+    """CIFAR-10 is stored standardised per channel: augment maps it back to [0, 1] pixels with the prepared train
+    statistics, flips and crops there (black padding), and standardises the result with the same statistics."""
+    images = read_cifar_batch(mirror / "cifar10/test_batch.bin.gz")[0][:256]
+    labels = read_cifar_batch(mirror / "cifar10/test_batch.bin.gz")[1][:256]
+    mean, std = channel_statistics(images)
+    meta = {"dataset": "cifar10", "task": "multiclass", "modality": "image",
+            "normalization": {"method": CHANNEL_STANDARDIZATION, "fitted_on": "train", "mean": mean, "std": std}}
+    pixels = (images / np.float32(255)).astype(np.float32)
+    x = from_unit_range(pixels, meta)
+    np.testing.assert_allclose(x.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    root = tmp_path / "prepared"
+    write_prepared(root / "cifar10", {"train": (x, labels)}, meta)
+    section = {"cifar10": {"enabled": True, "fraction": 0.25, "hflip": True, "crop_padding": 4}}
+    params = write_params(tmp_path / "params.yaml", section, datasets=("cifar10",))
+    out = augment("cifar10", params_path=params, prepared_root=root, out_root=tmp_path / "augmented")
+    aug = load_prepared(out, splits=("train",), mmap=False)
+    index = select_samples(256, AugmentConfig(**section["cifar10"]), SEED)
+    np.testing.assert_array_equal(aug.y["train"], labels[index])
+    assert aug.meta["normalization"] == meta["normalization"]  # recorded: the extra samples are on the stored scale
+
+    back = to_unit_range(aug.x["train"], meta)  # the stored extra samples, as pixels
+    assert back.min() >= -1e-5 and back.max() <= 1 + 1e-5
+    shifts = [find_shift(b, p, 4, flips=(False, True)) for b, p in zip(back, pixels[index])]
+    assert None not in shifts and {flipped for *_, flipped in shifts} == {False, True}
+    # Where padding came in, the pixel is black: 0 in [0, 1], -mean/std on the stored scale.
+    black = (np.abs(back) < 1e-6).all(axis=1)
+    assert black.sum() > 1000
+    stored = aug.x["train"].transpose(1, 0, 2, 3)[:, black]
+    expected = -np.array(mean) / np.array(std)
+    np.testing.assert_allclose(stored, np.broadcast_to(expected[:, None], stored.shape), atol=1e-5)

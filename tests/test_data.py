@@ -37,8 +37,8 @@ from pipelines.datasets import (
 from pipelines.errors import DataError, DataFormatError, DataIntegrityError, DataNotFoundError
 from pipelines.fetch import MIRROR_ENV, URL_ENV, fetch, sha256_file, verify
 from pipelines.prepare import main as prepare_main
-from pipelines.prepared import load_prepared
-from pipelines.readers import read_csv, read_idx
+from pipelines.prepared import load_prepared, to_unit_range
+from pipelines.readers import read_cifar_batch, read_csv, read_idx
 
 MNIST = {raw.name: raw for raw in get_dataset("mnist").files}
 T10K_IMAGES, T10K_LABELS = MNIST["t10k-images-idx3-ubyte.gz"], MNIST["t10k-labels-idx1-ubyte.gz"]
@@ -50,6 +50,13 @@ CHURN_HEADER = ("RowNumber,CustomerId,Surname,CreditScore,Geography,Gender,Age,T
 # Published facts about the real files (shared/data/README.md).
 MNIST_TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 MNIST_TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+FASHION = {raw.name: raw for raw in get_dataset("fashion_mnist").files}
+CIFAR = {raw.name: raw for raw in get_dataset("cifar10").files}
+CIFAR_TEST = CIFAR["test_batch.bin.gz"]
+#: The first test images of CIFAR-10: cat, ship, ship, airplane, frog, frog, automobile, frog, cat, automobile.
+CIFAR_FIRST_TEST_LABELS = [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
+#: Per-channel (R, G, B) mean and std of the full 50,000 train images on the [0, 1] scale (shared/data/README.md).
+CIFAR_TRAIN_MEAN, CIFAR_TRAIN_STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
 
 
 @pytest.fixture(autouse=True)
@@ -129,6 +136,44 @@ def test_read_idx_truncated_gzip_names_the_file(mirror: Path, tmp_path: Path) ->
     assert str(path) in str(exc.value)
 
 
+def test_read_cifar_batch_real_test_batch(mirror: Path) -> None:
+    images, labels = read_cifar_batch(mirror / CIFAR_TEST.path)
+    assert images.shape == (10000, 3, 32, 32) and images.dtype == np.uint8
+    assert labels.shape == (10000,) and labels.dtype == np.int64
+    assert labels.min() == 0 and labels.max() == 9 and np.bincount(labels).tolist() == [1000] * 10
+    assert labels[:10].tolist() == CIFAR_FIRST_TEST_LABELS
+    # Planes R, G, B in that order: the test set's well-known per-channel statistics.
+    np.testing.assert_allclose((images / 255).mean(axis=(0, 2, 3)), [0.4942, 0.4851, 0.4504], atol=1e-4)
+    np.testing.assert_allclose((images / 255).std(axis=(0, 2, 3)), [0.2467, 0.2429, 0.2616], atol=1e-4)
+    record = np.frombuffer(gzip.decompress((mirror / CIFAR_TEST.path).read_bytes())[:3073], np.uint8)
+    assert record[0] == labels[0] and np.array_equal(record[1:].reshape(3, 32, 32), images[0])
+
+
+def test_read_cifar_batch_rejects_a_truncated_batch(mirror: Path, tmp_path: Path) -> None:
+    content = gzip.decompress((mirror / CIFAR_TEST.path).read_bytes())
+    path = tmp_path / CIFAR_TEST.name
+    path.write_bytes(gzip.compress(content[:100 * 3073 + 1000]))  # a valid gzip of 100 records and part of one
+    with pytest.raises(DataFormatError, match=r"truncated or malformed CIFAR-10 batch: 308300 bytes is not a whole "
+                                              r"number of 3073-byte records .*100 records and 1000 bytes left") as exc:
+        read_cifar_batch(path)
+    assert str(path) in str(exc.value)
+
+    cut = truncated_copy(mirror / CIFAR_TEST.path, tmp_path / "cut" / CIFAR_TEST.name)  # the gzip stream itself cut
+    with pytest.raises(DataFormatError, match="gzip stream is truncated or corrupt") as exc:
+        read_cifar_batch(cut)
+    assert str(cut) in str(exc.value)
+
+
+def test_read_cifar_batch_rejects_a_bad_label(mirror: Path, tmp_path: Path) -> None:
+    content = bytearray(gzip.decompress((mirror / CIFAR_TEST.path).read_bytes())[:20 * 3073])
+    content[5 * 3073] = 10  # record 5's label byte
+    path = tmp_path / "test_batch.bin"
+    path.write_bytes(bytes(content))
+    with pytest.raises(DataFormatError, match=r"record 5 \(byte 15365\): label byte is 10; expected 0-9") as exc:
+        read_cifar_batch(path)
+    assert str(path) in str(exc.value)
+
+
 def test_read_csv_churn(mirror: Path) -> None:
     frame = read_csv(mirror / CHURN.path, CHURN_HEADER)
     assert frame.shape == (10000, 14)
@@ -179,9 +224,26 @@ def test_read_csv_truncated_gzip_names_the_file(mirror: Path, tmp_path: Path) ->
 
 
 def test_verify_accepts_canonical_and_repacked_mirror_files(mirror: Path) -> None:
-    for dataset in ("mnist", "churn", "imdb", "melbourne_temp"):
+    for dataset in ("mnist", "fashion_mnist", "cifar10", "churn", "imdb", "melbourne_temp"):
         for raw in get_dataset(dataset).files:
-            assert verify(mirror / raw.path, raw) == mirror / raw.path
+            if raw.required or (mirror / raw.path).exists():  # the mirror has CIFAR-10 train batches 1-3 of 5
+                assert verify(mirror / raw.path, raw) == mirror / raw.path
+    assert [raw.name for raw in CIFAR.values() if not (mirror / raw.path).exists()] == [
+        "data_batch_4.bin.gz", "data_batch_5.bin.gz"]
+
+
+def test_verify_cifar_batches_by_payload(mirror: Path, tmp_path: Path) -> None:
+    """Batches are pinned by their decompressed content too (the published sha256 of the canonical .bin files), so
+    any gzip wrapper of a canonical batch passes, and batches 4 and 5 are pinned by their payload alone."""
+    raw = CIFAR["data_batch_1.bin.gz"]
+    content = gzip.decompress((mirror / raw.path).read_bytes())
+    assert hashlib.sha256(content).hexdigest() == raw.payload_sha256
+    rewrapped = tmp_path / raw.name
+    rewrapped.write_bytes(gzip.compress(content, compresslevel=1))
+    assert sha256_file(rewrapped) not in raw.sha256 and verify(rewrapped, raw) == rewrapped
+    assert CIFAR["data_batch_4.bin.gz"].sha256 == () and len(CIFAR["data_batch_4.bin.gz"].payload_sha256) == 64
+    with pytest.raises(DataIntegrityError, match="decompressed"):  # batch 1's content is not batch 4's
+        verify(rewrapped, CIFAR["data_batch_4.bin.gz"])
 
 
 def test_verify_accepts_repacked_train_images_by_payload(mirror: Path) -> None:
@@ -359,6 +421,106 @@ def test_prepare_mnist(mirror: Path) -> None:
     assert meta["normalization"] == {"method": "min-max", "min": 0, "max": 255}
     assert meta["input_shape"] == [1, 28, 28] and meta["num_classes"] == 10 and meta["seed"] == 7
     assert "LeCun" in meta["citation"]
+
+
+def test_prepare_fashion_mnist(mirror: Path) -> None:
+    arrays, meta, _ = prepare_dataset("fashion_mnist", DatasetConfig(val_fraction=0.1, max_train_samples=500), 7,
+                                      mirror=mirror)
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = arrays["train"], arrays["val"], arrays["test"]
+    assert x_train.shape == (500, 1, 28, 28) and x_val.shape == (6000, 1, 28, 28) and x_test.shape == (10000, 1, 28, 28)
+    assert x_train.dtype == np.float32 and y_train.dtype == np.int64
+    assert 0.0 <= x_test.min() and x_test.max() == 1.0
+    assert np.bincount(y_test).tolist() == [1000] * 10  # the official test split, untouched
+    assert x_test.mean() == pytest.approx(0.2868493, abs=1e-6)  # its published pixel mean
+    first = read_idx(mirror / FASHION["t10k-images-idx3-ubyte.gz"].path)[0]
+    assert np.array_equal(x_test[0, 0], first / np.float32(255))
+    assert np.bincount(y_val, minlength=10).tolist() == [600] * 10  # stratified: 6,000 per class in train
+    assert np.bincount(y_train, minlength=10).tolist() == [50] * 10
+    assert meta["normalization"] == {"method": "min-max", "min": 0, "max": 255}
+    assert meta["classes"][:2] == ["T-shirt/top", "Trouser"] and meta["classes"][-1] == "Ankle boot"
+    assert meta["input_shape"] == [1, 28, 28] and meta["num_classes"] == 10 and "Xiao" in meta["citation"]
+    assert get_dataset("fashion_mnist").flip_safe and not get_dataset("mnist").flip_safe
+
+
+@pytest.fixture(scope="module")
+def cifar_prepared(mirror: Path):
+    return prepare_dataset("cifar10", DatasetConfig(val_fraction=0.1, max_train_samples=1000), 42, mirror=mirror)
+
+
+def test_prepare_cifar10_splits(mirror: Path, cifar_prepared) -> None:
+    arrays, meta, extra = cifar_prepared
+    assert {s: arrays[s][0].shape for s in arrays} == {
+        "train": (1000, 3, 32, 32), "val": (3000, 3, 32, 32), "test": (10000, 3, 32, 32)}
+    assert all(x.dtype == np.float32 and y.dtype == np.int64 for x, y in arrays.values()) and extra == {}
+    assert meta["train_batches"] == [1, 2, 3] and meta["train_images_available"] == 30000
+    assert meta["raw_files"] == [f"cifar10/data_batch_{k}.bin.gz" for k in (1, 2, 3)] + ["cifar10/test_batch.bin.gz"]
+    assert meta["input_shape"] == [3, 32, 32] and meta["classes"][0] == "airplane" and meta["classes"][-1] == "truck"
+    test_images, test_labels = read_cifar_batch(mirror / CIFAR_TEST.path)
+    assert np.array_equal(arrays["test"][1], test_labels)  # the official test batch, in order
+    assert np.bincount(arrays["val"][1]).min() >= 280  # stratified: ~300 per class
+    assert np.bincount(arrays["train"][1]).min() >= 90
+
+    # Back to pixels: every split holds whole 8-bit values, and the splits are disjoint sets of real train images.
+    pixels = {s: to_unit_range(x, meta) * 255 for s, (x, _) in arrays.items()}
+    for values in pixels.values():
+        np.testing.assert_allclose(values, np.round(values), atol=2e-3)
+    np.testing.assert_array_equal(np.round(pixels["test"]).astype(np.uint8), test_images)
+    train_images = np.concatenate([read_cifar_batch(mirror / CIFAR[f"data_batch_{k}.bin.gz"].path)[0]
+                                   for k in (1, 2, 3)])
+    known = {image.tobytes() for image in train_images}  # 30,000 distinct images
+    keys = {s: {np.round(pixels[s][i]).astype(np.uint8).tobytes() for i in range(len(pixels[s]))}
+            for s in ("train", "val")}
+    assert len(keys["train"]) == 1000 and len(keys["val"]) == 3000
+    assert keys["train"] <= known and keys["val"] <= known and not keys["train"] & keys["val"]
+
+
+def test_prepare_cifar10_standardises_with_train_statistics(cifar_prepared) -> None:
+    arrays, meta, _ = cifar_prepared
+    norm = meta["normalization"]
+    assert norm["method"] == "per-channel standardization" and norm["fitted_on"] == "train"
+    train_pixels = to_unit_range(arrays["train"][0], meta).astype(np.float64)
+    np.testing.assert_allclose(norm["mean"], train_pixels.mean(axis=(0, 2, 3)), atol=1e-6)
+    np.testing.assert_allclose(norm["std"], train_pixels.std(axis=(0, 2, 3)), atol=1e-6)
+    np.testing.assert_allclose(norm["mean"], CIFAR_TRAIN_MEAN, atol=0.02)  # 1,000 images: close to the known values
+    np.testing.assert_allclose(norm["std"], CIFAR_TRAIN_STD, atol=0.02)
+    x_train = arrays["train"][0].astype(np.float64)
+    np.testing.assert_allclose(x_train.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(x_train.std(axis=(0, 2, 3)), 1, atol=1e-5)
+    for split in ("val", "test"):  # scaled with the train statistics, not their own
+        x = arrays[split][0].astype(np.float64)
+        assert np.abs(x.mean(axis=(0, 2, 3))).max() > 1e-3 and np.abs(x.std(axis=(0, 2, 3)) - 1).max() > 1e-3
+
+
+def test_prepare_cifar10_uses_whichever_train_batches_exist(mirror: Path, tmp_path: Path) -> None:
+    partial = tmp_path / "mirror"
+    (partial / "cifar10").mkdir(parents=True)
+    (partial / CIFAR_TEST.path).symlink_to(mirror / CIFAR_TEST.path)
+    with pytest.raises(DataNotFoundError, match="none of the train batches .* at least one is required"):
+        prepare_dataset("cifar10", DatasetConfig(max_train_samples=100), 42, mirror=partial)
+    batch2 = CIFAR["data_batch_2.bin.gz"].path
+    (partial / batch2).symlink_to(mirror / batch2)
+    arrays, meta, _ = prepare_dataset("cifar10", DatasetConfig(val_fraction=0.1, max_train_samples=100), 42,
+                                      mirror=partial)
+    assert meta["train_batches"] == [2] and meta["train_images_available"] == 10000
+    assert {s: len(y) for s, (_, y) in arrays.items()} == {"train": 100, "val": 1000, "test": 10000}
+
+
+@pytest.mark.parametrize(("dataset", "name"), [("fashion_mnist", "train-images-idx3-ubyte.gz"),
+                                               ("cifar10", "data_batch_1.bin.gz")])
+def test_prepare_image_datasets_verify_the_sha256(mirror: Path, tmp_path: Path, dataset: str, name: str) -> None:
+    """One pixel changed in a well-formed gzip copy of the dataset's first file: its checksum and payload checksum
+    both fail, and prepare stops there, naming the file and the expected digests."""
+    raw = {r.name: r for r in get_dataset(dataset).files}[name]
+    assert get_dataset(dataset).files[0] == raw  # fetched first: nothing else is looked for (no download attempted)
+    content = bytearray(gzip.decompress((mirror / raw.path).read_bytes()))
+    content[5000] ^= 0xFF
+    bad = tmp_path / "mirror" / raw.path
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(gzip.compress(bytes(content), compresslevel=1))
+    with pytest.raises(DataIntegrityError) as exc:
+        prepare_dataset(dataset, DatasetConfig(max_train_samples=100), 42, mirror=tmp_path / "mirror")
+    message = str(exc.value)
+    assert str(bad) in message and raw.sha256[0] in message and raw.payload_sha256 in message
 
 
 def test_prepare_churn(mirror: Path) -> None:
