@@ -145,7 +145,10 @@ def prediction_figure(data, outputs, targets, task: str, examples: int = 32):
                                      window[~wrong[window]][: examples - min(examples // 2, int(wrong[window].sum()))]]))
     label = lambda i: classes[int(i)]  # noqa: E731
     if meta["modality"] == "image":
-        return plots.image_grid_figure(np.asarray(data.x["test"][chosen]), [label(a) for a in actual[chosen]],
+        from pipelines.prepared import to_unit_range
+
+        pixels = np.clip(to_unit_range(np.asarray(data.x["test"][chosen]), meta), 0.0, 1.0)  # undo standardisation
+        return plots.image_grid_figure(pixels, [label(a) for a in actual[chosen]],
                                        [label(p) for p in predicted[chosen]], wrong[chosen].tolist())
     chosen = chosen[:16]
     if meta["modality"] == "text":

@@ -179,7 +179,7 @@ def seeds_figure(rows: list[dict], unit: str = "test error") -> Figure:
 
 def image_grid_figure(images: np.ndarray, actual: Sequence[str], predicted: Sequence[str], wrong: Sequence[bool],
                       columns: int = 8, title: str = "Test predictions (misclassified in red)") -> Figure:
-    """A grid of images ``(N, C, H, W)`` (C = 1 or 3, values in any range: each image is scaled to [0, 1]),
+    """A grid of images ``(N, C, H, W)`` (C = 1 or 3; pixels in [0, 1], or any range: each image is then scaled),
     titled ``predicted (actual)``, with misclassified ones framed and titled in red."""
     n = len(images)
     rows = max(1, int(np.ceil(n / columns)))
@@ -188,7 +188,8 @@ def image_grid_figure(images: np.ndarray, actual: Sequence[str], predicted: Sequ
         ax.axis("off")
     for ax, image, a, p, w in zip(axes.flat, images, actual, predicted, wrong):
         img = np.asarray(image, dtype=float)
-        img = (img - img.min()) / (np.ptp(img) or 1.0)
+        if img.min() < 0 or img.max() > 1:
+            img = (img - img.min()) / (np.ptp(img) or 1.0)
         ax.imshow(img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0)), cmap="gray" if img.shape[0] == 1 else None)
         ax.set_title(f"{p} ({a})", fontsize=8, color="red" if w else "black")
         if w:

@@ -77,11 +77,18 @@ def seed_everything(seed: int) -> None:
 def run_params(exp: ExperimentConfig, *, seed: int, profile: str, meta: dict[str, Any], num_params: int,
                versions: dict[str, str]) -> dict[str, Any]:
     """The MLflow params of a training run: the resolved experiment flattened to dotted keys, the seed, profile,
-    task, parameter count, split sizes and the md5 of the data stages' outputs."""
+    task, parameter count, split sizes, the md5 of the data stages' outputs, and what the architecture describes
+    of itself (:meth:`models.registry.Architecture.describe`, as ``model.<key>``)."""
     from pipelines.tracking import flatten
+
+    from models.registry import REGISTRY, NetworkSpec
 
     flat = flatten(exp.model_dump(mode="json")) | {"seed": seed, "profile": profile, "task": meta["task"],
                                                    "num_params": num_params}
+    spec = network_spec(exp, meta)
+    described = REGISTRY[exp.architecture].describe(NetworkSpec(**spec | {"input_shape": tuple(spec["input_shape"])}),
+                                                    exp.model)
+    flat |= {f"model.{k}": v for k, v in described.items()}  # e.g. model.bottleneck.ratio (ResNet's 1x1 saving)
     flat |= {f"data.{split}_samples": n for split, n in meta["splits"].items()}
     flat |= {"data.augmented_train_samples": meta.get("augmented_train_samples", 0)}
     return flat | {k: v for k, v in versions.items() if k != "data_hash"}
