@@ -277,7 +277,10 @@ def regularization_penalty(module: nn.Module | Sequence[Tensor], cfg: Regulariza
 
 # ------------------------------------------------------------------------------------------------ losses
 
-LOSSES: tuple[str, ...] = ("bce", "ce", "mse", "mae", "huber", "pseudo_huber", "hinge")
+LOSSES: tuple[str, ...] = ("bce", "ce", "mse", "mae", "huber", "pseudo_huber", "hinge", "ce_smooth_l1", "ce_giou",
+                           "ce_smooth_l1_giou")
+#: Localization losses -> the box term of :class:`models.boxes.LocalizationLoss` (added to cross-entropy).
+LOCALIZATION_BOX_LOSSES = {"ce_smooth_l1": "smooth_l1", "ce_giou": "giou", "ce_smooth_l1_giou": "smooth_l1+giou"}
 
 
 def _align(outputs: Tensor, targets: Tensor) -> Tensor:
@@ -353,7 +356,7 @@ class HingeLoss(nn.Module):
         return torch.clamp(1.0 - y * outputs, min=0.0).mean()
 
 
-def make_loss(name: str, huber_delta: float = 1.0) -> nn.Module:
+def make_loss(name: str, huber_delta: float = 1.0, num_classes: int | None = None) -> nn.Module:
     """Build the loss ``name``: a module mapping ``(outputs, targets)`` to a scalar mean (notes 001 "Loss Functions").
 
     Classification (outputs are raw scores/logits; no sigmoid or softmax in the network):
@@ -370,9 +373,14 @@ def make_loss(name: str, huber_delta: float = 1.0) -> nn.Module:
     - ``huber``: 0.5 r^2 if |r| <= delta else delta (|r| - delta / 2) (``nn.HuberLoss``);
     - ``pseudo_huber``: :class:`PseudoHuberLoss`.
 
+    Localization (notes 000; outputs (N, C + 4) logits and box, targets (N, 5) class and box): cross-entropy plus
+    smooth-L1 on the box corners (``ce_smooth_l1``), 1 - GIoU (``ce_giou``) or both (``ce_smooth_l1_giou``); see
+    :class:`models.boxes.LocalizationLoss`.
+
     Args:
         name: one of :data:`LOSSES`.
         huber_delta: delta of ``huber`` and ``pseudo_huber`` (> 0); ignored by the others.
+        num_classes: C of a localization loss (required there); ignored by the others.
 
     Returns:
         The loss module.
@@ -397,4 +405,10 @@ def make_loss(name: str, huber_delta: float = 1.0) -> nn.Module:
         return PseudoHuberLoss(huber_delta)
     if name == "hinge":
         return HingeLoss()
+    if name in LOCALIZATION_BOX_LOSSES:
+        from models.boxes import LocalizationLoss
+
+        if not num_classes:
+            raise ValueError(f"loss {name!r} needs num_classes (the class logits precede the box)")
+        return LocalizationLoss(num_classes, box_loss=LOCALIZATION_BOX_LOSSES[name])
     raise _unknown("loss", name, LOSSES)

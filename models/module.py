@@ -30,11 +30,13 @@ def build_metrics(task: str, num_classes: int | None, full: bool = True) -> torc
     """The metric set of a task, as a ``MetricCollection`` keyed by short names.
 
     Inputs to ``update``: classification takes probabilities (``(N,)`` for binary, ``(N, C)`` for multiclass) and
-    int targets ``(N,)``; regression takes predictions and float targets ``(N,)``.
+    int targets ``(N,)``; regression takes predictions and float targets ``(N,)``; localization takes the network's
+    outputs ``(N, C + 4)`` (logits, then a box) and targets ``(N, 5)`` (class, box) and reports ``acc``,
+    ``mean_iou`` and ``acc_iou50`` (right class and IoU >= 0.5; :mod:`models.boxes`).
     ``full=False`` keeps only the headline metric (``acc`` or ``mse``).
 
     Raises:
-        ValueError: unknown task, or a multiclass task without ``num_classes``.
+        ValueError: unknown task, or a multiclass or localization task without ``num_classes``.
     """
     from torchmetrics import classification as C
     from torchmetrics import regression as R
@@ -53,18 +55,27 @@ def build_metrics(task: str, num_classes: int | None, full: bool = True) -> torc
                         "recall": C.MulticlassRecall(num_classes, average="macro"),
                         "f1": C.MulticlassF1Score(num_classes, average="macro"),
                         "roc_auc": C.MulticlassAUROC(num_classes, average="macro")}
+    elif task == "localization":
+        from models.boxes import AccuracyAtIoU, LocalizationAccuracy, MeanIoU
+
+        if not num_classes:
+            raise ValueError("a localization task needs num_classes")
+        metrics = {"acc": LocalizationAccuracy(num_classes)}
+        if full:
+            metrics |= {"mean_iou": MeanIoU(num_classes), "acc_iou50": AccuracyAtIoU(num_classes, threshold=0.5)}
     elif task == "regression":
         metrics = {"mse": R.MeanSquaredError()}
         if full:
             metrics |= {"rmse": R.MeanSquaredError(squared=False), "mae": R.MeanAbsoluteError(), "r2": R.R2Score()}
     else:
-        raise ValueError(f"unknown task {task!r}; expected binary, multiclass or regression")
+        raise ValueError(f"unknown task {task!r}; expected binary, multiclass, regression or localization")
     return torchmetrics.MetricCollection(metrics)
 
 
 def scores_to_predictions(outputs: torch.Tensor, task: str) -> torch.Tensor:
     """Map network outputs to what metrics take: sigmoid probabilities ``(N,)`` for binary (a score > 0 is the
-    positive class, for bce and hinge alike), softmax probabilities ``(N, C)`` for multiclass, values for regression.
+    positive class, for bce and hinge alike), softmax probabilities ``(N, C)`` for multiclass, values for regression,
+    and the outputs unchanged for localization (its metrics read logits and boxes).
     """
     if task == "binary":
         return torch.sigmoid(outputs.float())
@@ -80,13 +91,18 @@ class DeepNotesModule(L.LightningModule):
         architecture: registry name, e.g. ``"lenet5"``.
         spec: :class:`NetworkSpec` fields as a dict (kept as a dict so checkpoints hold only plain data).
         model_params: the experiment's ``model:`` block.
-        task: ``binary``, ``multiclass`` or ``regression``.
-        num_classes: classes of a multiclass task, else ``None``.
-        loss: loss name (notes 001), ``huber_delta`` its delta.
+        task: ``binary``, ``multiclass``, ``regression`` or ``localization``.
+        num_classes: classes of a multiclass or localization task, else ``None``.
+        loss: loss name (notes 001; ``ce_smooth_l1``, ``ce_giou``, ``ce_smooth_l1_giou`` for localization, see
+            :class:`models.boxes.LocalizationLoss`), ``huber_delta`` its delta.
         optimizer, regularization: ``OptimizerConfig`` / ``RegularizationConfig`` as dicts.
         initializer: weight initializer name, applied once at construction (seeded by the caller).
 
-    Shapes: ``forward`` maps ``(N, *spec['input_shape'])`` to ``(N,)`` or ``(N, C)``. Batches are ``(x, y)``.
+    Shapes: ``forward`` maps ``(N, *spec['input_shape'])`` to ``(N,)``, ``(N, C)`` or, for localization,
+    ``(N, C + 4)``. Batches are ``(x, y)``; y is ``(N,)``, or ``(N, 5)`` ``(class, x1, y1, x2, y2)`` for localization.
+
+    Only parameters that require gradients are optimised, so a frozen backbone
+    (:class:`pipelines.callbacks.FreezeBackbone`) stays out of the optimizer until it is unfrozen.
     """
 
     def __init__(self, architecture: str, spec: dict[str, Any], model_params: dict[str, Any], task: str,
@@ -97,7 +113,8 @@ class DeepNotesModule(L.LightningModule):
         spec = dict(spec, input_shape=tuple(spec["input_shape"]))
         self.network: nn.Module = initialize(build_network(architecture, NetworkSpec(**spec), model_params), initializer)
         self.task = task
-        self.loss_fn = make_loss(loss, huber_delta=huber_delta)
+        self.num_classes = num_classes
+        self.loss_fn = make_loss(loss, huber_delta=huber_delta, num_classes=num_classes)
         self._reg_cfg = _as_config("RegularizationConfig", regularization)
         self._penalised = penalised_parameters(self.network)  # collected once, not on every step
         self._opt_cfg = _as_config("OptimizerConfig", optimizer)
@@ -111,7 +128,7 @@ class DeepNotesModule(L.LightningModule):
         return self.network(x)
 
     def _targets(self, y: torch.Tensor) -> torch.Tensor:
-        return y.float() if self.task in ("binary", "regression") else y
+        return y.float() if self.task in ("binary", "regression", "localization") else y
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str,
                    metrics: torchmetrics.MetricCollection) -> torch.Tensor:
@@ -129,6 +146,8 @@ class DeepNotesModule(L.LightningModule):
             return ((outputs > 0).long() == y).sum()
         if self.task == "multiclass":
             return (outputs.argmax(dim=-1) == y).sum()
+        if self.task == "localization":
+            return (outputs[:, : self.num_classes].argmax(dim=-1) == y[:, 0].long()).sum()
         return ((outputs.float() - y.float()) ** 2).sum()
 
     def _is_last_train_batch(self, batch_idx: int) -> bool:
@@ -168,7 +187,7 @@ class DeepNotesModule(L.LightningModule):
         return self(x)
 
     def configure_optimizers(self):
-        return make_optimizer(self.parameters(), self._opt_cfg)
+        return make_optimizer([p for p in self.parameters() if p.requires_grad], self._opt_cfg)
 
 
 def _as_config(name: str, value: dict[str, Any]):

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
 Modality = Literal["table", "image", "tabular", "text"]
-Task = Literal["binary", "multiclass", "regression"]
+Task = Literal["binary", "multiclass", "regression", "localization"]
 
 
 class ArchParams(BaseModel):
@@ -69,6 +69,14 @@ class AlexNetParams(ArchParams):
     local_response_norm: bool = Field(False, description="the paper's LRN after conv1 and conv2")
 
 
+class LocalizerParams(ArchParams):
+    """``localizer`` (models/localizer.py): the convolutional trunk's widths and the shared dense layer."""
+
+    channels: list[PositiveInt] = Field(default_factory=lambda: [16, 32, 64, 64], min_length=1,
+                                        description="one conv 3x3 + 2x2 max-pool block per width")
+    hidden_size: PositiveInt = Field(128, description="units of the dense layer both heads read")
+
+
 class VGGParams(ArchParams):
     """``vgg`` (models/vision.py): the paper's configuration by depth; batch norm comes from ``batch_norm``."""
 
@@ -85,7 +93,8 @@ class NetworkSpec:
     Attributes:
         input_shape: shape of one sample, without the batch dimension: ``(features,)`` for tables,
             ``(channels, height, width)`` for images, ``(seq_len,)`` of token ids for text.
-        num_outputs: 1 for binary and regression heads (a logit or a value), C for C-class heads (logits).
+        num_outputs: 1 for binary and regression heads (a logit or a value), C for C-class heads (logits); for
+            localization C, the classes (the network adds its 4 box coordinates).
         activation: hidden activation name (see ``models.factories.make_activation``).
         dropout: dropout rate in [0, 1) applied before each hidden dense layer's output.
         batch_norm: whether hidden layers get batch normalisation.
@@ -226,6 +235,16 @@ REGISTRY: dict[str, Architecture] = {
             "Simonyan & Zisserman (2015), Very deep convolutional networks for large-scale image recognition",
             frozenset({"image"}),
             frozenset({"binary", "multiclass"}),
+        ),
+        Architecture(
+            "localizer",
+            "models.localizer:Localizer",
+            LocalizerParams,
+            "notes 000, Image or Object localization (class plus bounding box of the one object)",
+            "Sermanet et al. (2014), OverFeat: integrated recognition, localization and detection using "
+            "convolutional networks",
+            frozenset({"image"}),
+            frozenset({"localization"}),
         ),
     )
 }

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 
 import lightning.pytorch as L
+from lightning.pytorch.callbacks import BaseFinetuning
+from torch.nn.modules.batchnorm import _BatchNorm
 
 
 class History(L.Callback):
@@ -36,3 +38,51 @@ class History(L.Callback):
             if key.startswith(("train_", "val_")) and not key.endswith("_step") and value.numel() == 1:
                 row[key.removesuffix("_epoch")] = float(value)
         self.rows.append(row)
+
+
+class FreezeBackbone(BaseFinetuning):
+    """Train the head on a frozen backbone, optionally unfreezing the backbone later (notes 001, "Transfer
+    learning"), with Lightning's ``BaseFinetuning``.
+
+    Frozen means: the backbone's parameters do not require gradients (their ``.grad`` stays ``None``), are not in
+    the optimizer, and its batch-norm layers run in eval mode on their pretrained running statistics, so the
+    features the head sees in training are those it sees in evaluation. From epoch ``unfreeze_at_epoch`` the
+    backbone trains too, as a new optimizer param group with ``lr * backbone_lr_ratio``.
+
+    Args:
+        unfreeze_at_epoch: the epoch (0-based) from which the backbone trains; ``None`` keeps it frozen.
+        backbone_lr_ratio: the backbone's learning rate relative to the head's (first param group) once unfrozen.
+
+    The backbone is :func:`models.transfer.backbone_of` the module's ``network``.
+    """
+
+    def __init__(self, unfreeze_at_epoch: int | None = None, backbone_lr_ratio: float = 0.1) -> None:
+        super().__init__()
+        self.unfreeze_at_epoch = unfreeze_at_epoch
+        self.backbone_lr_ratio = backbone_lr_ratio
+        self.frozen = False
+
+    @staticmethod
+    def _backbone(pl_module):
+        from models.transfer import backbone_of
+
+        return backbone_of(pl_module.network)
+
+    def freeze_before_training(self, pl_module) -> None:
+        self.freeze(self._backbone(pl_module), train_bn=False)
+        self.frozen = True
+
+    def finetune_function(self, pl_module, epoch: int, optimizer) -> None:
+        if self.frozen and self.unfreeze_at_epoch is not None and epoch >= self.unfreeze_at_epoch:
+            backbone = self._backbone(pl_module)
+            lr = optimizer.param_groups[0]["lr"] * self.backbone_lr_ratio
+            self.unfreeze_and_add_param_group(backbone, optimizer, lr=lr, train_bn=True)
+            backbone.train()
+            self.frozen = False
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        super().on_train_epoch_start(trainer, pl_module)  # calls finetune_function
+        if self.frozen:  # Lightning puts the whole module in train mode; frozen batch norm stays in eval mode
+            for module in self._backbone(pl_module).modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Task = Literal["binary", "multiclass", "regression"]
+Task = Literal["binary", "multiclass", "regression", "localization"]
 Modality = Literal["table", "image", "tabular", "text"]
 
 
@@ -55,6 +55,10 @@ class DatasetEntry:
     classes: tuple[str, ...] = field(default_factory=tuple)
     #: Whether a horizontal flip keeps the label (False for digits and text-like images).
     flip_safe: bool = False
+    #: A dataset derived from another: ``base`` names the catalog entry whose files it reads, and ``class_subset``
+    #: the base classes it keeps (relabelled 0..k-1 in this order), e.g. CIFAR-10's classes 5-9 for transfer learning.
+    base: str | None = None
+    class_subset: tuple[int, ...] | None = None
 
 
 _MNIST_URLS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
@@ -236,6 +240,30 @@ CATALOG: dict[str, DatasetEntry] = {
                "Time Series Data Library (TSDL); file from GitHub jbrownlee/Datasets",
         license="© Commonwealth of Australia (Bureau of Meteorology); widely redistributed for teaching",
     ),
+}
+
+
+def _cifar10_subset(name: str, classes: tuple[int, ...], role: str) -> DatasetEntry:
+    base = CATALOG["cifar10"]
+    return DatasetEntry(name, "multiclass", base.format, base.modality, files=base.files,
+                        source=f"{base.source}; classes {', '.join(base.classes[c] for c in classes)} only ({role})",
+                        citation=base.citation, license=base.license,
+                        classes=tuple(base.classes[c] for c in classes), flip_safe=True, base="cifar10",
+                        class_subset=classes)
+
+
+CATALOG |= {
+    # Transfer learning (notes 001, "Transfer learning"): pretrain on one half of CIFAR-10's classes, fine-tune
+    # on the other half with few labels (datasets.<name>.max_train_per_class).
+    "cifar10_0to4": _cifar10_subset("cifar10_0to4", (0, 1, 2, 3, 4), "the source task of transfer learning"),
+    "cifar10_5to9": _cifar10_subset("cifar10_5to9", (5, 6, 7, 8, 9), "the target task of transfer learning"),
+    # Single-object localization (notes 000, "Image or Object localization"): each real MNIST digit pasted at a
+    # seeded random position and scale on a blank canvas; the target is the digit's class and bounding box.
+    "mnist_localization": DatasetEntry(
+        "mnist_localization", "localization", "idx-gz-canvas", "image", files=CATALOG["mnist"].files,
+        source="MNIST digits (http://yann.lecun.com/exdb/mnist/) pasted on a 64x64 canvas by the prepare stage",
+        citation=CATALOG["mnist"].citation, license=CATALOG["mnist"].license,
+        classes=CATALOG["mnist"].classes, base="mnist"),
 }
 
 

@@ -43,7 +43,8 @@ InitializerName = Literal["zeros", "uniform", "xavier_uniform", "xavier_normal",
 SamplerName = Literal["tpe", "random", "cmaes", "gp"]
 PrunerName = Literal["median", "hyperband", "successive_halving", "none"]
 OptimizerName = Literal["gd", "sgd", "sgd_momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam", "adamw"]
-LossName = Literal["bce", "ce", "mse", "mae", "huber", "pseudo_huber", "hinge"]
+LossName = Literal["bce", "ce", "mse", "mae", "huber", "pseudo_huber", "hinge", "ce_smooth_l1", "ce_giou",
+                   "ce_smooth_l1_giou"]
 RegularizationName = Literal["none", "l1", "l2", "elastic_net"]
 
 #: Which losses fit which task (notes 001, "Loss Functions": regression losses and classification losses).
@@ -51,6 +52,8 @@ LOSSES_BY_TASK: dict[str, frozenset[str]] = {
     "binary": frozenset({"bce", "hinge"}),
     "multiclass": frozenset({"ce"}),
     "regression": frozenset({"mse", "mae", "huber", "pseudo_huber"}),
+    # class + box (notes 000, "Image or Object localization"): cross-entropy plus a box loss (models/boxes.py)
+    "localization": frozenset({"ce_smooth_l1", "ce_giou", "ce_smooth_l1_giou"}),
 }
 
 #: Metrics logged per split for each task; ``<split>_<name>`` (e.g. ``val_acc``) is what callbacks may monitor.
@@ -58,6 +61,7 @@ METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
     "binary": ("acc", "precision", "recall", "f1", "roc_auc"),
     "multiclass": ("acc", "precision", "recall", "f1", "roc_auc"),
     "regression": ("mse", "rmse", "mae", "r2"),
+    "localization": ("acc", "mean_iou", "acc_iou50"),
 }
 
 DEFAULT_PARAMS_PATH = REPO_ROOT / "params.yaml"
@@ -86,6 +90,22 @@ class DatasetConfig(Strict):
     seq_len: PositiveInt = Field(200, description="text: tokens per sequence after truncation/padding")
     window: PositiveInt = Field(14, description="time series: past days per sample (the features); the target is "
                                                 "the next day")
+    max_train_per_class: PositiveInt | None = Field(
+        None, description="keep this many seeded train samples of each class (few-label fine-tuning)")
+    max_test_samples: PositiveInt | None = Field(None, description="image datasets: seeded stratified subset of the "
+                                                                   "official test split")
+    canvas_size: int = Field(64, ge=32, le=256, description="localization: side of the square canvas, pixels")
+    min_scale: float = Field(0.6, gt=0, description="localization: smallest digit side, relative to its 28 pixels")
+    max_scale: float = Field(1.6, gt=0, description="localization: largest digit side, relative to its 28 pixels")
+
+    @model_validator(mode="after")
+    def _scales(self) -> DatasetConfig:
+        if self.min_scale > self.max_scale:
+            raise ValueError(f"min_scale {self.min_scale} is above max_scale {self.max_scale}")
+        if round(28 * self.max_scale) > self.canvas_size:
+            raise ValueError(f"a digit at max_scale {self.max_scale} ({round(28 * self.max_scale)} px) does not fit "
+                             f"on the {self.canvas_size}-pixel canvas")
+        return self
 
 
 class AugmentConfig(Strict):
@@ -255,6 +275,27 @@ class DiagnosticsConfig(Strict):
         return [n for n in ("learning_curve", "seeds", "bootstrap") if getattr(self, n).enabled]
 
 
+class PretrainedConfig(Strict):
+    """Start the network's backbone from saved weights (notes 001, "Transfer learning": a small dataset fits the
+    last few layers of a model trained on a large one).
+
+    ``path`` is a weights file relative to the repository root, loaded with ``torch.load(weights_only=True)`` (no
+    code runs on load): a plain ``state_dict`` (``torch.save(network.state_dict(), ...)``, e.g. the
+    ``checkpoints/<experiment>/network.pt`` every train stage writes, or converted ImageNet weights) or a Lightning
+    checkpoint. The backbone is the network's ``features``; its head (``classifier``) starts fresh. Only experiments
+    under ``transfer:`` take it, so that the file is a DVC dependency of their stage.
+    """
+
+    path: str = Field(description="weights file, relative to the repository root")
+    prefix: str | None = Field(None, description="key prefix of the backbone in the file; None: detect "
+                                                 "'network.features.' (Lightning checkpoint) or 'features.'")
+    freeze_backbone: bool = Field(True, description="train the head only (the backbone's weights stay fixed)")
+    unfreeze_at_epoch: NonNegativeInt | None = Field(
+        None, description="with freeze_backbone: the epoch from which the backbone trains too (None: never)")
+    backbone_lr_ratio: PositiveFloat = Field(0.1, le=1, description="the backbone's learning rate once unfrozen, "
+                                                                     "relative to optimizer.lr")
+
+
 class ExperimentConfig(Strict):
     """One experiment: an architecture, a dataset and its hyperparameters. Fully resolved for the active profile."""
 
@@ -278,6 +319,7 @@ class ExperimentConfig(Strict):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     bias_variance: BiasVarianceConfig = Field(default_factory=BiasVarianceConfig)
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
+    pretrained: PretrainedConfig | None = Field(None, description="transfer learning: start from saved weights")
 
     @property
     def task(self) -> str:
@@ -316,6 +358,8 @@ class ExperimentConfig(Strict):
         if self.diagnostics.bootstrap.enabled and entry.task != "regression":
             raise ValueError(f"diagnostics.bootstrap: the bias-variance bootstrap decomposes squared error and "
                              f"needs a regression task; dataset {entry.name!r} is {entry.task}")
+        if self.pretrained and self.pretrained.unfreeze_at_epoch is not None and not self.pretrained.freeze_backbone:
+            raise ValueError("pretrained.unfreeze_at_epoch needs pretrained.freeze_backbone: true (nothing to unfreeze)")
         if self.regularization.type != "none" and self.regularization.strength == 0:
             raise ValueError(f"regularization.type is {self.regularization.type!r} but regularization.strength is 0")
         try:
@@ -413,6 +457,9 @@ class Params(Strict):
     datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
     augment: dict[str, AugmentConfig] = Field(default_factory=dict)
     experiments: dict[str, ExperimentConfig] = Field(default_factory=dict)
+    #: Experiments that start from saved weights (``pretrained:``). DVC's foreach has no optional keys, so they have
+    #: their own stage group (``finetune@<name>``), which depends on the weights file.
+    transfer: dict[str, ExperimentConfig] = Field(default_factory=dict)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
 
     @model_validator(mode="after")
@@ -429,23 +476,42 @@ class Params(Strict):
             if modality != "image" and (aug.hflip or aug.crop_padding or aug.rotation_degrees or aug.zoom
                                         or aug.brightness):
                 raise ValueError(f"augment.{name}: {modality} data only takes noise_std, not image transforms")
+            if CATALOG[name].task == "localization" and aug.enabled:
+                raise ValueError(f"augment.{name}: offline augmentation would move the boxes of localization data; "
+                                 f"it is not supported")
             if modality in ("text", "table") and aug.enabled:
                 raise ValueError(f"augment.{name}: offline augmentation of {modality} data is not supported")
-        for name, exp in self.experiments.items():
-            if exp.dataset not in self.datasets:
-                raise ValueError(f"experiments.{name}.dataset: {exp.dataset!r} has no entry under datasets")
+        for section, experiments in (("experiments", self.experiments), ("transfer", self.transfer)):
+            for name, exp in experiments.items():
+                if exp.dataset not in self.datasets:
+                    raise ValueError(f"{section}.{name}.dataset: {exp.dataset!r} has no entry under datasets")
+                if (exp.pretrained is None) != (section == "experiments"):
+                    raise ValueError(
+                        f"experiments.{name}.pretrained: an experiment that starts from saved weights belongs under "
+                        f"transfer:, whose stages depend on the weights file" if section == "experiments" else
+                        f"transfer.{name}.pretrained: missing; transfer experiments start from saved weights")
+        clash = set(self.experiments) & set(self.transfer)
+        if clash:
+            raise ValueError(f"transfer: {sorted(clash)} also named under experiments; names must be unique")
         for name in self.tuning.experiments:
-            if name not in self.experiments:
-                raise ValueError(f"tuning.experiments.{name}: no such experiment under experiments")
+            if name not in self.all_experiments:
+                raise ValueError(f"tuning.experiments.{name}: no such experiment under experiments or transfer")
         return self
 
+    @property
+    def all_experiments(self) -> dict[str, ExperimentConfig]:
+        """``experiments`` and ``transfer`` together, in file order."""
+        return self.experiments | self.transfer
+
     def experiment(self, name: str) -> ExperimentConfig:
-        """Return experiment ``name``. Raises :class:`ConfigError` listing the known experiments."""
+        """Return experiment ``name`` (from ``experiments`` or ``transfer``). Raises :class:`ConfigError` listing the
+        known experiments."""
         try:
-            return self.experiments[name]
+            return self.all_experiments[name]
         except KeyError:
             raise ConfigError(
-                f"params.yaml: experiments.{name}: no such experiment; known: {', '.join(sorted(self.experiments))}"
+                f"params.yaml: experiments.{name}: no such experiment; known: "
+                f"{', '.join(sorted(self.all_experiments))}"
             ) from None
 
     def dataset(self, name: str) -> DatasetConfig:
@@ -616,24 +682,25 @@ def resolve(raw: dict[str, Any], profile: str | None = None, base_dir: Path | No
     for ds_name, ds_override in (active.get("datasets") or {}).items():
         if ds_name in (raw.get("datasets") or {}):
             raw["datasets"][ds_name] = deep_merge(raw["datasets"][ds_name] or {}, ds_override or {})
-    experiments = raw.get("experiments") or {}
-    if not isinstance(experiments, dict):
-        raise ConfigError("params.yaml: experiments: expected a mapping of experiment name to settings")
-    for name, exp in experiments.items():
-        if not isinstance(exp, dict):
-            raise ConfigError(f"params.yaml: experiments.{name}: expected a mapping, got {type(exp).__name__}")
-        own_profiles = exp.pop("profiles", None) or {}
-        unknown = set(own_profiles) - set(profiles)
-        if unknown:
-            raise ConfigError(
-                f"params.yaml: experiments.{name}.profiles: unknown profile(s) {sorted(unknown)}; "
-                f"defined profiles: {', '.join(sorted(profiles))}"
-            )
-        merged = deep_merge(exp, active.get("experiment") or {})
-        merged = deep_merge(merged, own_profiles.get(profile) or {})
-        if merged.get("use_tuned") is True:
-            merged = deep_merge(merged, load_tuned(name, base_dir or REPO_ROOT)["params"])
-        experiments[name] = merged
+    for section in ("experiments", "transfer"):
+        experiments = raw.get(section) or {}
+        if not isinstance(experiments, dict):
+            raise ConfigError(f"params.yaml: {section}: expected a mapping of experiment name to settings")
+        for name, exp in experiments.items():
+            if not isinstance(exp, dict):
+                raise ConfigError(f"params.yaml: {section}.{name}: expected a mapping, got {type(exp).__name__}")
+            own_profiles = exp.pop("profiles", None) or {}
+            unknown = set(own_profiles) - set(profiles)
+            if unknown:
+                raise ConfigError(
+                    f"params.yaml: {section}.{name}.profiles: unknown profile(s) {sorted(unknown)}; "
+                    f"defined profiles: {', '.join(sorted(profiles))}"
+                )
+            merged = deep_merge(exp, active.get("experiment") or {})
+            merged = deep_merge(merged, own_profiles.get(profile) or {})
+            if merged.get("use_tuned") is True:
+                merged = deep_merge(merged, load_tuned(name, base_dir or REPO_ROOT)["params"])
+            experiments[name] = merged
     return raw
 
 

@@ -35,6 +35,7 @@ import logging
 import re
 import unicodedata
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -77,7 +78,7 @@ def base_meta(entry: DatasetEntry, seed: int) -> dict[str, Any]:
         "raw_files": [raw.path for raw in entry.files],
         "seed": seed,
     }
-    if entry.task in ("binary", "multiclass"):
+    if entry.task in ("binary", "multiclass", "localization"):
         meta["classes"] = list(entry.classes)
         meta["num_classes"] = len(entry.classes)
     return meta
@@ -121,11 +122,42 @@ def subsample_indices(y: np.ndarray, n: int | None, seed: int, *, stratify: bool
     return keep
 
 
+def per_class_indices(y: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """Indices of ``n`` seeded samples of every class of ``y`` (all of a class that has fewer), in index order.
+
+    All indices when ``n`` is None.
+    """
+    if n is None:
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    picked = [rng.permutation(np.flatnonzero(y == c))[:n] for c in np.unique(y)]
+    return np.sort(np.concatenate(picked))
+
+
 def carve_train_val(y_train: np.ndarray, config: DatasetConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``(train, val)`` into an official train split: ``val_fraction`` held out, then ``max_train_samples``."""
+    """Indices ``(train, val)`` into an official train split: ``val_fraction`` held out, then
+    ``max_train_per_class`` samples of each class, then ``max_train_samples``."""
     train, val = split_indices(y_train, config.val_fraction, seed)
+    train = train[per_class_indices(y_train[train], config.max_train_per_class, seed)]
     train = train[subsample_indices(y_train[train], config.max_train_samples, seed)]
     return train, val
+
+
+def test_indices(y_test: np.ndarray, config: DatasetConfig, seed: int) -> np.ndarray:
+    """Indices into an official test split: all of it, or a seeded stratified ``max_test_samples`` of it."""
+    return np.sort(subsample_indices(y_test, config.max_test_samples, seed))
+
+
+def keep_classes(images: np.ndarray, labels: np.ndarray, subset: tuple[int, ...] | None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The samples whose label is in ``subset``, relabelled by position in it (``subset[k]`` becomes ``k``);
+    everything when ``subset`` is None."""
+    if subset is None:
+        return images, labels
+    mask = np.isin(labels, subset)
+    relabel = np.full(int(labels.max(initial=0)) + 1, -1, dtype=np.int64)
+    relabel[list(subset)] = np.arange(len(subset))
+    return images[mask], relabel[labels[mask]]
 
 
 def _fetch_files(entry: DatasetEntry, mirror: str | Path | None) -> dict[str, Path]:
@@ -204,10 +236,11 @@ def _prepare_idx_images(name: str, config: DatasetConfig, seed: int, mirror: str
                                                 files["train-labels-idx1-ubyte.gz"])
     test_images, test_labels = _read_idx_pair(files["t10k-images-idx3-ubyte.gz"], files["t10k-labels-idx1-ubyte.gz"])
     train, val = carve_train_val(train_labels, config, seed)
+    test = test_indices(test_labels, config, seed)
     arrays = {
         "train": (_scale_images(train_images[train]), train_labels[train]),
         "val": (_scale_images(train_images[val]), train_labels[val]),
-        "test": (_scale_images(test_images), test_labels),
+        "test": (_scale_images(test_images[test]), test_labels[test]),
     }
     meta = base_meta(entry, seed)
     meta.update(input_shape=[1, 28, 28], normalization={"method": "min-max", "min": 0, "max": 255})
@@ -240,6 +273,84 @@ def prepare_fashion_mnist(config: DatasetConfig, seed: int, *, mirror: str | Pat
     return _prepare_idx_images("fashion_mnist", config, seed, mirror)
 
 
+# -------------------------------------------------------------------------------------- mnist_localization
+
+#: Pixels of a resized digit at or above this (of 255) count as the digit when its bounding box is measured.
+BOX_INK_THRESHOLD = 26
+
+
+def place_digits(digits: np.ndarray, canvas_size: int, min_scale: float, max_scale: float,
+                 seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Paste each digit at a seeded random scale and position on an empty canvas (notes 000, "Image or Object
+    localization": one object per image, to be classified and located).
+
+    Args:
+        digits: uint8 (N, 28, 28) images.
+        canvas_size: side S of the square canvas, pixels.
+        min_scale, max_scale: the digit's side is drawn uniformly from ``round(28 * min_scale)`` to
+            ``round(28 * max_scale)`` pixels (bilinear resize, aspect kept).
+        seed: seeds the sizes and positions (numpy ``default_rng``).
+
+    Returns:
+        ``(canvases, boxes)``: float32 (N, 1, S, S) in [0, 1], and float32 (N, 4) boxes ``(x1, y1, x2, y2)`` as
+        fractions of S (x to the right, y down), the tight box of the digit's pixels >= :data:`BOX_INK_THRESHOLD`.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    n = len(digits)
+    sizes = rng.integers(round(28 * min_scale), round(28 * max_scale) + 1, size=n)
+    x0 = (rng.random(n) * (canvas_size - sizes + 1)).astype(np.int64)
+    y0 = (rng.random(n) * (canvas_size - sizes + 1)).astype(np.int64)
+    canvases = np.zeros((n, 1, canvas_size, canvas_size), dtype=np.uint8)
+    boxes = np.zeros((n, 4), dtype=np.float32)
+    for i in range(n):
+        size = int(sizes[i])
+        digit = np.asarray(Image.fromarray(digits[i]).resize((size, size), Image.BILINEAR))
+        canvases[i, 0, y0[i]:y0[i] + size, x0[i]:x0[i] + size] = digit
+        rows, cols = np.nonzero(digit >= BOX_INK_THRESHOLD)
+        if len(rows):
+            boxes[i] = (x0[i] + cols.min(), y0[i] + rows.min(), x0[i] + cols.max() + 1, y0[i] + rows.max() + 1)
+        else:  # a blank digit: its whole square
+            boxes[i] = (x0[i], y0[i], x0[i] + size, y0[i] + size)
+    return _scale_images(canvases), boxes / np.float32(canvas_size)
+
+
+def prepare_mnist_localization(config: DatasetConfig, seed: int, *, mirror: str | Path | None = None) -> Prepared:
+    """Single-object localization from real MNIST digits: x float32 (N, 1, S, S) in [0, 1] (S = ``canvas_size``,
+    64 by default), y float32 (N, 5) ``(class, x1, y1, x2, y2)`` with the box in fractions of the canvas
+    (:func:`place_digits`).
+
+    The digits come from MNIST's official splits: val is ``val_fraction`` of the train images (stratified),
+    ``max_train_samples`` subsamples the rest and ``max_test_samples`` the 10,000 test images. Each split gets its
+    own seeded placements.
+
+    Raises:
+        DataNotFoundError, DataIntegrityError: from :func:`~pipelines.fetch.fetch`.
+        DataFormatError: an IDX file is malformed or images and labels disagree.
+    """
+    entry = get_dataset("mnist_localization")
+    files = _fetch_files(entry, mirror)
+    train_images, train_labels = _read_idx_pair(files["train-images-idx3-ubyte.gz"],
+                                                files["train-labels-idx1-ubyte.gz"])
+    test_images, test_labels = _read_idx_pair(files["t10k-images-idx3-ubyte.gz"], files["t10k-labels-idx1-ubyte.gz"])
+    train, val = carve_train_val(train_labels, config, seed)
+    test = test_indices(test_labels, config, seed)
+    arrays = {}
+    for offset, (split, images, labels) in enumerate((("train", train_images[train], train_labels[train]),
+                                                      ("val", train_images[val], train_labels[val]),
+                                                      ("test", test_images[test], test_labels[test]))):
+        canvases, boxes = place_digits(images, config.canvas_size, config.min_scale, config.max_scale, seed + offset)
+        arrays[split] = (canvases, np.concatenate([labels[:, None].astype(np.float32), boxes], axis=1))
+    meta = base_meta(entry, seed)
+    meta.update(input_shape=[1, config.canvas_size, config.canvas_size],
+                normalization={"method": "min-max", "min": 0, "max": 255},
+                target_columns=["class", "x1", "y1", "x2", "y2"],
+                box_format="xyxy, fractions of the canvas side (x right, y down)",
+                digit_size_pixels=[round(28 * config.min_scale), round(28 * config.max_scale)])
+    return Prepared(arrays, meta, {})
+
+
 # ----------------------------------------------------------------------------------------------- cifar10
 
 #: The train batches of the CIFAR-10 binary version, ``data_batch_<k>.bin``; any that are found are used.
@@ -263,14 +374,19 @@ def channel_statistics(images: np.ndarray) -> tuple[list[float], list[float]]:
     return means, stds
 
 
-def prepare_cifar10(config: DatasetConfig, seed: int, *, mirror: str | Path | None = None) -> Prepared:
+def prepare_cifar10(config: DatasetConfig, seed: int, *, mirror: str | Path | None = None,
+                    name: str = "cifar10") -> Prepared:
     """CIFAR-10, binary version: x float32 (N, 3, 32, 32) (R, G, B) standardised per channel, y int64 0-9 in the order
     of ``meta['classes']`` (airplane, automobile, ..., truck).
 
     Splits: the train images are those of whichever train batches ``data_batch_1`` ... ``data_batch_5`` are found,
     in batch order (the shared mirror holds 1-3: 30,000 of the 50,000); ``meta['train_batches']`` (e.g. ``[1, 2, 3]``)
     and ``meta['train_images_available']`` record what was read. The official 10,000-image ``test_batch`` is the test
-    split; ``val_fraction`` of the train images (stratified) is val; ``max_train_samples`` subsamples the rest.
+    split; ``val_fraction`` of the train images (stratified) is val; ``max_train_per_class`` and
+    ``max_train_samples`` subsample the rest, ``max_test_samples`` the test split.
+
+    ``name`` may be a derived catalog entry (``cifar10_0to4``, ``cifar10_5to9``): only its ``class_subset`` of the
+    base classes is kept, relabelled 0..k-1, before anything is split or fitted.
 
     Normalisation: ``x = (pixel / 255 - mean[c]) / std[c]``, with the per-channel mean and std of the final train
     split only (after the val carve-out and ``max_train_samples``; :func:`channel_statistics`), applied unchanged to
@@ -285,21 +401,23 @@ def prepare_cifar10(config: DatasetConfig, seed: int, *, mirror: str | Path | No
         DataIntegrityError: a batch fails its checksum (from :func:`~pipelines.fetch.fetch`).
         DataFormatError: a batch is truncated or malformed (:func:`~pipelines.readers.read_cifar_batch`).
     """
-    entry = get_dataset("cifar10")
+    entry = get_dataset(name)
     files = _fetch_files(entry, mirror)
     batches = [k for k in CIFAR10_TRAIN_BATCHES if f"data_batch_{k}.bin.gz" in files]
     if not batches:
         root = mirror_root(mirror)
         raise DataNotFoundError(
-            f"dataset 'cifar10': none of the train batches cifar10/data_batch_{{1..5}}.bin.gz was found (mirror "
+            f"dataset {name!r}: none of the train batches cifar10/data_batch_{{1..5}}.bin.gz was found (mirror "
             f"{root if root is not None else f'unset (${MIRROR_ENV})'}, the download cache, ${URL_ENV}); at least "
             f"one is required"
         )
     parts = [read_cifar_batch(files[f"data_batch_{k}.bin.gz"]) for k in batches]
-    train_images = np.concatenate([images for images, _ in parts])
-    train_labels = np.concatenate([labels for _, labels in parts])
+    train_images, train_labels = keep_classes(np.concatenate([images for images, _ in parts]),
+                                              np.concatenate([labels for _, labels in parts]), entry.class_subset)
     del parts
-    test_images, test_labels = read_cifar_batch(files["test_batch.bin.gz"])
+    test_images, test_labels = keep_classes(*read_cifar_batch(files["test_batch.bin.gz"]), entry.class_subset)
+    test = test_indices(test_labels, config, seed)
+    test_images, test_labels = test_images[test], test_labels[test]
     train, val = carve_train_val(train_labels, config, seed)
     mean, std = channel_statistics(train_images[train])
     meta = base_meta(entry, seed)
@@ -307,7 +425,8 @@ def prepare_cifar10(config: DatasetConfig, seed: int, *, mirror: str | Path | No
         input_shape=[3, 32, 32],
         raw_files=[raw.path for raw in entry.files if raw.name in files],  # those read, not all five batches
         train_batches=batches,
-        train_images_available=int(len(train_labels)),
+        train_images_available=int(len(train_labels)),  # of the kept classes
+        **({"base": entry.base, "base_classes": list(entry.class_subset)} if entry.class_subset else {}),
         normalization={"method": CHANNEL_STANDARDIZATION, "fitted_on": "train", "scale": "pixel / 255",
                        "channels": ["R", "G", "B"], "mean": mean, "std": std},
     )
@@ -671,6 +790,9 @@ PREPARERS: dict[str, Callable[..., Prepared]] = {
     "mnist": prepare_mnist,
     "fashion_mnist": prepare_fashion_mnist,
     "cifar10": prepare_cifar10,
+    "cifar10_0to4": partial(prepare_cifar10, name="cifar10_0to4"),
+    "cifar10_5to9": partial(prepare_cifar10, name="cifar10_5to9"),
+    "mnist_localization": prepare_mnist_localization,
     "churn": prepare_churn,
     "imdb": prepare_imdb,
     "melbourne_temp": prepare_melbourne_temp,

@@ -137,12 +137,12 @@ def fit(exp: ExperimentConfig, data, seed: int):
     from lightning.pytorch.callbacks import EarlyStopping
 
     from pipelines.data import ArrayDataModule
-    from pipelines.train import build_module, make_trainer, seed_everything
+    from pipelines.train import build_module, make_trainer, seed_everything, transfer_callbacks
 
     seed_everything(seed)
     module = build_module(exp, data.meta)
     datamodule = ArrayDataModule(data, batch_size=None if exp.optimizer.name == "gd" else exp.batch_size, seed=seed)
-    callbacks = []
+    callbacks = transfer_callbacks(exp)
     if exp.early_stopping.enabled:
         es = exp.early_stopping
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, min_delta=es.min_delta, patience=es.patience))
@@ -158,7 +158,7 @@ def _errors(network, data, splits: tuple[str, ...]) -> dict[str, float]:
     from pipelines.evaluate import error_of, predict, split_metrics
 
     task = data.meta["task"]
-    num_classes = data.meta.get("num_classes") if task == "multiclass" else None
+    num_classes = data.meta.get("num_classes") if task in ("multiclass", "localization") else None
     out = {}
     for split in splits:
         outputs = predict(network, to_tensor(data.x[split]))
@@ -187,6 +187,8 @@ def learning_curve(exp: ExperimentConfig, data, seed: int) -> list[dict[str, flo
     cfg = exp.diagnostics.learning_curve
     budgeted = _with_budget(exp, cfg)
     y = np.asarray(data.y["train"])
+    if y.ndim == 2:  # localization: (class, box); stratify on the class
+        y = y[:, 0].astype(np.int64)
     n, classification = len(y), data.meta["task"] != "regression"
     rows = []
     for fraction in sorted(cfg.fractions):

@@ -29,10 +29,14 @@ log = logging.getLogger("deepnotes.evaluate")
 ROC_POINTS = 101  # the ROC curve is resampled on this many evenly spaced false-positive rates
 
 
-def predict(network, x, batch_size: int = 2048):
-    """Network outputs for all of ``x`` (a tensor ``(N, ...)``), in eval mode without gradients, on the CPU."""
+def predict(network, x, batch_size: int | None = None):
+    """Network outputs for all of ``x`` (a tensor ``(N, ...)``), in eval mode without gradients, on the CPU, in
+    batches of ``batch_size`` (default :data:`pipelines.data.EVAL_BATCH_SIZE`)."""
     import torch
 
+    from pipelines.data import EVAL_BATCH_SIZE
+
+    batch_size = batch_size or EVAL_BATCH_SIZE
     network.eval()
     with torch.inference_mode():
         return torch.cat([network(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).float()
@@ -54,10 +58,13 @@ def split_metrics(outputs, targets, task: str, num_classes: int | None, num_feat
 
 
 def error_of(metrics: dict[str, float], task: str) -> float:
-    """The error the bias/variance verdict compares: 1 - accuracy, or RMSE for regression.
+    """The error the bias/variance verdict compares: 1 - accuracy, RMSE for regression, or 1 - accuracy at
+    IoU >= 0.5 for localization (a wrong class or a box off by more than half its area both count).
 
     (Not stored under the key ``error``: ``dvc metrics`` reads that key as a failure to load the file.)
     """
+    if task == "localization":
+        return 1.0 - metrics["acc_iou50"]
     return metrics["rmse"] if task == "regression" else 1.0 - metrics["acc"]
 
 
@@ -112,9 +119,20 @@ def bias_variance_components(diagnosis) -> dict[str, float]:
             "variance": diagnosis.variance, "test_gap": diagnosis.test_gap}
 
 
+def classification_view(outputs, targets, task: str, num_classes: int | None):
+    """``(outputs, targets, task)`` as a classifier sees them: for localization the class logits ``(N, C)`` and
+    labels ``(N,)`` as a multiclass task (its confusion matrix, ROC and PR curves); others unchanged."""
+    if task != "localization":
+        return outputs, targets, task
+    from models.boxes import split_outputs, split_targets
+
+    return split_outputs(outputs, num_classes)[0], split_targets(targets)[0], "multiclass"
+
+
 def prediction_figure(data, outputs, targets, task: str, examples: int = 32):
-    """A figure of example test predictions: an image grid (misclassified in red), text reviews or table rows
-    with their predicted probability, or predicted against actual values for regression."""
+    """A figure of example test predictions: an image grid (misclassified in red; localization draws the true box
+    in green and the predicted one in orange), text reviews or table rows with their predicted probability, or
+    predicted against actual values for regression."""
     import numpy as np
 
     from pipelines import plots
@@ -130,6 +148,13 @@ def prediction_figure(data, outputs, targets, task: str, examples: int = 32):
         ax.set(xlabel="actual", ylabel="predicted", title="Test predictions against actual values")
         fig.tight_layout()
         return fig
+    boxes = None
+    if task == "localization":
+        from models.boxes import split_outputs, split_targets
+
+        num_classes = meta["num_classes"]
+        boxes = list(zip(split_targets(targets)[1].tolist(), split_outputs(outputs, num_classes)[1].tolist()))
+        outputs, targets, task = classification_view(outputs, targets, task, num_classes)
     classes = meta.get("classes") or [str(i) for i in range(int(outputs.shape[-1]))]
     if task == "binary":
         prob = outputs.sigmoid().numpy()
@@ -149,7 +174,8 @@ def prediction_figure(data, outputs, targets, task: str, examples: int = 32):
 
         pixels = np.clip(to_unit_range(np.asarray(data.x["test"][chosen]), meta), 0.0, 1.0)  # undo standardisation
         return plots.image_grid_figure(pixels, [label(a) for a in actual[chosen]],
-                                       [label(p) for p in predicted[chosen]], wrong[chosen].tolist())
+                                       [label(p) for p in predicted[chosen]], wrong[chosen].tolist(),
+                                       boxes=None if boxes is None else [boxes[i] for i in chosen])
     chosen = chosen[:16]
     if meta["modality"] == "text":
         from tokenizers import Tokenizer
@@ -209,7 +235,8 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
                                                   weights_only=True)
     data = load_prepared(PREPARED_ROOT / exp.dataset)  # the un-augmented train split: the error the model fits
     meta = data.meta
-    task, num_classes = meta["task"], meta.get("num_classes") if meta["task"] == "multiclass" else None
+    task = meta["task"]
+    num_classes = meta.get("num_classes") if task in ("multiclass", "localization") else None
     num_features = int(torch.tensor(meta["input_shape"]).prod())
 
     results: dict[str, Any] = {"experiment": name, "architecture": exp.architecture, "dataset": exp.dataset,
@@ -234,17 +261,18 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
         rows = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(history_path.open())]
         figures["history.png"] = plots.history_figure(rows, "acc" if task != "regression" else "mse")
     if task != "regression":
-        matrix, curves = confusion_and_roc(*outputs["test"], task, num_classes)
+        test_view = classification_view(*outputs["test"], task, num_classes)  # localization: its class part
+        matrix, curves = confusion_and_roc(*test_view, num_classes)
         classes = meta.get("classes") or [str(i) for i in range(len(matrix))]
         confusion_matrix = matrix.tolist()  # logged to MLflow; dvc gets it as plots/confusion/<name>.csv
-        predicted = (outputs["test"][0] > 0).long() if task == "binary" else outputs["test"][0].argmax(-1)
+        predicted = (test_view[0] > 0).long() if task == "binary" else test_view[0].argmax(-1)
         atomic_write_text(PLOTS_ROOT / "confusion" / f"{name}.csv", _csv(
             ["actual", "predicted"],
-            ((classes[a], classes[p]) for a, p in zip(outputs["test"][1].tolist(), predicted.tolist()))))
+            ((classes[a], classes[p]) for a, p in zip(test_view[1].tolist(), predicted.tolist()))))
         atomic_write_text(PLOTS_ROOT / "roc" / f"{name}.csv", _csv(
             ["class", "fpr", "tpr"],
             ((label, f"{f:.4f}", f"{t:.4f}") for label, (fpr, tpr, _) in curves.items() for f, t in zip(fpr, tpr))))
-        pr = pr_curves(*outputs["test"], task, num_classes)
+        pr = pr_curves(*test_view, num_classes)
         atomic_write_text(PLOTS_ROOT / "pr" / f"{name}.csv", _csv(
             ["class", "recall", "precision"],
             ((label, f"{r:.4f}", f"{p:.4f}") for label, (rec, prec, _) in pr.items() for r, p in zip(rec, prec))))
@@ -259,7 +287,7 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
     components = bias_variance_components(diagnosis)
     atomic_write_text(PLOTS_ROOT / "bias_variance" / f"{name}.csv",
                       _csv(["component", "value"], ((k, f"{v:.6f}") for k, v in components.items())))
-    unit = "RMSE" if task == "regression" else "classification error"
+    unit = {"regression": "RMSE", "localization": "1 - accuracy at IoU >= 0.5"}.get(task, "classification error")
     figures["bias_variance.png"] = plots.bias_variance_figure(
         components, f"Bias/variance: {diagnosis.verdict}", unit)
     figures["predictions.png"] = prediction_figure(data, *outputs["test"], task)

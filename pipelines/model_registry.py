@@ -104,13 +104,17 @@ def primary_metric(task: str) -> tuple[str, bool]:
     """The metric that ranks versions of a task's models, and whether greater is better.
 
     ``classification``, ``binary`` and ``multiclass`` give ``("test_acc", True)``; ``regression`` gives
-    ``("test_rmse", False)`` (RMSE in target units). Raises ``ValueError`` for any other task.
+    ``("test_rmse", False)`` (RMSE in target units); ``localization`` ``("test_acc_iou50", True)`` (right class and
+    IoU >= 0.5). Raises ``ValueError`` for any other task.
     """
     if task in ("classification", "binary", "multiclass"):
         return "test_acc", True
+    if task == "localization":
+        return "test_acc_iou50", True
     if task == "regression":
         return "test_rmse", False
-    raise ValueError(f"unknown task {task!r}: expected classification, binary, multiclass or regression")
+    raise ValueError(f"unknown task {task!r}: expected classification, binary, multiclass, regression or "
+                     f"localization")
 
 
 def _beats(value: float, champion: float, greater_is_better: bool) -> bool:

@@ -178,20 +178,30 @@ def seeds_figure(rows: list[dict], unit: str = "test error") -> Figure:
 
 
 def image_grid_figure(images: np.ndarray, actual: Sequence[str], predicted: Sequence[str], wrong: Sequence[bool],
-                      columns: int = 8, title: str = "Test predictions (misclassified in red)") -> Figure:
+                      columns: int = 8, title: str = "Test predictions (misclassified in red)",
+                      boxes: Sequence[tuple[Sequence[float], Sequence[float]]] | None = None) -> Figure:
     """A grid of images ``(N, C, H, W)`` (C = 1 or 3; pixels in [0, 1], or any range: each image is then scaled),
-    titled ``predicted (actual)``, with misclassified ones framed and titled in red."""
+    titled ``predicted (actual)``, with misclassified ones framed and titled in red.
+
+    ``boxes``: per image ``(true, predicted)`` boxes ``(x1, y1, x2, y2)`` in fractions of the image side, drawn in
+    green (true) and orange (predicted) (localization)."""
     n = len(images)
     rows = max(1, int(np.ceil(n / columns)))
     fig, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.6 * rows + 0.6), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, a, p, w in zip(axes.flat, images, actual, predicted, wrong):
+    for i, (ax, image, a, p, w) in enumerate(zip(axes.flat, images, actual, predicted, wrong)):
         img = np.asarray(image, dtype=float)
         if img.min() < 0 or img.max() > 1:
             img = (img - img.min()) / (np.ptp(img) or 1.0)
         ax.imshow(img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0)), cmap="gray" if img.shape[0] == 1 else None)
         ax.set_title(f"{p} ({a})", fontsize=8, color="red" if w else "black")
+        if boxes is not None:
+            height, width = img.shape[-2:]
+            for box, color in zip(boxes[i], ("lime", "orange")):
+                x1, y1, x2, y2 = (float(v) for v in box)
+                ax.add_patch(plt.Rectangle((x1 * width - 0.5, y1 * height - 0.5), (x2 - x1) * width,
+                                           (y2 - y1) * height, fill=False, edgecolor=color, linewidth=1.2))
         if w:
             ax.axis("on")
             ax.set(xticks=[], yticks=[])

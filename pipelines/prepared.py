@@ -46,7 +46,8 @@ class PreparedDataError(RuntimeError):
 
 @dataclass
 class PreparedData:
-    """Arrays of one prepared dataset. ``x[split]`` has shape ``(N, *meta['input_shape'])``, ``y[split]`` ``(N,)``."""
+    """Arrays of one prepared dataset. ``x[split]`` has shape ``(N, *meta['input_shape'])``, ``y[split]`` ``(N,)``
+    (``(N, 5)`` ``(class, x1, y1, x2, y2)`` for localization)."""
 
     meta: dict[str, Any]
     x: dict[str, np.ndarray] = field(default_factory=dict)
@@ -58,7 +59,7 @@ class PreparedData:
 
     @property
     def num_outputs(self) -> int:
-        return self.meta["num_classes"] if self.task == "multiclass" else 1
+        return self.meta["num_classes"] if self.task in ("multiclass", "localization") else 1
 
 
 def _channel_stats(meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:

@@ -49,14 +49,17 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 def primary_metric(task: str) -> tuple[str, bool]:
-    """The leaderboard's metric of a task and whether higher is better: ``acc`` (classification) or ``rmse``."""
+    """The leaderboard's metric of a task and whether higher is better: ``acc`` (classification), ``rmse``
+    (regression) or ``acc_iou50`` (localization: right class and IoU >= 0.5)."""
+    if task == "localization":
+        return "acc_iou50", True
     return ("rmse", False) if task == "regression" else ("acc", True)
 
 
 def collect(params: Params, metrics_root: Path = METRICS_ROOT) -> list[dict[str, Any]]:
     """One row per experiment of ``params`` with the leaderboard's fields (missing ones are ``None``)."""
     rows = []
-    for name, exp in params.experiments.items():
+    for name, exp in params.all_experiments.items():
         evaluation = _read(metrics_root / "evaluate" / f"{name}.json")
         train = _read(metrics_root / "train" / f"{name}.json")
         studies = _read(metrics_root / "diagnose" / f"{name}.json")
@@ -75,14 +78,48 @@ def collect(params: Params, metrics_root: Path = METRICS_ROOT) -> list[dict[str,
             "model": f"{registry['name']} v{registry['version']} ({registry['alias']})" if registry.get("name") else None,
             "learning_curve": (studies.get("learning_curve") or {}).get("note"),
             "seeds": studies.get("seeds"), "bootstrap": studies.get("bootstrap"),
+            "pretrained": exp.pretrained.model_dump() if exp.pretrained else None,
         })
     return rows
+
+
+def _transfer_section(rows: list[dict[str, Any]]) -> list[str]:
+    """Transfer learning against training from scratch: every experiment on a dataset that a transfer experiment
+    fine-tunes on, best first, with how its backbone started and trained."""
+    datasets = sorted({r["dataset"] for r in rows if r["pretrained"]})
+    if not datasets:
+        return []
+    lines = ["## Transfer learning", "",
+             "Fine-tuned backbones against the same architecture trained from scratch on the same labels "
+             "(notes 001, Transfer learning).", "",
+             "| dataset | experiment | start | backbone | primary metric |", "|---|---|---|---|---|"]
+    for dataset in datasets:
+        group = sorted((r for r in rows if r["dataset"] == dataset and r["value"] is not None),
+                       key=lambda r: r["value"], reverse=_higher_is_better(rows, dataset))
+        for r in group:
+            p = r["pretrained"]
+            start = f"`{p['path']}`" if p else "scratch (random init)"
+            if not p:
+                backbone = "trained"
+            elif not p["freeze_backbone"]:
+                backbone = "trained from the start"
+            elif p["unfreeze_at_epoch"] is None:
+                backbone = "frozen"
+            else:
+                backbone = f"frozen, trained from epoch {p['unfreeze_at_epoch']} (lr x {p['backbone_lr_ratio']})"
+            lines.append(f"| {dataset} | `{r['experiment']}` | {start} | {backbone} | {r['metric']} {_fmt(r['value'])} |")
+    return lines + [""]
+
+
+def _higher_is_better(rows: list[dict[str, Any]], dataset: str) -> bool:
+    return next(r["higher_is_better"] for r in rows if r["dataset"] == dataset)
 
 
 def render(rows: list[dict[str, Any]]) -> str:
     """The Markdown report: a leaderboard per task (best first), then the diagnostic studies that ran."""
     lines = ["# deepnotes: experiment summary", "",
-             "Written by the `report` stage from the DVC metrics files. Errors are 1 - accuracy, or RMSE for regression; "
+             "Written by the `report` stage from the DVC metrics files. Errors are 1 - accuracy, RMSE for regression, or "
+             "1 - accuracy at IoU >= 0.5 for localization; "
              "the verdict compares them with each experiment's `bias_variance.reference_error` (notes 000).", ""]
     header = ("| rank | experiment | architecture | dataset | notes | primary metric | train / val / test error | "
               "bias/variance | gradients | params | train time (s) | model | MLflow run |")
@@ -102,6 +139,7 @@ def render(rows: list[dict[str, Any]]) -> str:
                 lines.append(f"| – | `{r['experiment']}` | {r['architecture']} | {r['dataset']} | {r['notes']} | "
                              "not run | | | | | | | |")
         lines.append("")
+    lines += _transfer_section(rows)
     studies = [r for r in rows if r["learning_curve"] or r["seeds"] or r["bootstrap"]]
     if studies:
         lines += ["## Diagnostic studies", ""]
@@ -130,7 +168,7 @@ def write_study_plots(params: Params, studies_root: Path = STUDIES_ROOT, plots_r
     staging = plots_root.with_name(plots_root.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     written = []
-    for name in params.experiments:
+    for name in params.all_experiments:
         tables = _read(studies_root / f"{name}.json").get("tables", {})
         for study, rows in tables.items():
             if rows:

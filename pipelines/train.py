@@ -6,8 +6,13 @@ time, git commit, the data hash from ``dvc.lock``, the seed and library versions
 model (``mlflow.pytorch.log_model`` with a signature, an input example and explicit pip requirements; a
 ``state_dict`` where export fails).
 
-Outputs: ``checkpoints/<experiment>/{best,last}.ckpt`` and ``run.json`` (the MLflow run id, so ``evaluate``
-logs into the same run), ``metrics/train/<experiment>.json`` and ``plots/history/<experiment>.csv``.
+Outputs: ``checkpoints/<experiment>/{best,last}.ckpt``, ``network.pt`` (the best network's ``state_dict``, weights
+only: what a ``transfer`` experiment starts from) and ``run.json`` (the MLflow run id, so ``evaluate`` logs into
+the same run), ``metrics/train/<experiment>.json`` and ``plots/history/<experiment>.csv``.
+
+An experiment under ``transfer:`` (``pretrained:``) first loads its backbone from the weights file
+(:func:`models.transfer.load_backbone`) and trains with :class:`pipelines.callbacks.FreezeBackbone` when the backbone
+is frozen.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ def network_spec(exp: ExperimentConfig, meta: dict[str, Any]) -> dict[str, Any]:
     """The :class:`models.registry.NetworkSpec` fields for an experiment on a prepared dataset (as a plain dict)."""
     return {
         "input_shape": list(meta["input_shape"]),
-        "num_outputs": meta["num_classes"] if meta["task"] == "multiclass" else 1,
+        "num_outputs": meta["num_classes"] if meta["task"] in ("multiclass", "localization") else 1,
         "activation": exp.activation,
         "dropout": exp.dropout,
         "batch_norm": exp.batch_norm,
@@ -50,21 +55,60 @@ def network_spec(exp: ExperimentConfig, meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_module(exp: ExperimentConfig, meta: dict[str, Any]):
-    """The shared :class:`models.module.DeepNotesModule` for ``exp`` (network initialised with the seeded RNG)."""
+    """The shared :class:`models.module.DeepNotesModule` for ``exp`` (network initialised with the seeded RNG,
+    then, for a transfer experiment, its backbone loaded from ``exp.pretrained.path``: :func:`load_pretrained`).
+
+    Raises:
+        ConfigError: the pretrained weights file is missing or does not fit the backbone.
+    """
     from models.module import DeepNotesModule
 
-    return DeepNotesModule(
+    module = DeepNotesModule(
         architecture=exp.architecture,
         spec=network_spec(exp, meta),
         model_params=exp.model,
         task=meta["task"],
-        num_classes=meta.get("num_classes") if meta["task"] == "multiclass" else None,
+        num_classes=meta.get("num_classes") if meta["task"] in ("multiclass", "localization") else None,
         loss=exp.loss,
         optimizer=exp.optimizer.model_dump(mode="json"),
         regularization=exp.regularization.model_dump(mode="json"),
         initializer=exp.initializer,
         huber_delta=exp.huber_delta,
     )
+    if exp.pretrained:
+        load_pretrained(exp, module.network)
+    return module
+
+
+def transfer_callbacks(exp: ExperimentConfig) -> list:
+    """``[FreezeBackbone]`` when ``exp`` fine-tunes a frozen backbone (:class:`pipelines.callbacks.FreezeBackbone`),
+    else ``[]``. Shared by training, tuning trials and the diagnostic studies."""
+    if not (exp.pretrained and exp.pretrained.freeze_backbone):
+        return []
+    from pipelines.callbacks import FreezeBackbone
+
+    return [FreezeBackbone(exp.pretrained.unfreeze_at_epoch, exp.pretrained.backbone_lr_ratio)]
+
+
+def load_pretrained(exp: ExperimentConfig, network) -> dict[str, Any]:
+    """Load ``exp.pretrained``'s backbone weights into ``network``; returns what to log as ``pretrained.*``
+    params: the file's sha256, the tensors and parameters loaded and the key prefix.
+
+    Raises:
+        ConfigError: the file is missing or does not fit the backbone (naming the key and the file).
+    """
+    import hashlib
+
+    from models.transfer import PretrainedWeightsError, load_backbone
+    from pipelines.config import ConfigError
+
+    path = REPO_ROOT / exp.pretrained.path
+    try:
+        loaded = load_backbone(network, path, exp.pretrained.prefix)
+    except PretrainedWeightsError as exc:
+        raise ConfigError(f"params.yaml: pretrained.path: {exc}") from None
+    return {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "loaded_tensors": loaded["tensors"],
+            "loaded_parameters": loaded["parameters"], "prefix": loaded["prefix"]}
 
 
 def seed_everything(seed: int) -> None:
@@ -242,6 +286,17 @@ def log_model(network, example, run_id: str) -> tuple[str, str]:
         return "state_dict", f"runs:/{run_id}/model_state_dict/state_dict.pt"
 
 
+def save_network(network, path: Path) -> None:
+    """Write ``network.state_dict()`` to ``path`` atomically (load with ``torch.load(path, weights_only=True)``)."""
+    import torch
+
+    from pipelines.io import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    torch.save(network.state_dict(), buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def train(name: str, params: Params) -> dict[str, Any]:
     """Train experiment ``name``; returns the summary written to ``metrics/train/<name>.json``."""
     import lightning.pytorch as L
@@ -267,6 +322,7 @@ def train(name: str, params: Params) -> dict[str, Any]:
     datamodule = ArrayDataModule(data, batch_size=batch_size, seed=seed)
     module = build_module(exp, meta)
     num_params = sum(p.numel() for p in module.network.parameters())
+    pretrained = load_pretrained(exp, module.network) if exp.pretrained else {}  # reloaded: for its params
 
     experiment_id = ensure_experiment(params)
     client = mlflow.MlflowClient(tracking_uri(params))
@@ -278,7 +334,8 @@ def train(name: str, params: Params) -> dict[str, Any]:
     run = client.create_run(experiment_id, tags=tags)
     run_id = run.info.run_id
     log_params(client, run_id, run_params(exp, seed=seed, profile=params.profile, meta=meta,
-                                          num_params=num_params, versions=versions))
+                                          num_params=num_params, versions=versions)
+               | {f"pretrained.{k}": v for k, v in pretrained.items()})
 
     ckpt_dir = CHECKPOINT_ROOT / name
     history = History(_PROCESS_START)
@@ -290,6 +347,7 @@ def train(name: str, params: Params) -> dict[str, Any]:
     if exp.early_stopping.enabled:
         es = exp.early_stopping
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, min_delta=es.min_delta, patience=es.patience))
+    callbacks += transfer_callbacks(exp)
     gradients = gradient_diagnostics(exp)
     if gradients is not None:
         callbacks.append(gradients)
@@ -324,8 +382,9 @@ def train(name: str, params: Params) -> dict[str, Any]:
     client.log_metric(run_id, "first_step_seconds", summary["first_step_seconds"])
     client.log_artifact(run_id, str(best_path), artifact_path="checkpoints")
 
+    best = type(module).load_from_checkpoint(best_path, map_location="cpu", weights_only=True)
+    save_network(best.network, ckpt_dir / "network.pt")
     if params.tracking.log_model:
-        best = type(module).load_from_checkpoint(best_path, map_location="cpu", weights_only=True)
         example = datamodule.tensors["test"][0][:2].numpy()
         summary["model_format"], summary["model_uri"] = log_model(best.network, example, run_id)
         client.set_tag(run_id, "model_format", summary["model_format"])

@@ -250,7 +250,7 @@ class Objective:
         from pipelines.callbacks import History
         from pipelines.data import ArrayDataModule
         from pipelines.train import (build_module, gradient_diagnostics, log_params, make_trainer, run_params,
-                                     seed_everything)
+                                     seed_everything, transfer_callbacks)
 
         settings = self.session.settings
         # one device per trial: parallelism comes from workers (the pruning callback cannot span DDP processes
@@ -268,7 +268,7 @@ class Objective:
         datamodule = ArrayDataModule(self.data, batch_size=batch_size, seed=self.seed)
         history = History()
         callbacks = [history, non_finite_guard(settings.metric),
-                     PyTorchLightningPruningCallback(trial, monitor=settings.metric)]
+                     PyTorchLightningPruningCallback(trial, monitor=settings.metric), *transfer_callbacks(exp)]
         if exp.early_stopping.enabled:
             es = exp.early_stopping
             callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, min_delta=es.min_delta,

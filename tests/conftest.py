@@ -78,7 +78,7 @@ def tiny_repo(tmp_path_factory, mirror) -> tuple[Path, dict[str, str], str]:
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "tiny"], repo, env)
     first = _run([str(BIN / "dvc"), "repro"], repo, env)
-    assert "tune@" not in first.stdout  # searches are opt-in
+    assert "stage 'tune@" not in first.stdout  # searches are opt-in
     return repo, env, first.stdout
 
 

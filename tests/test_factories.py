@@ -294,9 +294,13 @@ def test_regression_targets_are_reshaped_not_broadcast():
 
 @pytest.mark.parametrize("name", LOSSES)
 def test_losses_are_picklable_scalars(name):
-    loss_fn = pickle.loads(pickle.dumps(make_loss(name)))  # e.g. a logged model holding its loss
+    loss_fn = pickle.loads(pickle.dumps(make_loss(name, num_classes=3)))  # e.g. a logged model holding its loss
     outputs = torch.randn(4, 3) if name == "ce" else torch.randn(4)
     targets = torch.tensor([0, 2, 1, 0]) if name == "ce" else torch.tensor([0, 1, 1, 0])
+    if name.startswith("ce_"):  # localization: 3 logits and a box; targets (class, x1, y1, x2, y2)
+        outputs = torch.cat([torch.randn(4, 3), torch.tensor([[0.1, 0.1, 0.5, 0.5]]).repeat(4, 1)], dim=1)
+        targets = torch.tensor([[0, 0.2, 0.2, 0.6, 0.6], [2, 0.0, 0.0, 0.3, 0.4], [1, 0.5, 0.5, 0.9, 0.9],
+                                [0, 0.1, 0.1, 0.5, 0.5]])
     value = loss_fn(outputs, targets)
     assert value.shape == () and torch.isfinite(value)
 

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.integration
 
 
 def _experiments(repo: Path) -> list[str]:
-    return sorted(yaml.safe_load((repo / "params.yaml").read_text())["experiments"])
+    """Every experiment's name: those under ``experiments`` and the fine-tuned ones under ``transfer``."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    return sorted(params["experiments"] | params["transfer"])
 
 
 def test_repro_tracks_every_experiment(tiny_repo):
@@ -42,6 +44,9 @@ def test_repro_tracks_every_experiment(tiny_repo):
         assert {"train_loss", "val_loss", "epoch_time"} <= set(metrics), (name, sorted(metrics))
         if tags["dataset"] == "melbourne_temp":  # regression: RMSE in degrees C
             assert metrics["test_rmse"] > 0 and "test_acc" not in metrics
+        elif tags["dataset"] == "mnist_localization":  # class and box
+            assert 0.0 <= metrics["test_acc_iou50"] <= metrics["test_acc"] <= 1.0
+            assert 0.0 <= metrics["test_mean_iou"] <= 1.0
         else:
             assert 0.0 <= metrics["test_acc"] <= 1.0
         assert tags["architecture"] and tags["dataset"] and tags["notes"].startswith("notes ")

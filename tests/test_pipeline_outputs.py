@@ -38,14 +38,15 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def test_every_run_has_gradient_and_system_metrics_and_plots(store):
     repo, params, client, runs = store
-    assert sorted(runs) == sorted(params["experiments"])
+    experiments = params["experiments"] | params["transfer"]
+    assert sorted(runs) == sorted(experiments)
     for name, run in runs.items():
         metrics, tags = run.data.metrics, run.data.tags
         assert {"grad_norm_total", "grad_ratio_first_last", "gradients.vanishing", "gradients.exploding"} <= set(metrics), name
         assert any(k.startswith("grad_norm/") for k in metrics) and any(k.startswith("weight_norm/") for k in metrics)
         assert tags["gradient_flags"] in {"ok", "vanishing", "exploding", "vanishing+exploding"}, name
         assert any(k.startswith("system/cpu_utilization") for k in metrics), (name, sorted(metrics))
-        regression = params["experiments"][name]["dataset"] == "melbourne_temp"
+        regression = experiments[name]["dataset"] == "melbourne_temp"
         expected = PLOTS | (set() if regression else CLASSIFICATION_PLOTS)
         logged = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")}
         assert expected <= logged, (name, sorted(expected - logged))
