@@ -58,12 +58,15 @@ def test_every_registered_architecture_is_buildable():
         "vgg": NetworkSpec((3, 32, 32), 10),
         "resnet": NetworkSpec((3, 32, 32), 10),
         "plain_cnn": NetworkSpec((1, 28, 28), 10),
+        "localizer": NetworkSpec((1, 64, 64), 10),
     }
     assert set(specs) == set(REGISTRY)
     for name, spec in specs.items():
         net = initialize(build_network(name, spec), "he_normal")
         x = torch.randint(1, 50, (4, *spec.input_shape)) if spec.vocab_size else torch.rand(4, *spec.input_shape)
         expected = (4,) if spec.num_outputs == 1 else (4, spec.num_outputs)
+        if name == "localizer":  # class logits, then the box (x1, y1, x2, y2)
+            expected = (4, spec.num_outputs + 4)
         assert net(x).shape == expected, name
 
 

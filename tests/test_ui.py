@@ -90,7 +90,8 @@ def _shot(page, name: str, record_property) -> Path:
 def test_runs_table_lists_every_experiment(page, mlflow_server, tiny_repo, record_property):
     from playwright.sync_api import expect
 
-    expected = sorted(yaml.safe_load((tiny_repo[0] / "params.yaml").read_text())["experiments"])
+    params = yaml.safe_load((tiny_repo[0] / "params.yaml").read_text())
+    expected = sorted(params["experiments"] | params["transfer"])  # the fine-tuned ones are runs too
     _open_runs_table(page, mlflow_server)
     for name in expected:
         expect(page.get_by_role("link", name=name, exact=True)).to_be_visible()
