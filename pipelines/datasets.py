@@ -227,21 +227,26 @@ def _scale_images(images: np.ndarray) -> np.ndarray:
     return out
 
 
-def _prepare_idx_images(name: str, config: DatasetConfig, seed: int, mirror: str | Path | None) -> Prepared:
-    """An MNIST-format dataset ``name`` (the four IDX files ``{train,t10k}-{images,labels}``); see
-    :func:`prepare_mnist`."""
-    entry = get_dataset(name)
+def _idx_splits(entry: DatasetEntry, config: DatasetConfig, seed: int,
+                mirror: str | Path | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The uint8 images (N, 28, 28) and int64 labels of each split of an MNIST-format dataset (the four IDX files
+    ``{train,t10k}-{images,labels}``): val carved from the official train split, then ``max_train_per_class`` and
+    ``max_train_samples``; the official test split, or ``max_test_samples`` of it."""
     files = _fetch_files(entry, mirror)
     train_images, train_labels = _read_idx_pair(files["train-images-idx3-ubyte.gz"],
                                                 files["train-labels-idx1-ubyte.gz"])
     test_images, test_labels = _read_idx_pair(files["t10k-images-idx3-ubyte.gz"], files["t10k-labels-idx1-ubyte.gz"])
     train, val = carve_train_val(train_labels, config, seed)
     test = test_indices(test_labels, config, seed)
-    arrays = {
-        "train": (_scale_images(train_images[train]), train_labels[train]),
-        "val": (_scale_images(train_images[val]), train_labels[val]),
-        "test": (_scale_images(test_images[test]), test_labels[test]),
-    }
+    return {"train": (train_images[train], train_labels[train]), "val": (train_images[val], train_labels[val]),
+            "test": (test_images[test], test_labels[test])}
+
+
+def _prepare_idx_images(name: str, config: DatasetConfig, seed: int, mirror: str | Path | None) -> Prepared:
+    """An MNIST-format dataset ``name`` (see :func:`_idx_splits`); see :func:`prepare_mnist`."""
+    entry = get_dataset(name)
+    arrays = {split: (_scale_images(images), labels)
+              for split, (images, labels) in _idx_splits(entry, config, seed, mirror).items()}
     meta = base_meta(entry, seed)
     meta.update(input_shape=[1, 28, 28], normalization={"method": "min-max", "min": 0, "max": 255})
     return Prepared(arrays, meta, {})
@@ -330,16 +335,8 @@ def prepare_mnist_localization(config: DatasetConfig, seed: int, *, mirror: str 
         DataFormatError: an IDX file is malformed or images and labels disagree.
     """
     entry = get_dataset("mnist_localization")
-    files = _fetch_files(entry, mirror)
-    train_images, train_labels = _read_idx_pair(files["train-images-idx3-ubyte.gz"],
-                                                files["train-labels-idx1-ubyte.gz"])
-    test_images, test_labels = _read_idx_pair(files["t10k-images-idx3-ubyte.gz"], files["t10k-labels-idx1-ubyte.gz"])
-    train, val = carve_train_val(train_labels, config, seed)
-    test = test_indices(test_labels, config, seed)
     arrays = {}
-    for offset, (split, images, labels) in enumerate((("train", train_images[train], train_labels[train]),
-                                                      ("val", train_images[val], train_labels[val]),
-                                                      ("test", test_images[test], test_labels[test]))):
+    for offset, (split, (images, labels)) in enumerate(_idx_splits(entry, config, seed, mirror).items()):
         canvases, boxes = place_digits(images, config.canvas_size, config.min_scale, config.max_scale, seed + offset)
         arrays[split] = (canvases, np.concatenate([labels[:, None].astype(np.float32), boxes], axis=1))
     meta = base_meta(entry, seed)
