@@ -18,7 +18,7 @@ import lightning.pytorch as L
 import torch
 
 from benchmarks._common import REPO_ROOT, atomic_write_text, load_average, machine_info, mirror_path
-from models.module import DeepNotesModule
+from pipelines.training.module import SupervisedModule
 from pipelines.data import TensorBatches
 from pipelines.diagnostics import GradientDiagnostics
 from pipelines.readers import read_idx
@@ -27,10 +27,10 @@ RESULTS = REPO_ROOT / "benchmarks" / "DIAGNOSTICS.md"
 VARIANTS = {"off": None, "every 25 (default)": 25, "every 1": 1}
 
 
-def _module() -> DeepNotesModule:
+def _module() -> SupervisedModule:
     spec = {"input_shape": [1, 28, 28], "num_outputs": 10, "activation": "relu", "dropout": 0.0,
             "batch_norm": True, "vocab_size": None}
-    return DeepNotesModule("lenet5", spec, {"pooling": "max"}, "multiclass", 10, "ce", {"name": "adam", "lr": 1e-3},
+    return SupervisedModule("lenet5", spec, {"pooling": "max"}, "multiclass", {"num_classes": 10}, "ce", {"name": "adam", "lr": 1e-3},
                            {"type": "none", "strength": 0.0}, "he_uniform")
 
 

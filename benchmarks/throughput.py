@@ -154,7 +154,7 @@ def setup(workdir: Path) -> Bench:
 
 @contextlib.contextmanager
 def module_patches(module, step: str = "module", manual: bool = False) -> Iterator[None]:
-    """Variants of the real ``DeepNotesModule``'s training step (instance attributes only, undone on exit).
+    """Variants of the real ``SupervisedModule``'s training step (instance attributes only, undone on exit).
 
     - ``step="module"``: the module's own ``training_step`` (nothing patched).
     - ``step="minimal"``: ``training_step`` is forward + loss and nothing else (no penalty term, no running
@@ -282,14 +282,14 @@ def run_pipeline(bench: Bench, steps: int, *, step: str = "module", manual: bool
 
 
 def hand_network(bench: Bench):
-    """The experiment's network, built and initialised exactly as ``DeepNotesModule`` does (same seeded RNG)."""
+    """The experiment's network, built and initialised exactly as ``SupervisedModule`` does (same seeded RNG)."""
     from models.factories import initialize
-    from models.registry import NetworkSpec, build_network
-    from pipelines.train import network_spec, seed_everything
+    from models.registry import build_network
+    from pipelines.train import seed_everything
+    from pipelines.training.module import network_spec
 
     seed_everything(bench.seed)
     spec = network_spec(bench.exp, bench.meta)
-    spec = NetworkSpec(**dict(spec, input_shape=tuple(spec["input_shape"])))
     return initialize(build_network(bench.exp.architecture, spec, bench.exp.model), bench.exp.initializer)
 
 
@@ -592,8 +592,8 @@ def micro_costs(bench: Bench, repeats: int = 2000) -> dict[str, float]:
     import torchmetrics
 
     from models.factories import make_loss, regularization_penalty
-    from models.module import build_metrics, scores_to_predictions
     from pipelines.config import RegularizationConfig
+    from pipelines.tasks import get_task
 
     x, y = bench.datamodule.tensors["train"]
     bs = bench.datamodule.batch_size
@@ -604,7 +604,8 @@ def micro_costs(bench: Bench, repeats: int = 2000) -> dict[str, float]:
     yb = y[:bs]
     loss = loss_fn(logits, yb)
     num_classes = bench.meta.get("num_classes")
-    full = build_metrics("multiclass", num_classes, full=False)
+    task = get_task("multiclass")(bench.meta)
+    full = task.build_metrics(full=False)
     fast = torchmetrics.MetricCollection(
         {"acc": torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro", validate_args=False)})
     none_cfg = RegularizationConfig()
@@ -612,16 +613,16 @@ def micro_costs(bench: Bench, repeats: int = 2000) -> dict[str, float]:
     sums = torch.zeros(5)
     n = float(bs)
 
-    def running_statistics() -> None:  # what DeepNotesModule.training_step adds per step since 96b5e22
+    def running_statistics() -> None:  # what SupervisedModule.training_step adds per step since 96b5e22
         sums.add_(torch.stack([loss.detach() * n, loss.detach() * n, penalty.detach() * n,
                                (logits.argmax(dim=-1) == yb).sum().float(), torch.tensor(n)]))
 
     cases: dict[str, Callable[[], Any]] = {
         "running statistics (torch.stack of 5 sums into a buffer, as training_step does)": running_statistics,
         "regularization_penalty(type none)": lambda: regularization_penalty(net, none_cfg),
-        "softmax (scores_to_predictions)": lambda: scores_to_predictions(logits, "multiclass"),
+        "softmax (Task.predictions)": lambda: task.predictions(logits),
         "MetricCollection[MulticlassAccuracy].update(softmax(logits)) (the step before 96b5e22)": lambda: full.update(
-            scores_to_predictions(logits, "multiclass"), yb),
+            task.predictions(logits), yb),
         "same, validate_args=False, on logits": lambda: fast.update(logits, yb),
     }
     out: dict[str, float] = {}

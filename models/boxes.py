@@ -6,7 +6,7 @@ Conventions shared by everything here:
 - A box is ``(x1, y1, x2, y2)`` ("xyxy"): the top-left and bottom-right corners as *fractions of the canvas*
   (x to the right, y down, both in [0, 1]; x1 <= x2, y1 <= y2). The IoU functions themselves are unit-free: any
   consistent unit (pixels, fractions) gives the same ratios.
-- Network outputs are ``(N, C + 4)``: C class logits, then the predicted box (see :class:`models.localizer.Localizer`).
+- Network outputs are ``(N, C + 4)``: C class logits, then the predicted box (see :class:`models.vision.localizer.Localizer`).
 - Targets are ``(N, 5)`` = ``[class, x1, y1, x2, y2]``, the class an integer 0..C-1 stored as a float.
 
 Sources: IoU and GIoU follow Rezatofighi et al., "Generalized Intersection over Union: A Metric and a Loss for

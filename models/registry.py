@@ -1,27 +1,39 @@
-"""The architecture registry: one place that maps an architecture name to its network builder.
+"""The architecture registry: maps an architecture name to its params model and its network builder.
 
 This module is deliberately free of torch imports: the config loader validates every experiment's ``model:``
 block against the architecture's pydantic params model before any heavy library is imported, and the builder
 is imported only when a network is actually built (:func:`build_network`).
 
-To add an architecture: write its ``nn.Module`` (its ``__init__`` takes a :class:`NetworkSpec` and the params
-model's fields as keyword arguments), declare a params model here, and add one :class:`Architecture` entry to
-:data:`REGISTRY`. Nothing else in the pipeline changes.
+Architectures are grouped by family, one package each under ``models/`` (``dense``, ``vision``, ``sequence``,
+``generative``). A family's ``specs.py`` is torch-free too (pydantic and this module only): it declares each
+architecture's params model and registers it right beside it with :func:`register`. Importing this module imports
+every ``models/<family>/specs.py`` (see :func:`_discover_families`), so :data:`REGISTRY` is complete as soon as
+``models.registry`` is imported.
+
+To add an architecture: write its ``nn.Module`` in its family's package (its ``__init__`` takes a
+:class:`NetworkSpec` and the params model's fields as keyword arguments), then declare its params model and one
+``register(Architecture(...))`` line in that family's ``specs.py``. Nothing else changes; a new family is a new
+package ``models/<family>/`` with a ``specs.py``.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+import importlib.util
+import pkgutil
+import re
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
-Modality = Literal["table", "image", "tabular", "text"]
-Task = Literal["binary", "multiclass", "regression", "localization"]
+#: The repository root (``models/`` is one of its folders); :meth:`Architecture.module_path` is relative to it.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class ArchParams(BaseModel):
@@ -32,58 +44,6 @@ class ArchParams(BaseModel):
 
 class NoParams(ArchParams):
     """Architectures whose shape is fixed by the notes take no params."""
-
-
-class MLPParams(ArchParams):
-    hidden_sizes: list[PositiveInt] = Field(default_factory=lambda: [64, 32], description="units per hidden layer")
-
-
-class LeNet5Params(ArchParams):
-    pooling: Literal["avg", "max"] = Field("avg", description="LeCun's subsampling is average pooling")
-
-
-class LSTMParams(ArchParams):
-    embedding_dim: PositiveInt = 64
-    hidden_size: PositiveInt = 64
-    num_layers: PositiveInt = 1
-    bidirectional: bool = False
-
-
-class ResNetParams(ArchParams):
-    """``resnet`` and ``plain_cnn`` (models/resnet.py): the same params build the net with or without shortcuts."""
-
-    depth: Literal[18, 20, 32, 44, 56] = Field(
-        20, description="20/32/44/56: He et al.'s CIFAR nets (6n+2 layers, 16/32/64 channels); 18: ResNet-18 layout")
-    width: PositiveInt | None = Field(None, description="base channels; None: 16 (CIFAR depths) or 64 (depth 18)")
-    bottleneck: bool = Field(False, description="1x1 reduce -> 3x3 -> 1x1 expand blocks instead of two 3x3")
-    bottleneck_ratio: PositiveInt = Field(4, description="channel reduction of the bottleneck's 1x1 convolution")
-
-
-class AlexNetParams(ArchParams):
-    """``alexnet`` (models/vision.py): widths of the 32x32 adaptation; the defaults are a quarter of the paper's."""
-
-    channels: list[PositiveInt] = Field(
-        default_factory=lambda: [24, 64, 96, 96, 64], min_length=5, max_length=5,
-        description="widths of conv1..conv5 (paper: 96, 256, 384, 384, 256)")
-    hidden_size: PositiveInt = Field(1024, description="units of fc6 and fc7 (paper: 4096)")
-    local_response_norm: bool = Field(False, description="the paper's LRN after conv1 and conv2")
-
-
-class LocalizerParams(ArchParams):
-    """``localizer`` (models/localizer.py): the convolutional trunk's widths and the shared dense layer."""
-
-    channels: list[PositiveInt] = Field(default_factory=lambda: [16, 32, 64, 64], min_length=1,
-                                        description="one conv 3x3 + 2x2 max-pool block per width")
-    hidden_size: PositiveInt = Field(128, description="units of the dense layer both heads read")
-
-
-class VGGParams(ArchParams):
-    """``vgg`` (models/vision.py): the paper's configuration by depth; batch norm comes from ``batch_norm``."""
-
-    depth: Literal[11, 13, 16, 19] = Field(
-        11, description="Simonyan & Zisserman Table 1: 11 = A, 13 = B, 16 = D, 19 = E")
-    width_divisor: int = Field(1, ge=1, le=64, description="divides every convolution width (1: the paper's 64..512)")
-    hidden_size: PositiveInt = Field(512, description="units of the two hidden dense layers (paper: 4096)")
 
 
 @dataclass(frozen=True)
@@ -119,9 +79,11 @@ class Architecture:
         params: pydantic model of the ``model:`` block.
         notes: the notes section the architecture follows.
         reference: the paper, where there is one.
-        modalities: data modalities it accepts.
-        tasks: tasks it supports.
+        modalities: data modalities it accepts (e.g. ``"image"``, ``"table"``, ``"text"``).
+        tasks: tasks it supports (e.g. ``"multiclass"``); the pipeline checks the names against its task registry.
         describe_target: optional ``"module:function"`` giving facts to track (see :meth:`describe`).
+        family: the family package under ``models/`` (e.g. ``"vision"``); set by :func:`register` from the name of
+            the ``models.<family>.specs`` module that registers the entry.
     """
 
     name: str
@@ -132,6 +94,11 @@ class Architecture:
     modalities: frozenset[str]
     tasks: frozenset[str]
     describe_target: str | None = None
+    family: str | None = None
+
+    def supports(self, task: str) -> bool:
+        """Whether the architecture can be trained for ``task`` (a name of ``pipelines.tasks``)."""
+        return task in self.tasks
 
     def load(self) -> type[nn.Module]:
         return _import(self.target)
@@ -141,113 +108,60 @@ class Architecture:
         ``describe_target`` (``"module:function"`` of ``(spec, params) -> dict``) called lazily, else ``{}``."""
         return _import(self.describe_target)(spec, params) if self.describe_target else {}
 
+    def module_path(self) -> str:
+        """The repo-relative path of the target's module file, e.g. ``"models/vision/resnet.py"``.
+
+        Found with :func:`importlib.util.find_spec`, which imports the parent packages (torch-free, empty
+        ``__init__.py`` files) but not the module itself, so torch is not imported.
+
+        Raises:
+            ModuleNotFoundError: the target's module does not exist.
+            ValueError: the module lives outside the repository.
+        """
+        module_name = self.target.partition(":")[0]
+        spec = importlib.util.find_spec(module_name)
+        if spec is None or not spec.origin:
+            raise ModuleNotFoundError(f"architecture {self.name!r}: no module {module_name!r}", name=module_name)
+        return Path(spec.origin).resolve().relative_to(REPO_ROOT).as_posix()
+
 
 def _import(target: str):
     module_name, _, attr = target.partition(":")
     return getattr(importlib.import_module(module_name), attr)
 
 
-_ALL_TASKS = frozenset({"binary", "multiclass", "regression"})
+#: Every registered architecture by name; filled by :func:`register` (complete once this module is imported).
+REGISTRY: dict[str, Architecture] = {}
 
-REGISTRY: dict[str, Architecture] = {
-    a.name: a
-    for a in (
-        Architecture(
-            "perceptron",
-            "models.perceptron:Perceptron",
-            NoParams,
-            "notes 001, Perceptron (AND/OR gates; XOR gate)",
-            "Rosenblatt (1958), The perceptron",
-            frozenset({"table", "tabular"}),
-            frozenset({"binary"}),
-        ),
-        Architecture(
-            "mlp",
-            "models.mlp:MLP",
-            MLPParams,
-            "notes 004, Multi layer perceptron; notes 001, Activation Functions",
-            "Rumelhart, Hinton, Williams (1986), Learning representations by back-propagating errors",
-            frozenset({"table", "tabular", "image"}),
-            _ALL_TASKS,
-        ),
-        Architecture(
-            "keras_convnet",
-            "models.convnets:KerasConvNet",
-            NoParams,
-            "notes 002, Keras CNN model summary (Total params: 93,322)",
-            "Keras 'Convolutional Neural Network' tutorial (TensorFlow docs)",
-            frozenset({"image"}),
-            frozenset({"binary", "multiclass"}),
-        ),
-        Architecture(
-            "lenet5",
-            "models.convnets:LeNet5",
-            LeNet5Params,
-            "notes 001, LeNet",
-            "LeCun, Bottou, Bengio, Haffner (1998), Gradient-based learning applied to document recognition",
-            frozenset({"image"}),
-            frozenset({"binary", "multiclass"}),
-        ),
-        Architecture(
-            "lstm_classifier",
-            "models.recurrent:LSTMClassifier",
-            LSTMParams,
-            "notes 004, LSTM (long-term and short-term memory)",
-            "Hochreiter & Schmidhuber (1997), Long short-term memory",
-            frozenset({"text"}),
-            _ALL_TASKS,
-        ),
-        Architecture(
-            "resnet",
-            "models.resnet:ResNet",
-            ResNetParams,
-            "notes 001, Resnet architecture (Residual Connection; Code understanding); "
-            "notes 002, Purpose of skip connections; Purpose of 1x1 convolution",
-            "He, Zhang, Ren, Sun (2016), Deep residual learning for image recognition",
-            frozenset({"image"}),
-            frozenset({"binary", "multiclass"}),
-            "models.resnet:describe_resnet",
-        ),
-        Architecture(
-            "plain_cnn",
-            "models.resnet:PlainCNN",
-            ResNetParams,
-            "notes 002, Purpose of skip connections (the degradation problem); notes 001, Resnet architecture",
-            "He, Zhang, Ren, Sun (2016), Deep residual learning for image recognition (plain networks, Fig. 1)",
-            frozenset({"image"}),
-            frozenset({"binary", "multiclass"}),
-            "models.resnet:describe_plain_cnn",
-        ),
-        Architecture(
-            "alexnet",
-            "models.vision:AlexNet",
-            AlexNetParams,
-            "notes 001, Alexnet (output size (W - f + 2P)/s + 1; learnable parameters (f x f x d + 1) x n)",
-            "Krizhevsky, Sutskever, Hinton (2012), ImageNet classification with deep convolutional neural networks",
-            frozenset({"image"}),
-            frozenset({"binary", "multiclass"}),
-        ),
-        Architecture(
-            "vgg",
-            "models.vision:VGG",
-            VGGParams,
-            "notes 001, VGG net architecture; notes 003, common architectures (e.g., VGG, ResNet)",
-            "Simonyan & Zisserman (2015), Very deep convolutional networks for large-scale image recognition",
-            frozenset({"image"}),
-            frozenset({"binary", "multiclass"}),
-        ),
-        Architecture(
-            "localizer",
-            "models.localizer:Localizer",
-            LocalizerParams,
-            "notes 000, Image or Object localization (class plus bounding box of the one object)",
-            "Sermanet et al. (2014), OverFeat: integrated recognition, localization and detection using "
-            "convolutional networks",
-            frozenset({"image"}),
-            frozenset({"localization"}),
-        ),
-    )
-}
+_SPECS_MODULE = re.compile(r"^models\.(?P<family>[A-Za-z_][A-Za-z0-9_]*)\.specs$")
+
+
+def register(arch: Architecture) -> Architecture:
+    """Add ``arch`` to :data:`REGISTRY` and return it (with its ``family`` set).
+
+    Called once per architecture from its family's ``models/<family>/specs.py``, right beside its params model.
+    ``family`` is taken from the calling module's name (``models.vision.specs`` -> ``"vision"``) unless the entry
+    already names one.
+
+    Raises:
+        ValueError: an architecture of the same name is already registered (naming it and its family), or the
+            family cannot be derived (``register`` called from outside a ``models.<family>.specs`` module on an
+            entry without ``family``).
+    """
+    family = arch.family
+    if family is None:
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        match = _SPECS_MODULE.match(caller)
+        if match is None:
+            raise ValueError(f"register({arch.name!r}) called from {caller!r}: call it from a models.<family>.specs "
+                             f"module or give the Architecture a family")
+        family = match["family"]
+    if arch.name in REGISTRY:
+        raise ValueError(f"architecture {arch.name!r} is already registered (family "
+                         f"{REGISTRY[arch.name].family!r}); names must be unique")
+    arch = replace(arch, family=family)
+    REGISTRY[arch.name] = arch
+    return arch
 
 
 def get_architecture(name: str) -> Architecture:
@@ -272,7 +186,8 @@ def build_network(name: str, spec: NetworkSpec, params: dict | ArchParams | None
 
     Returns:
         An ``nn.Module`` mapping a batch ``(N, *spec.input_shape)`` to outputs ``(N, spec.num_outputs)``
-        (``(N,)`` for single-output heads).
+        (``(N,)`` for single-output heads); the architecture's docstring says where it differs (``localizer``:
+        ``(N, num_outputs + 4)``; ``autoencoder``: ``(N, *spec.input_shape)``).
 
     Raises:
         KeyError: unknown architecture. pydantic.ValidationError: bad params.
@@ -281,3 +196,24 @@ def build_network(name: str, spec: NetworkSpec, params: dict | ArchParams | None
     if not isinstance(params, ArchParams):
         params = arch.params.model_validate(params or {})
     return arch.load()(spec, **params.model_dump())
+
+
+def _discover_families() -> tuple[str, ...]:
+    """Import ``models.<pkg>.specs`` for every package under ``models/`` that has one; returns the family names.
+
+    The specs modules import :class:`Architecture` and :func:`register` from this module, so this runs last, once
+    everything they need is defined. (When a specs module is imported first, its own import of this module runs
+    the discovery, which finds that specs module already in ``sys.modules`` and lets it finish registering.)
+    """
+    import models
+
+    families = []
+    for info in pkgutil.iter_modules(models.__path__):
+        if info.ispkg and importlib.util.find_spec(f"models.{info.name}.specs") is not None:
+            importlib.import_module(f"models.{info.name}.specs")
+            families.append(info.name)
+    return tuple(families)
+
+
+#: The family packages under ``models/`` whose ``specs.py`` registered architectures, in name order.
+FAMILIES: tuple[str, ...] = _discover_families()

@@ -58,8 +58,8 @@ class Diagnosis:
         return out
 
 
-def diagnose(train_error: float, val_error: float, test_error: float, reference_error: float = 0.0,
-             tolerance: float = 0.02) -> Diagnosis:
+def verdict(train_error: float, val_error: float, test_error: float, reference_error: float = 0.0,
+            tolerance: float = 0.02) -> Diagnosis:
     """Classify a model as high bias, high variance, both, or good.
 
     Args:

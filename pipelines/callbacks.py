@@ -10,7 +10,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 
 class History(L.Callback):
-    """Collects one row of epoch-level metrics per epoch (for ``dvc plots``) and logs ``epoch_time`` in seconds.
+    """Collects one row of epoch-level metrics per epoch (for ``dvc plots``) and logs ``epoch_time`` in seconds to
+    the logger only (a time in the rows would make every retraining a new ``plots/history`` file for DVC).
 
     Args:
         process_start: ``time.time()`` when the process started; ``first_step_seconds`` is then the start-up cost
@@ -33,7 +34,7 @@ class History(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         seconds = time.perf_counter() - self._epoch_start
         pl_module.log("epoch_time", seconds, on_step=False, on_epoch=True)
-        row = {"epoch": float(trainer.current_epoch), "epoch_time": seconds}
+        row = {"epoch": float(trainer.current_epoch)}  # no wall time: the rows are a DVC output, hashed
         for key, value in trainer.callback_metrics.items():
             if key.startswith(("train_", "val_")) and not key.endswith("_step") and value.numel() == 1:
                 row[key.removesuffix("_epoch")] = float(value)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Task = Literal["binary", "multiclass", "regression", "localization"]
+#: How a dataset's samples are stored, which decides the architectures that can read it.
 Modality = Literal["table", "image", "tabular", "text"]
 
 
@@ -45,7 +45,8 @@ class DatasetEntry:
     """A dataset: its files, format, task, and where it comes from."""
 
     name: str
-    task: Task
+    #: the task its labels are for (a module of :mod:`pipelines.tasks`); an experiment may choose another one
+    task: str
     format: str
     modality: Modality
     files: tuple[RawFile, ...] = ()

@@ -36,7 +36,9 @@ from pydantic import (
 from models.registry import REGISTRY
 from pipelines import REPO_ROOT
 from pipelines.catalog import CATALOG
+from pipelines.mappings import deep_merge
 from pipelines.search_space import ParamSpec, SearchSpace
+from pipelines.tasks import get_task
 
 ActivationName = Literal["sigmoid", "tanh", "relu", "leaky_relu", "elu", "prelu"]
 InitializerName = Literal["zeros", "uniform", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal"]
@@ -46,23 +48,6 @@ OptimizerName = Literal["gd", "sgd", "sgd_momentum", "nesterov", "adagrad", "ada
 LossName = Literal["bce", "ce", "mse", "mae", "huber", "pseudo_huber", "hinge", "ce_smooth_l1", "ce_giou",
                    "ce_smooth_l1_giou"]
 RegularizationName = Literal["none", "l1", "l2", "elastic_net"]
-
-#: Which losses fit which task (notes 001, "Loss Functions": regression losses and classification losses).
-LOSSES_BY_TASK: dict[str, frozenset[str]] = {
-    "binary": frozenset({"bce", "hinge"}),
-    "multiclass": frozenset({"ce"}),
-    "regression": frozenset({"mse", "mae", "huber", "pseudo_huber"}),
-    # class + box (notes 000, "Image or Object localization"): cross-entropy plus a box loss (models/boxes.py)
-    "localization": frozenset({"ce_smooth_l1", "ce_giou", "ce_smooth_l1_giou"}),
-}
-
-#: Metrics logged per split for each task; ``<split>_<name>`` (e.g. ``val_acc``) is what callbacks may monitor.
-METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
-    "binary": ("acc", "precision", "recall", "f1", "roc_auc"),
-    "multiclass": ("acc", "precision", "recall", "f1", "roc_auc"),
-    "regression": ("mse", "rmse", "mae", "r2"),
-    "localization": ("acc", "mean_iou", "acc_iou50"),
-}
 
 DEFAULT_PARAMS_PATH = REPO_ROOT / "params.yaml"
 #: Where ``deepnotes tune`` writes an experiment's best params (relative to the params file's folder).
@@ -301,6 +286,8 @@ class ExperimentConfig(Strict):
 
     architecture: str
     dataset: str
+    task: str | None = Field(None, description="what the experiment learns (pipelines/tasks/<task>.py); default: "
+                                               "the dataset's own task, e.g. reconstruction of MNIST instead")
     description: str = ""
     model: dict[str, Any] = Field(default_factory=dict, description="architecture-specific params (see models.registry)")
     activation: ActivationName = "relu"
@@ -322,8 +309,10 @@ class ExperimentConfig(Strict):
     pretrained: PretrainedConfig | None = Field(None, description="transfer learning: start from saved weights")
 
     @property
-    def task(self) -> str:
-        return CATALOG[self.dataset].task
+    def train_batch_size(self) -> int | None:
+        """The training batch size: ``batch_size``, or ``None`` (the whole train split) for full-batch gradient
+        descent (optimizer ``gd``)."""
+        return None if self.optimizer.name == "gd" else self.batch_size
 
     @property
     def notes(self) -> str:
@@ -338,26 +327,35 @@ class ExperimentConfig(Strict):
                 f"architecture {self.architecture!r} is not registered; known: {', '.join(sorted(REGISTRY))}"
             )
         arch, entry = REGISTRY[self.architecture], CATALOG[self.dataset]
-        if entry.task not in arch.tasks:
-            raise ValueError(f"architecture {arch.name!r} does not support {entry.task} tasks (dataset {entry.name!r})")
+        if self.task is None:
+            self.task = entry.task
+        try:
+            task = get_task(self.task)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+        problem = task.dataset_problem(entry)
+        if problem:
+            raise ValueError(f"task: {problem}")
+        if not arch.supports(self.task):
+            raise ValueError(f"architecture {arch.name!r} does not support {self.task} tasks (dataset {entry.name!r}); "
+                             f"it supports {', '.join(sorted(arch.tasks))}")
         if entry.modality not in arch.modalities:
             raise ValueError(
                 f"architecture {arch.name!r} cannot read {entry.modality} data (dataset {entry.name!r}); "
                 f"it reads {', '.join(sorted(arch.modalities))}"
             )
-        if self.loss not in LOSSES_BY_TASK[entry.task]:
-            raise ValueError(
-                f"loss {self.loss!r} does not fit the {entry.task} task of dataset {entry.name!r}; "
-                f"use one of {', '.join(sorted(LOSSES_BY_TASK[entry.task]))}"
-            )
-        allowed = {"val_loss"} | {f"val_{m}" for m in METRICS_BY_TASK[entry.task]}
+        if self.loss not in task.losses:
+            raise ValueError(f"loss {self.loss!r} does not fit the {self.task} task of dataset {entry.name!r}; "
+                             f"use one of {', '.join(sorted(task.losses))}")
         for key, monitor in (("early_stopping.monitor", self.early_stopping.monitor),
                              ("checkpoint.monitor", self.checkpoint.monitor)):
-            if monitor not in allowed:
-                raise ValueError(f"{key} {monitor!r} is not logged for a {entry.task} task; use one of {sorted(allowed)}")
-        if self.diagnostics.bootstrap.enabled and entry.task != "regression":
-            raise ValueError(f"diagnostics.bootstrap: the bias-variance bootstrap decomposes squared error and "
-                             f"needs a regression task; dataset {entry.name!r} is {entry.task}")
+            if monitor not in task.monitors():
+                raise ValueError(f"{key} {monitor!r} is not logged for a {self.task} task; "
+                                 f"use one of {sorted(task.monitors())}")
+        if self.diagnostics.bootstrap.enabled and not task.squared_error:
+            raise ValueError(f"diagnostics.bootstrap: the bias-variance bootstrap decomposes the squared error of "
+                             f"one value per sample and needs a regression task; the {self.task} task of dataset "
+                             f"{entry.name!r} has none")
         if self.pretrained and self.pretrained.unfreeze_at_epoch is not None and not self.pretrained.freeze_backbone:
             raise ValueError("pretrained.unfreeze_at_epoch needs pretrained.freeze_backbone: true (nothing to unfreeze)")
         if self.regularization.type != "none" and self.regularization.strength == 0:
@@ -476,15 +474,15 @@ class Params(Strict):
             if modality != "image" and (aug.hflip or aug.crop_padding or aug.rotation_degrees or aug.zoom
                                         or aug.brightness):
                 raise ValueError(f"augment.{name}: {modality} data only takes noise_std, not image transforms")
-            if CATALOG[name].task == "localization" and aug.enabled:
-                raise ValueError(f"augment.{name}: offline augmentation would move the boxes of localization data; "
-                                 f"it is not supported")
             if modality in ("text", "table") and aug.enabled:
                 raise ValueError(f"augment.{name}: offline augmentation of {modality} data is not supported")
         for section, experiments in (("experiments", self.experiments), ("transfer", self.transfer)):
             for name, exp in experiments.items():
                 if exp.dataset not in self.datasets:
                     raise ValueError(f"{section}.{name}.dataset: {exp.dataset!r} has no entry under datasets")
+                if self.augmentation(exp.dataset).enabled and not get_task(exp.task).augmentable:
+                    raise ValueError(f"augment.{exp.dataset}: offline augmentation would change the targets of the "
+                                     f"{exp.task} task of {section}.{name}; it is not supported")
                 if (exp.pretrained is None) != (section == "experiments"):
                     raise ValueError(
                         f"experiments.{name}.pretrained: an experiment that starts from saved weights belongs under "
@@ -542,8 +540,8 @@ class Params(Strict):
             metric, default_direction = exp.checkpoint.monitor, "maximize" if exp.checkpoint.mode == "max" else "minimize"
         else:
             metric = own.metric
-            default_direction = "minimize" if metric.endswith(("loss", "mse", "rmse", "mae")) else "maximize"
-        allowed = {"val_loss"} | {f"val_{m}" for m in METRICS_BY_TASK[exp.task]}
+            default_direction = "minimize" if get_task(exp.task).mode(metric) == "min" else "maximize"
+        allowed = get_task(exp.task).monitors()
         if metric not in allowed:
             raise ConfigError(f"params.yaml: tuning.experiments.{name}.metric: {metric!r} is not logged for a "
                               f"{exp.task} task; use one of {sorted(allowed)}")
@@ -645,17 +643,6 @@ def _unknown_path(experiment: dict[str, Any], path: str) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------- resolution
-
-
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Return ``base`` with ``override`` merged in recursively (dicts merge; anything else replaces)."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def resolve(raw: dict[str, Any], profile: str | None = None, base_dir: Path | None = None) -> dict[str, Any]:

@@ -78,7 +78,7 @@ def base_meta(entry: DatasetEntry, seed: int) -> dict[str, Any]:
         "raw_files": [raw.path for raw in entry.files],
         "seed": seed,
     }
-    if entry.task in ("binary", "multiclass", "localization"):
+    if entry.classes:
         meta["classes"] = list(entry.classes)
         meta["num_classes"] = len(entry.classes)
     return meta

@@ -10,7 +10,8 @@ Runs the experiment's opt-in studies (``experiments.<x>.diagnostics`` in ``param
 - **bootstrap** (regression): ``rounds`` fits on bootstrap resamples of the train split decompose the test
   squared error into bias², variance and noise (:func:`bootstrap_decomposition`).
 
-Errors are those of the verdict: 1 - accuracy, or RMSE for regression (the bootstrap works in squared units).
+Errors are those of the verdict, as the task defines them (1 - accuracy, RMSE, ...; the bootstrap works in squared
+units).
 Fits use the un-augmented train split (a fraction of augmented copies would not be a fraction of the data) and
 end at the last epoch of the budget (or early stopping); they log nothing themselves. The summary goes to
 ``metrics/diagnose/<experiment>.json``, the tables (one row per fit) to ``reports/studies/<experiment>.json`` (the
@@ -20,7 +21,6 @@ MLflow run. With every study off the stage writes its two small files in well un
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import statistics
@@ -33,7 +33,8 @@ import numpy as np
 from pipelines import REPO_ROOT
 from pipelines.config import ConfigError, ExperimentConfig, Params, StudyBudget
 from pipelines.io import atomic_write_json
-from pipelines.train import CHECKPOINT_ROOT, METRICS_ROOT
+from pipelines.tasks import get_task
+from pipelines.train import METRICS_ROOT
 
 log = logging.getLogger("deepnotes.diagnose")
 
@@ -134,18 +135,12 @@ def fit(exp: ExperimentConfig, data, seed: int):
     ``nn.Module`` (last epoch, or where early stopping ended it). No logger, no checkpoints."""
     import tempfile
 
-    from lightning.pytorch.callbacks import EarlyStopping
-
-    from pipelines.data import ArrayDataModule
-    from pipelines.train import build_module, make_trainer, seed_everything, transfer_callbacks
+    from pipelines.train import build_module, fit_callbacks, make_datamodule, make_trainer, seed_everything
 
     seed_everything(seed)
     module = build_module(exp, data.meta)
-    datamodule = ArrayDataModule(data, batch_size=None if exp.optimizer.name == "gd" else exp.batch_size, seed=seed)
-    callbacks = transfer_callbacks(exp)
-    if exp.early_stopping.enabled:
-        es = exp.early_stopping
-        callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, min_delta=es.min_delta, patience=es.patience))
+    datamodule = make_datamodule(exp, data, seed)
+    callbacks = fit_callbacks(exp)
     with tempfile.TemporaryDirectory(prefix="deepnotes-diagnose-") as tmp:
         trainer = make_trainer(exp, logger=False, callbacks=callbacks, default_root_dir=Path(tmp),
                                enable_checkpointing=False, enable_progress_bar=False)
@@ -153,18 +148,12 @@ def fit(exp: ExperimentConfig, data, seed: int):
     return module.network
 
 
-def _errors(network, data, splits: tuple[str, ...]) -> dict[str, float]:
-    from pipelines.data import to_tensor
-    from pipelines.evaluate import error_of, predict, split_metrics
+def _errors(task, network, data, splits: tuple[str, ...]) -> dict[str, float]:
+    """``{<split>_error: the task's error}`` of ``network`` on ``splits`` of ``data``."""
+    from pipelines.evaluate import split_outputs
 
-    task = data.meta["task"]
-    num_classes = data.meta.get("num_classes") if task in ("multiclass", "localization") else None
-    out = {}
-    for split in splits:
-        outputs = predict(network, to_tensor(data.x[split]))
-        metrics = split_metrics(outputs, to_tensor(data.y[split]), task, num_classes, 1)
-        out[f"{split}_error"] = error_of(metrics, task)
-    return out
+    return {f"{split}_error": task.error(task.split_metrics(out.outputs, out.x, out.y))
+            for split, out in split_outputs(network, data, splits).items()}
 
 
 def _subset(data, index: np.ndarray):
@@ -186,10 +175,10 @@ def learning_curve(exp: ExperimentConfig, data, seed: int) -> list[dict[str, flo
 
     cfg = exp.diagnostics.learning_curve
     budgeted = _with_budget(exp, cfg)
-    y = np.asarray(data.y["train"])
-    if y.ndim == 2:  # localization: (class, box); stratify on the class
-        y = y[:, 0].astype(np.int64)
-    n, classification = len(y), data.meta["task"] != "regression"
+    task = get_task(exp.task)(data.meta)
+    n = len(data.y["train"])
+    y = task.class_labels(np.asarray(data.y["train"]))  # stratify by class where there are classes
+    classification = y is not None
     rows = []
     for fraction in sorted(cfg.fractions):
         size = int(round(fraction * n))
@@ -205,7 +194,8 @@ def learning_curve(exp: ExperimentConfig, data, seed: int) -> list[dict[str, flo
             index = np.sort(index)
         subset = _subset(data, index)
         network = fit(budgeted, subset, seed)
-        rows.append({"fraction": fraction, "train_samples": len(index)} | _errors(network, subset, ("train", "val")))
+        rows.append({"fraction": fraction, "train_samples": len(index)} | _errors(task, network, subset,
+                                                                                 ("train", "val")))
         log.info("learning curve: %.0f%% (%d samples): %s", 100 * fraction, len(index), rows[-1])
     return rows
 
@@ -214,9 +204,10 @@ def seed_spread(exp: ExperimentConfig, data, seed: int) -> list[dict[str, float]
     """Fits with seeds ``seed, seed + 1, ...`` (``diagnostics.seeds.count``); train, val and test error of each."""
     cfg = exp.diagnostics.seeds
     budgeted = _with_budget(exp, cfg)
+    task = get_task(exp.task)(data.meta)
     rows = []
     for s in range(seed, seed + cfg.count):
-        rows.append({"seed": s} | _errors(fit(budgeted, data, s), data, ("train", "val", "test")))
+        rows.append({"seed": s} | _errors(task, fit(budgeted, data, s), data, ("train", "val", "test")))
         log.info("seeds: %s", rows[-1])
     return rows
 
@@ -265,8 +256,7 @@ def _run_studies(name: str, params: Params, exp: ExperimentConfig, studies: list
 
     data = load_prepared(PREPARED_ROOT / exp.dataset, mmap=False)
     seed = params.experiment_seed(name)
-    regression = data.meta["task"] == "regression"
-    unit = "RMSE" if regression else "error"
+    unit = get_task(exp.task).error_unit
     results: dict[str, Any] = {}
     figures = {}
     if "learning_curve" in studies:
@@ -297,16 +287,17 @@ def _run_studies(name: str, params: Params, exp: ExperimentConfig, studies: list
 
 
 def _log_to_run(name: str, params: Params, results: dict[str, Any], figures: dict) -> None:
-    """Log the studies into the experiment's training run (``checkpoints/<name>/run.json``), when there is one."""
+    """Log the studies into the experiment's training run (:func:`pipelines.tracking.read_run_link`), when this
+    checkout has one."""
     import mlflow
 
-    from pipelines.tracking import flatten, tracking_uri
+    from pipelines.tracking import flatten, read_run_link, tracking_uri
 
-    try:
-        run_id = json.loads((CHECKPOINT_ROOT / name / "run.json").read_text())["run_id"]
-    except FileNotFoundError:
-        log.warning("no run.json for %s: the diagnostics are not logged to MLflow", name)
+    link = read_run_link(name)
+    if link is None:
+        log.warning("no MLflow run recorded for %s (mlflow/runs/%s.json): the diagnostics are not logged", name, name)
         return
+    run_id = link["run_id"]
     client = mlflow.MlflowClient(tracking_uri(params))
     numbers = {f"diagnose.{k}": float(v) for k, v in flatten(results).items() if isinstance(v, (int, float))}
     for key, value in numbers.items():

@@ -2,8 +2,9 @@
 
 Every experiment's model is registered as ``deepnotes-<experiment>`` (:func:`registered_name`). Each evaluated
 model becomes a new version carrying its test metric (version tags ``metric``, ``metric_value``,
-``greater_is_better``; :func:`primary_metric` picks ``test_acc``, higher is better, for classification and
-``test_rmse``, lower is better, for regression), and :func:`register` moves the aliases:
+``greater_is_better``: the task's primary metric, :meth:`pipelines.tasks.base.Task.primary_metric`, e.g.
+``test_acc``, higher is better, for classification and ``test_rmse``, lower is better, for regression), and
+:func:`register` moves the aliases:
 
 - no champion yet: the new version becomes ``champion``;
 - the new version is strictly better than the champion in the metric's direction: it becomes ``champion`` and the
@@ -100,23 +101,6 @@ def registered_name(experiment: str) -> str:
     return f"{NAME_PREFIX}{experiment}"
 
 
-def primary_metric(task: str) -> tuple[str, bool]:
-    """The metric that ranks versions of a task's models, and whether greater is better.
-
-    ``classification``, ``binary`` and ``multiclass`` give ``("test_acc", True)``; ``regression`` gives
-    ``("test_rmse", False)`` (RMSE in target units); ``localization`` ``("test_acc_iou50", True)`` (right class and
-    IoU >= 0.5). Raises ``ValueError`` for any other task.
-    """
-    if task in ("classification", "binary", "multiclass"):
-        return "test_acc", True
-    if task == "localization":
-        return "test_acc_iou50", True
-    if task == "regression":
-        return "test_rmse", False
-    raise ValueError(f"unknown task {task!r}: expected classification, binary, multiclass, regression or "
-                     f"localization")
-
-
 def _beats(value: float, champion: float, greater_is_better: bool) -> bool:
     """Strictly better in the metric's direction. NaN never wins; any number beats a NaN champion."""
     if math.isnan(value):
@@ -178,7 +162,7 @@ def register(client: MlflowClient, *, name: str, model_uri: str, run_id: str, me
             weights-only ``state_dict`` fallback) is not an MLflow model: nothing is registered, a warning is
             logged and ``None`` is returned.
         run_id: the run that logged the model (must be the logged model's source run).
-        metric, value, greater_is_better: the ranking metric (see :func:`primary_metric`) and this model's value.
+        metric, value, greater_is_better: the ranking metric (the task's primary metric) and this model's value.
         tags: extra version tags (values are turned into strings; the three metric tags cannot be overridden).
         description: optional version description.
 

@@ -181,7 +181,7 @@ def image_grid_figure(images: np.ndarray, actual: Sequence[str], predicted: Sequ
                       columns: int = 8, title: str = "Test predictions (misclassified in red)",
                       boxes: Sequence[tuple[Sequence[float], Sequence[float]]] | None = None) -> Figure:
     """A grid of images ``(N, C, H, W)`` (C = 1 or 3; pixels in [0, 1], or any range: each image is then scaled),
-    titled ``predicted (actual)``, with misclassified ones framed and titled in red.
+    titled ``predicted (actual)`` (``predicted`` alone where ``actual`` is empty), with misclassified ones framed and titled in red.
 
     ``boxes``: per image ``(true, predicted)`` boxes ``(x1, y1, x2, y2)`` in fractions of the image side, drawn in
     green (true) and orange (predicted) (localization)."""
@@ -195,7 +195,7 @@ def image_grid_figure(images: np.ndarray, actual: Sequence[str], predicted: Sequ
         if img.min() < 0 or img.max() > 1:
             img = (img - img.min()) / (np.ptp(img) or 1.0)
         ax.imshow(img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0)), cmap="gray" if img.shape[0] == 1 else None)
-        ax.set_title(f"{p} ({a})", fontsize=8, color="red" if w else "black")
+        ax.set_title(f"{p} ({a})" if a else p, fontsize=8, color="red" if w else "black")
         if boxes is not None:
             height, width = img.shape[-2:]
             for box, color in zip(boxes[i], ("lime", "orange")):

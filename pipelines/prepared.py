@@ -6,7 +6,7 @@ and ``meta.json``:
 
     dataset, task, modality       catalog values
     input_shape                   shape of one sample, e.g. [1, 28, 28], [13], [200]
-    num_classes, classes          for classification tasks (num_outputs is 1 for binary and regression)
+    num_classes, classes          for datasets with classes
     splits                        {split: number of samples}
     x_dtype, y_dtype              numpy dtype names
     normalization                 how inputs were scaled (min-max bounds, or per-feature or per-channel mean/std
@@ -56,10 +56,6 @@ class PreparedData:
     @property
     def task(self) -> str:
         return self.meta["task"]
-
-    @property
-    def num_outputs(self) -> int:
-        return self.meta["num_classes"] if self.task in ("multiclass", "localization") else 1
 
 
 def _channel_stats(meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:

@@ -22,6 +22,7 @@ from typing import Any
 from pipelines import REPO_ROOT
 from pipelines.config import ConfigError, Params, load_params
 from pipelines.io import atomic_write_text
+from pipelines.tasks import get_task
 from pipelines.diagnose import COLUMNS, STUDIES_ROOT
 from pipelines.train import METRICS_ROOT, PLOTS_ROOT
 
@@ -48,14 +49,6 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def primary_metric(task: str) -> tuple[str, bool]:
-    """The leaderboard's metric of a task and whether higher is better: ``acc`` (classification), ``rmse``
-    (regression) or ``acc_iou50`` (localization: right class and IoU >= 0.5)."""
-    if task == "localization":
-        return "acc_iou50", True
-    return ("rmse", False) if task == "regression" else ("acc", True)
-
-
 def collect(params: Params, metrics_root: Path = METRICS_ROOT) -> list[dict[str, Any]]:
     """One row per experiment of ``params`` with the leaderboard's fields (missing ones are ``None``)."""
     rows = []
@@ -63,13 +56,13 @@ def collect(params: Params, metrics_root: Path = METRICS_ROOT) -> list[dict[str,
         evaluation = _read(metrics_root / "evaluate" / f"{name}.json")
         train = _read(metrics_root / "train" / f"{name}.json")
         studies = _read(metrics_root / "diagnose" / f"{name}.json")
-        task = evaluation.get("task") or exp.task
-        metric, higher = primary_metric(task)
+        task = get_task(evaluation.get("task") or exp.task)
+        metric, higher = task.primary, task.higher_is_better
         bv = evaluation.get("bias_variance", {})
         registry = evaluation.get("registry") or {}
         rows.append({
             "experiment": name, "architecture": exp.architecture, "dataset": exp.dataset, "notes": exp.notes,
-            "task": task, "metric": f"test_{metric}", "higher_is_better": higher,
+            "task": task.name, "metric": f"test_{metric}", "error_unit": task.error_unit, "higher_is_better": higher,
             "value": evaluation.get("test", {}).get(metric),
             "train_error": bv.get("train_error"), "val_error": bv.get("val_error"), "test_error": bv.get("test_error"),
             "verdict": bv.get("verdict"), "gradient_flags": (train.get("gradients") or {}).get("flags"),
@@ -118,16 +111,19 @@ def _higher_is_better(rows: list[dict[str, Any]], dataset: str) -> bool:
 def render(rows: list[dict[str, Any]]) -> str:
     """The Markdown report: a leaderboard per task (best first), then the diagnostic studies that ran."""
     lines = ["# deepnotes: experiment summary", "",
-             "Written by the `report` stage from the DVC metrics files. Errors are 1 - accuracy, RMSE for regression, or "
-             "1 - accuracy at IoU >= 0.5 for localization; "
+             "Written by the `report` stage from the DVC metrics files. Each task's errors are in its own unit "
+             "(named under its heading); "
              "the verdict compares them with each experiment's `bias_variance.reference_error` (notes 000).", ""]
     header = ("| rank | experiment | architecture | dataset | notes | primary metric | train / val / test error | "
               "bias/variance | gradients | params | train time (s) | model | MLflow run |")
-    for task in sorted({r["task"] for r in rows}):
-        group = [r for r in rows if r["task"] == task]
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_task.setdefault(r["task"], []).append(r)
+    for task, group in sorted(by_task.items()):
         ran = sorted((r for r in group if r["value"] is not None), key=lambda r: r["value"],
                      reverse=group[0]["higher_is_better"])
-        lines += [f"## {task}", "", header, "|" + "---|" * (header.count("|") - 1)]
+        lines += [f"## {task}", "", f"Error: {group[0]['error_unit']}.", "", header,
+                  "|" + "---|" * (header.count("|") - 1)]
         for rank, r in enumerate(ran, 1):
             errors = " / ".join(_fmt(r[k]) for k in ("train_error", "val_error", "test_error"))
             lines.append(f"| {rank} | `{r['experiment']}` | {r['architecture']} | {r['dataset']} | {r['notes']} | "

@@ -29,6 +29,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from pipelines.mappings import deep_merge
+
 Scalar = Union[bool, int, float, str, None]
 
 
@@ -263,6 +265,5 @@ def overrides_from(values: dict[str, Any], base: dict[str, Any]) -> dict[str, An
 
 def apply(experiment: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """A deep copy of the raw ``experiment`` mapping with flat ``{path: value}`` assignments applied."""
-    from pipelines.config import deep_merge
 
     return deep_merge(copy.deepcopy(experiment), overrides_from(values, experiment))

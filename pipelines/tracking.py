@@ -73,6 +73,31 @@ def ensure_experiment(params: Params, name: str | None = None) -> str:
             return mlflow.get_experiment_by_name(name).experiment_id
 
 
+#: ``<repo>/mlflow/runs/<experiment>.json``: the MLflow run of an experiment's last ``train``, so ``evaluate`` and
+#: ``diagnose`` log into the same run. Kept out of the DVC outputs: a run id differs on every run, and an output that
+#: changes with identical weights would rerun every stage downstream.
+RUN_LINKS = MLFLOW_DIR / "runs"
+
+
+def write_run_link(experiment: str, run_id: str, uri: str, experiment_id: str) -> None:
+    """Record ``run_id`` as ``experiment``'s training run (atomically, in :data:`RUN_LINKS`)."""
+    from pipelines.io import atomic_write_json
+
+    atomic_write_json(RUN_LINKS / f"{experiment}.json",
+                      {"run_id": run_id, "tracking_uri": uri, "experiment_id": experiment_id})
+
+
+def read_run_link(experiment: str) -> dict[str, str] | None:
+    """``{"run_id", "tracking_uri", "experiment_id"}`` of ``experiment``'s training run, or ``None`` when this
+    checkout has none (e.g. checkpoints pulled from a DVC remote)."""
+    import json
+
+    try:
+        return json.loads((RUN_LINKS / f"{experiment}.json").read_text())
+    except FileNotFoundError:
+        return None
+
+
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Flatten nested dicts to dotted keys: ``{"optimizer": {"lr": 0.1}}`` -> ``{"optimizer.lr": 0.1}``."""
     out: dict[str, Any] = {}

@@ -7,8 +7,8 @@ model (``mlflow.pytorch.log_model`` with a signature, an input example and expli
 ``state_dict`` where export fails).
 
 Outputs: ``checkpoints/<experiment>/{best,last}.ckpt``, ``network.pt`` (the best network's ``state_dict``, weights
-only: what a ``transfer`` experiment starts from) and ``run.json`` (the MLflow run id, so ``evaluate`` logs into
-the same run), ``metrics/train/<experiment>.json`` and ``plots/history/<experiment>.csv``.
+only: what a ``transfer`` experiment starts from) and ``checkpoint.json`` (the best checkpoint's file name); the MLflow
+run id goes to ``mlflow/runs/<experiment>.json``, outside what DVC hashes, so ``evaluate`` logs into the same run, ``metrics/train/<experiment>.json`` and ``plots/history/<experiment>.csv``.
 
 An experiment under ``transfer:`` (``pretrained:``) first loads its backbone from the weights file
 (:func:`models.transfer.load_backbone`) and trains with :class:`pipelines.callbacks.FreezeBackbone` when the backbone
@@ -42,52 +42,51 @@ METRICS_ROOT = REPO_ROOT / "metrics"
 PLOTS_ROOT = REPO_ROOT / "plots"
 
 
-def network_spec(exp: ExperimentConfig, meta: dict[str, Any]) -> dict[str, Any]:
-    """The :class:`models.registry.NetworkSpec` fields for an experiment on a prepared dataset (as a plain dict)."""
-    return {
-        "input_shape": list(meta["input_shape"]),
-        "num_outputs": meta["num_classes"] if meta["task"] in ("multiclass", "localization") else 1,
-        "activation": exp.activation,
-        "dropout": exp.dropout,
-        "batch_norm": exp.batch_norm,
-        "vocab_size": meta.get("vocab_size"),
-    }
-
-
 def build_module(exp: ExperimentConfig, meta: dict[str, Any]):
-    """The shared :class:`models.module.DeepNotesModule` for ``exp`` (network initialised with the seeded RNG,
-    then, for a transfer experiment, its backbone loaded from ``exp.pretrained.path``: :func:`load_pretrained`).
+    """The LightningModule of ``exp``'s task (:meth:`pipelines.tasks.base.Task.module_class`, built with its
+    ``from_experiment``) on a prepared dataset's ``meta``: the network initialised with the seeded RNG, then, for a
+    transfer experiment, its backbone loaded from ``exp.pretrained.path`` (:func:`load_pretrained`).
 
     Raises:
         ConfigError: the pretrained weights file is missing or does not fit the backbone.
     """
-    from models.module import DeepNotesModule
+    from pipelines.tasks import get_task
 
-    module = DeepNotesModule(
-        architecture=exp.architecture,
-        spec=network_spec(exp, meta),
-        model_params=exp.model,
-        task=meta["task"],
-        num_classes=meta.get("num_classes") if meta["task"] in ("multiclass", "localization") else None,
-        loss=exp.loss,
-        optimizer=exp.optimizer.model_dump(mode="json"),
-        regularization=exp.regularization.model_dump(mode="json"),
-        initializer=exp.initializer,
-        huber_delta=exp.huber_delta,
-    )
+    module = get_task(exp.task).module_class().from_experiment(exp, meta)
     if exp.pretrained:
         load_pretrained(exp, module.network)
     return module
 
 
+def fit_callbacks(exp: ExperimentConfig) -> list:
+    """The callbacks of every fit of ``exp``, whether the train stage, a tuning trial or a diagnostic study: early
+    stopping (notes 001, "Early Stopping Callback") when enabled, and :class:`pipelines.callbacks.FreezeBackbone` when
+    a transfer experiment fine-tunes a frozen backbone."""
+    callbacks: list = []
+    if exp.early_stopping.enabled:
+        from lightning.pytorch.callbacks import EarlyStopping
+
+        es = exp.early_stopping
+        callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, min_delta=es.min_delta, patience=es.patience))
+    return callbacks + transfer_callbacks(exp)
+
+
 def transfer_callbacks(exp: ExperimentConfig) -> list:
     """``[FreezeBackbone]`` when ``exp`` fine-tunes a frozen backbone (:class:`pipelines.callbacks.FreezeBackbone`),
-    else ``[]``. Shared by training, tuning trials and the diagnostic studies."""
+    else ``[]``."""
     if not (exp.pretrained and exp.pretrained.freeze_backbone):
         return []
     from pipelines.callbacks import FreezeBackbone
 
     return [FreezeBackbone(exp.pretrained.unfreeze_at_epoch, exp.pretrained.backbone_lr_ratio)]
+
+
+def make_datamodule(exp: ExperimentConfig, data, seed: int):
+    """The seeded :class:`pipelines.data.ArrayDataModule` of ``exp`` over prepared ``data`` (batches of
+    ``exp.batch_size``; the whole train split at once for full-batch gradient descent, optimizer ``gd``)."""
+    from pipelines.data import ArrayDataModule
+
+    return ArrayDataModule(data, batch_size=exp.train_batch_size, seed=seed)
 
 
 def load_pretrained(exp: ExperimentConfig, network) -> dict[str, Any]:
@@ -125,13 +124,12 @@ def run_params(exp: ExperimentConfig, *, seed: int, profile: str, meta: dict[str
     of itself (:meth:`models.registry.Architecture.describe`, as ``model.<key>``)."""
     from pipelines.tracking import flatten
 
-    from models.registry import REGISTRY, NetworkSpec
+    from models.registry import REGISTRY
 
-    flat = flatten(exp.model_dump(mode="json")) | {"seed": seed, "profile": profile, "task": meta["task"],
-                                                   "num_params": num_params}
-    spec = network_spec(exp, meta)
-    described = REGISTRY[exp.architecture].describe(NetworkSpec(**spec | {"input_shape": tuple(spec["input_shape"])}),
-                                                    exp.model)
+    from pipelines.training.module import network_spec
+
+    flat = flatten(exp.model_dump(mode="json")) | {"seed": seed, "profile": profile, "num_params": num_params}
+    described = REGISTRY[exp.architecture].describe(network_spec(exp, meta), exp.model)
     flat |= {f"model.{k}": v for k, v in described.items()}  # e.g. model.bottleneck.ratio (ResNet's 1x1 saving)
     flat |= {f"data.{split}_samples": n for split, n in meta["splits"].items()}
     flat |= {"data.augmented_train_samples": meta.get("augmented_train_samples", 0)}
@@ -175,10 +173,9 @@ def write_history(rows: list[dict[str, float]], path: Path) -> None:
     _write_csv(path, columns, [{k: row.get(k, "") for k in columns} for row in rows])
 
 
-def write_metric_history(rows: list[dict[str, float]], task: str, path: Path) -> None:
-    """Write the headline metric per epoch (``acc``, or ``mse`` for regression) as ``epoch,metric,train,val``
+def write_metric_history(rows: list[dict[str, float]], metric: str, path: Path) -> None:
+    """Write the task's headline metric per epoch (``acc``, ``mse``, ...) as ``epoch,metric,train,val``
     (one DVC plot definition then serves every experiment, whatever its metric)."""
-    metric = "mse" if task == "regression" else "acc"
     _write_csv(path, ["epoch", "metric", "train", "val"],
                [{"epoch": row["epoch"], "metric": metric, "train": row.get(f"train_{metric}", ""),
                  "val": row.get(f"val_{metric}", "")} for row in rows])
@@ -302,13 +299,14 @@ def train(name: str, params: Params) -> dict[str, Any]:
     import lightning.pytorch as L
     import mlflow
     import torch
-    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import MLFlowLogger
 
     from pipelines.callbacks import History
-    from pipelines.data import ArrayDataModule
     from pipelines.prepared import load_training_data
-    from pipelines.tracking import data_version, ensure_experiment, git_commit, library_versions, tracking_uri
+    from pipelines.tasks import get_task
+    from pipelines.tracking import (data_version, ensure_experiment, git_commit, library_versions, tracking_uri,
+                                    write_run_link)
 
     exp = params.experiment(name)
     seed = params.experiment_seed(name)
@@ -318,15 +316,15 @@ def train(name: str, params: Params) -> dict[str, Any]:
 
     data = load_training_data(exp.dataset)
     meta = data.meta
-    batch_size = None if exp.optimizer.name == "gd" else exp.batch_size
-    datamodule = ArrayDataModule(data, batch_size=batch_size, seed=seed)
+    datamodule = make_datamodule(exp, data, seed)
     module = build_module(exp, meta)
     num_params = sum(p.numel() for p in module.network.parameters())
     pretrained = load_pretrained(exp, module.network) if exp.pretrained else {}  # reloaded: for its params
 
     experiment_id = ensure_experiment(params)
     client = mlflow.MlflowClient(tracking_uri(params))
-    tags = {"architecture": exp.architecture, "dataset": exp.dataset, "notes": exp.notes, "experiment": name,
+    tags = {"architecture": exp.architecture, "dataset": exp.dataset, "task": exp.task, "notes": exp.notes,
+            "experiment": name,
             "profile": params.profile, "git_commit": git_commit(), "stage": "train",
             "mlflow.runName": name} | {f"version.{k}": v for k, v in library_versions().items()}
     versions = data_version(exp.dataset)
@@ -344,10 +342,7 @@ def train(name: str, params: Params) -> dict[str, Any]:
                                  enable_version_counter=False)
     callbacks: list[L.Callback] = [checkpoint, history, LearningRateMonitor(logging_interval="epoch"),
                                    TQDMProgressBar(refresh_rate=exp.trainer.progress_bar_refresh_rate)]
-    if exp.early_stopping.enabled:
-        es = exp.early_stopping
-        callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, min_delta=es.min_delta, patience=es.patience))
-    callbacks += transfer_callbacks(exp)
+    callbacks += fit_callbacks(exp)
     gradients = gradient_diagnostics(exp)
     if gradients is not None:
         callbacks.append(gradients)
@@ -391,9 +386,12 @@ def train(name: str, params: Params) -> dict[str, Any]:
         client.set_tag(run_id, "model_uri", summary["model_uri"])
 
     write_history(history.rows, PLOTS_ROOT / "history" / f"{name}.csv")
-    write_metric_history(history.rows, meta["task"], PLOTS_ROOT / "metric" / f"{name}.csv")
-    atomic_write_json(ckpt_dir / "run.json", {"run_id": run_id, "tracking_uri": tracking_uri(params),
-                                             "experiment_id": experiment_id, "best_checkpoint": best_path.name})
+    write_metric_history(history.rows, get_task(exp.task).headline, PLOTS_ROOT / "metric" / f"{name}.csv")
+    # DVC hashes checkpoints/<name>: only what the weights determine goes there, so a retrained network with the
+    # same weights stops the rerun cascade. The MLflow run id goes beside the tracking store instead.
+    atomic_write_json(ckpt_dir / "checkpoint.json", {"best_checkpoint": best_path.name,
+                                                    "module": get_task(exp.task).module})
+    write_run_link(name, run_id, tracking_uri(params), experiment_id)
     atomic_write_json(METRICS_ROOT / "train" / f"{name}.json", summary)
     # The run stays open for evaluate (it sets the final status); mark it finished for now.
     client.set_terminated(run_id, "FINISHED")

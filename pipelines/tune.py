@@ -243,14 +243,12 @@ class Objective:
 
     def _train(self, trial, values: dict[str, Any], run_id: str, client) -> float:
         import optuna
-        from lightning.pytorch.callbacks import EarlyStopping
         from lightning.pytorch.loggers import MLFlowLogger
         from optuna_integration import PyTorchLightningPruningCallback
 
         from pipelines.callbacks import History
-        from pipelines.data import ArrayDataModule
-        from pipelines.train import (build_module, gradient_diagnostics, log_params, make_trainer, run_params,
-                                     seed_everything, transfer_callbacks)
+        from pipelines.train import (build_module, fit_callbacks, gradient_diagnostics, log_params, make_datamodule,
+                                     make_trainer, run_params, seed_everything)
 
         settings = self.session.settings
         # one device per trial: parallelism comes from workers (the pruning callback cannot span DDP processes
@@ -264,15 +262,10 @@ class Objective:
         flat = run_params(exp, seed=self.seed, profile=self.session.params.profile, meta=self.data.meta,
                           num_params=num_params, versions=self.versions)
         log_params(client, run_id, flat | {"study_name": self.session.study_name, "trial_number": trial.number})
-        batch_size = None if exp.optimizer.name == "gd" else exp.batch_size
-        datamodule = ArrayDataModule(self.data, batch_size=batch_size, seed=self.seed)
+        datamodule = make_datamodule(exp, self.data, self.seed)
         history = History()
         callbacks = [history, non_finite_guard(settings.metric),
-                     PyTorchLightningPruningCallback(trial, monitor=settings.metric), *transfer_callbacks(exp)]
-        if exp.early_stopping.enabled:
-            es = exp.early_stopping
-            callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, min_delta=es.min_delta,
-                                           patience=es.patience))
+                     PyTorchLightningPruningCallback(trial, monitor=settings.metric), *fit_callbacks(exp)]
         gradients = gradient_diagnostics(exp)  # the same gradient-flow metrics as a training run
         if gradients is not None:
             callbacks.append(gradients)

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.module import DeepNotesModule, build_metrics
-from pipelines.bias_variance import REMEDIES, diagnose
+from pipelines.training.module import SupervisedModule
+from pipelines.bias_variance import REMEDIES
+from pipelines.bias_variance import verdict as bias_variance_verdict
 from pipelines.data import TensorBatches
-from pipelines.evaluate import error_of, split_metrics
+from pipelines.tasks import get_task
 
 
 def _mnist_test_slice(mirror, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,10 +55,10 @@ def test_batches_reject_mismatched_inputs():
 # -------------------------------------------------------------------------------------------- the module
 
 
-def _module(regularization: dict) -> DeepNotesModule:
+def _module(regularization: dict) -> SupervisedModule:
     spec = {"input_shape": [1, 28, 28], "num_outputs": 10, "activation": "relu", "dropout": 0.0,
             "batch_norm": False, "vocab_size": None}
-    return DeepNotesModule("lenet5", spec, {"pooling": "max"}, "multiclass", 10, "ce",
+    return SupervisedModule("lenet5", spec, {"pooling": "max"}, "multiclass", {"num_classes": 10}, "ce",
                            {"name": "adam", "lr": 1e-3}, regularization, "he_uniform")
 
 
@@ -88,26 +89,28 @@ def test_module_learns_real_digits_in_a_few_steps(mirror):
             module.training_step((x[i : i + 100], y[i : i + 100]), i).backward()
             optimizer.step()
     module.eval()
-    metrics = split_metrics(module(x[1500:]).detach(), y[1500:], "multiclass", 10, 784)
-    assert metrics["acc"] > 0.85 and error_of(metrics, "multiclass") == pytest.approx(1 - metrics["acc"])
+    task = get_task("multiclass")({"num_classes": 10, "input_shape": [1, 28, 28]})
+    metrics = task.split_metrics(module(x[1500:]).detach(), x[1500:], y[1500:])
+    assert metrics["acc"] > 0.85 and task.error(metrics) == pytest.approx(1 - metrics["acc"])
     assert 0.5 < metrics["roc_auc"] <= 1.0
 
 
 def test_regression_metrics_include_adjusted_r2():
     targets = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
     outputs = targets + torch.tensor([0.1, -0.1, 0.2, -0.2, 0.1, -0.1])
-    m = split_metrics(outputs, targets, "regression", None, num_features=2)
+    task = get_task("regression")({"input_shape": [2]})
+    m = task.split_metrics(outputs, torch.zeros(6, 2), targets)
     r2 = 1 - float(((outputs - targets) ** 2).sum() / ((targets - targets.mean()) ** 2).sum())
     assert m["r2"] == pytest.approx(r2, rel=1e-5)
     assert m["adjusted_r2"] == pytest.approx(1 - (1 - r2) * 5 / 3, rel=1e-5)
-    assert error_of(m, "regression") == m["rmse"] == pytest.approx(float(((outputs - targets) ** 2).mean().sqrt()), rel=1e-5)
+    assert task.error(m) == m["rmse"] == pytest.approx(float(((outputs - targets) ** 2).mean().sqrt()), rel=1e-5)
 
 
 def test_metric_sets_per_task():
-    assert set(build_metrics("binary", None)) == {"acc", "precision", "recall", "f1", "roc_auc"}
-    assert set(build_metrics("regression", None, full=False)) == {"mse"}
+    assert set(get_task("binary")({}).build_metrics()) == {"acc", "precision", "recall", "f1", "roc_auc"}
+    assert set(get_task("regression")({}).build_metrics(full=False)) == {"mse"}
     with pytest.raises(ValueError, match="needs num_classes"):
-        build_metrics("multiclass", None)
+        get_task("multiclass")({}).build_metrics()
 
 
 # ----------------------------------------------------------------------------------------- bias/variance
@@ -119,7 +122,7 @@ def test_metric_sets_per_task():
      (0.20, 0.35, "high_bias_and_variance")],
 )
 def test_verdicts(train, val, verdict):
-    d = diagnose(train, val, val + 0.01, reference_error=0.0, tolerance=0.02)
+    d = bias_variance_verdict(train, val, val + 0.01, reference_error=0.0, tolerance=0.02)
     assert d.verdict == verdict
     assert d.avoidable_bias == pytest.approx(train) and d.variance == pytest.approx(val - train)
     if verdict == "high_variance":
@@ -129,7 +132,7 @@ def test_verdicts(train, val, verdict):
 
 
 def test_reference_error_moves_the_bias_verdict():
-    assert diagnose(0.12, 0.13, 0.13, reference_error=0.0).verdict == "high_bias"
-    assert diagnose(0.12, 0.13, 0.13, reference_error=0.11).verdict == "good"
+    assert bias_variance_verdict(0.12, 0.13, 0.13, reference_error=0.0).verdict == "high_bias"
+    assert bias_variance_verdict(0.12, 0.13, 0.13, reference_error=0.11).verdict == "good"
     with pytest.raises(ValueError, match="train_error must be non-negative"):
-        diagnose(-0.1, 0.1, 0.1)
+        bias_variance_verdict(-0.1, 0.1, 0.1)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.module import DeepNotesModule
+from pipelines.training.module import SupervisedModule
 from pipelines.config import DatasetConfig, ExperimentConfig, GradientDiagnosticsConfig
 from pipelines.data import TensorBatches
 from pipelines.datasets import prepare_churn, prepare_melbourne_temp
@@ -34,11 +34,11 @@ def mnist(mirror):
     return torch.tensor(x, dtype=torch.float32).unsqueeze(1) / 255.0, torch.tensor(y, dtype=torch.long)
 
 
-def deep_mlp(activation: str, initializer: str, *, optimizer: dict | None = None) -> DeepNotesModule:
+def deep_mlp(activation: str, initializer: str, *, optimizer: dict | None = None) -> SupervisedModule:
     """A 10-layer MLP (9 hidden layers of 64 units and the output layer) for MNIST."""
     spec = {"input_shape": [1, 28, 28], "num_outputs": 10, "activation": activation, "dropout": 0.0,
             "batch_norm": False, "vocab_size": None}
-    return DeepNotesModule("mlp", spec, {"hidden_sizes": [64] * 9}, "multiclass", 10, "ce",
+    return SupervisedModule("mlp", spec, {"hidden_sizes": [64] * 9}, "multiclass", {"num_classes": 10}, "ce",
                            optimizer or {"name": "adam", "lr": 1e-3}, {"type": "none", "strength": 0.0}, initializer)
 
 

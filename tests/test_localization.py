@@ -16,8 +16,8 @@ from models.boxes import (
     split_outputs,
     split_targets,
 )
-from models.localizer import Localizer, centre_size_to_corners
 from models.registry import NetworkSpec
+from models.vision.localizer import Localizer, centre_size_to_corners
 
 C = 10
 
@@ -346,12 +346,12 @@ def test_prepare_is_seeded(canvases, mirror):
 def test_localization_module_trains_and_reports_iou(canvases, tmp_path):
     import lightning.pytorch as L
 
-    from models.module import DeepNotesModule
+    from pipelines.training.module import SupervisedModule
 
     arrays, meta, _ = canvases
     x, y = (torch.from_numpy(a) for a in arrays["train"])
-    module = DeepNotesModule("localizer", {"input_shape": (1, 64, 64), "num_outputs": 10, "batch_norm": True},
-                             {}, task="localization", num_classes=10, loss="ce_smooth_l1_giou",
+    module = SupervisedModule("localizer", {"input_shape": (1, 64, 64), "num_outputs": 10, "batch_norm": True},
+                             {}, task="localization", task_meta={"num_classes": 10}, loss="ce_smooth_l1_giou",
                              optimizer={"name": "adam", "lr": 1e-3}, regularization={"type": "none"},
                              initializer="he_uniform")
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)

@@ -7,9 +7,12 @@ perceptron/MLP gate checks reproduce notes 001 "Perceptron" and "XOR gate"; the 
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +22,8 @@ import torch
 from torch import nn
 
 from models.factories import initialize, make_loss, make_optimizer
-from models.registry import REGISTRY, NetworkSpec, build_network
+from models.generative.autoencoder import Autoencoder
+from models.registry import REGISTRY, NetworkSpec, build_network, register
 from pipelines import REPO_ROOT
 from pipelines.config import OptimizerConfig
 
@@ -59,6 +63,7 @@ def test_every_registered_architecture_is_buildable():
         "resnet": NetworkSpec((3, 32, 32), 10),
         "plain_cnn": NetworkSpec((1, 28, 28), 10),
         "localizer": NetworkSpec((1, 64, 64), 10),
+        "autoencoder": NetworkSpec((1, 28, 28), 10),
     }
     assert set(specs) == set(REGISTRY)
     for name, spec in specs.items():
@@ -67,7 +72,38 @@ def test_every_registered_architecture_is_buildable():
         expected = (4,) if spec.num_outputs == 1 else (4, spec.num_outputs)
         if name == "localizer":  # class logits, then the box (x1, y1, x2, y2)
             expected = (4, spec.num_outputs + 4)
+        if name == "autoencoder":  # the reconstruction has the input's shape
+            expected = (4, *spec.input_shape)
         assert net(x).shape == expected, name
+
+
+# ------------------------------------------------------------------------------------------- the registry
+
+
+def test_importing_the_registry_does_not_import_torch():
+    code = "import sys, models.registry as r; assert 'torch' not in sys.modules; print(len(r.REGISTRY))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) == len(REGISTRY)
+
+
+def test_every_architecture_lives_in_the_family_that_registers_it():
+    families = {path.parent.name for path in (REPO_ROOT / "models").glob("*/specs.py")}
+    assert {"dense", "vision", "sequence", "generative"} <= families
+    assert {arch.family for arch in REGISTRY.values()} == families
+    for arch in REGISTRY.values():
+        assert arch.target.startswith(f"models.{arch.family}."), arch.name
+        assert arch.describe_target is None or arch.describe_target.startswith(f"models.{arch.family}."), arch.name
+        path = arch.module_path()
+        assert path == arch.target.partition(":")[0].replace(".", "/") + ".py", arch.name
+        assert (REPO_ROOT / path).is_file(), arch.name
+    assert REGISTRY["resnet"].module_path() == "models/vision/resnet.py"
+
+
+def test_register_rejects_a_duplicate_name():
+    with pytest.raises(ValueError, match="'mlp' is already registered"):
+        register(dataclasses.replace(REGISTRY["mlp"], family="dense"))
 
 
 def test_perceptron_is_one_linear_unit():
@@ -294,3 +330,62 @@ def test_mlp_beats_majority_on_real_churn():
         accuracy = ((net(x[test]) > 0).float() == y[test]).float().mean().item()
     majority = 1 - y[test].mean().item()  # about 0.80 stay
     assert accuracy > majority + 0.03
+
+
+# ------------------------------------------------------------------------- notes 002: the autoencoder
+
+
+def _autoencoder_count(size: int, hidden_sizes: list[int], bottleneck: int, batch_norm: bool) -> int:
+    widths = [size, *hidden_sizes, bottleneck, *reversed(hidden_sizes), size]
+    return sum(dense(a, b) for a, b in zip(widths[:-1], widths[1:])) + (4 * sum(hidden_sizes) if batch_norm else 0)
+
+
+@pytest.mark.parametrize(
+    ("input_shape", "hidden_sizes", "bottleneck", "batch_norm"),
+    [((1, 28, 28), [256], 32, False), ((1, 28, 28), [100], 10, True), ((3, 32, 32), [128, 64], 16, False),
+     ((20,), [], 4, False)],
+)
+def test_autoencoder_parameter_count_and_shapes(input_shape, hidden_sizes, bottleneck, batch_norm):
+    spec = NetworkSpec(input_shape, 10, batch_norm=batch_norm, dropout=0.1)
+    net = build_network("autoencoder", spec, {"hidden_sizes": hidden_sizes, "bottleneck": bottleneck})
+    assert isinstance(net, Autoencoder)
+    assert n_params(net) == _autoencoder_count(math.prod(input_shape), hidden_sizes, bottleneck, batch_norm)
+    x = torch.rand(5, *input_shape)
+    z = net.encode(x)
+    assert z.shape == (5, bottleneck)
+    assert net.decode(z).shape == (5, *input_shape)
+    assert net(x).shape == (5, *input_shape)
+
+
+def test_autoencoder_default_count_matches_the_docstring():
+    net = build_network("autoencoder", NetworkSpec((1, 28, 28), 10))
+    assert net.bottleneck == 32 and net.encode(torch.rand(2, 1, 28, 28)).shape == (2, 32)
+    assert n_params(net) == 200_960 + 8_224 + 8_448 + 201_488 == 419_120
+
+
+def test_autoencoder_must_be_undercomplete():
+    with pytest.raises(ValueError, match="bottleneck=784 is not below the input size 784"):
+        build_network("autoencoder", NetworkSpec((1, 28, 28), 10), {"bottleneck": 784})
+    with pytest.raises(ValueError, match="bottleneck=900"):
+        Autoencoder(NetworkSpec((1, 28, 28), 10), hidden_sizes=[64], bottleneck=900)
+    assert build_network("autoencoder", NetworkSpec((1, 28, 28), 10), {"bottleneck": 783}).bottleneck == 783
+
+
+@needs_data
+def test_autoencoder_reconstructs_real_mnist_in_pixel_range(mnist_test_split):
+    x, _ = mnist_test_split
+    net = initialize(build_network("autoencoder", NetworkSpec((1, 28, 28), 10), {"hidden_sizes": [128],
+                                                                                "bottleneck": 32}), "he_uniform")
+    out = net(x[:256])
+    assert out.shape == (256, 1, 28, 28)
+    assert out.min().item() >= 0.0 and out.max().item() <= 1.0
+    loss_fn = nn.MSELoss()
+    optimizer = make_optimizer(net.parameters(), OptimizerConfig(name="adam", lr=1e-3))
+    before = loss_fn(net(x[2000:]), x[2000:]).item()
+    for idx in torch.randint(0, 2000, (150, 64)):
+        optimizer.zero_grad()
+        loss_fn(net(x[idx]), x[idx]).backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = loss_fn(net(x[2000:]), x[2000:]).item()
+    assert after < 0.5 * before  # the code of 32 numbers carries most of the 784 pixels

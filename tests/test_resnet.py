@@ -1,4 +1,4 @@
-"""ResNet, its plain twin and the 1x1 bottleneck (models/resnet.py; He, Zhang, Ren, Sun 2016; notes 001 "Resnet
+"""ResNet, its plain twin and the 1x1 bottleneck (models/vision/resnet.py; He, Zhang, Ren, Sun 2016; notes 001 "Resnet
 architecture" / "Code understanding", notes 002 "PURPOSE OF SKIP CONNECTIONS" and "PURPOSE OF 1X1 CONVOLUTION").
 
 Parameter counts are derived here from the layer formulas, independently of the implementation; the smoke
@@ -19,9 +19,9 @@ from pydantic import ValidationError
 from torch import nn
 
 from models.layers import OutputLayer
-from models.module import DeepNotesModule
+from pipelines.training.module import SupervisedModule
 from models.registry import REGISTRY, NetworkSpec, build_network
-from models.resnet import BottleneckBlock, PlainCNN, ResidualBlock, ResNet, parameter_reduction
+from models.vision.resnet import BottleneckBlock, PlainCNN, ResidualBlock, ResNet, parameter_reduction
 from pipelines.data import TensorBatches
 
 
@@ -264,7 +264,7 @@ def test_one_training_step_on_real_cifar10(cifar_batch, name):
     L.seed_everything(0, verbose=False)
     spec = {"input_shape": [3, 32, 32], "num_outputs": 10, "activation": "relu", "dropout": 0.0,
             "batch_norm": False, "vocab_size": None}
-    module = DeepNotesModule(name, spec, {"depth": 20}, "multiclass", 10, "ce",
+    module = SupervisedModule(name, spec, {"depth": 20}, "multiclass", {"num_classes": 10}, "ce",
                              {"name": "sgd_momentum", "lr": 0.05}, {"type": "l2", "strength": 1e-4}, "he_normal")
     before = {k: v.clone() for k, v in module.network.state_dict().items()}
     trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -1,5 +1,6 @@
-"""AlexNet and VGG (models/vision.py): shapes and parameter counts on MNIST-size and CIFAR-size inputs, the errors
-on inputs too small for them, and one real training step on CIFAR-10 images through the shared Lightning module.
+"""AlexNet and VGG (models/vision/alexnet.py, models/vision/vgg.py): shapes and parameter counts on MNIST-size and
+CIFAR-size inputs, the errors on inputs too small for them, and one real training step on CIFAR-10 images through the
+shared Lightning module.
 
 Expected counts are derived here from the layer lists of the papers' adaptations (conv (F*F*D + 1)*N, dense
 (fan_in + 1)*fan_out, batch norm 2 per channel or unit), not read from the module.
@@ -19,7 +20,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from models.module import DeepNotesModule
+from pipelines.training.module import SupervisedModule
 from models.registry import REGISTRY, NetworkSpec, build_network
 from models.shapes import summarize
 from pipelines import REPO_ROOT
@@ -209,9 +210,9 @@ def test_one_training_step_on_real_cifar10(cifar_batch, tmp_path, name, params, 
     images, labels = cifar_batch
     assert images.shape == (64, 3, 32, 32) and labels.max() <= 9
     assert labels[:4].tolist() == [3, 8, 8, 0]  # cat, ship, ship, airplane: the test batch's first records
-    module = DeepNotesModule(
+    module = SupervisedModule(
         name, {"input_shape": (3, 32, 32), "num_outputs": 10, "dropout": 0.5, "batch_norm": batch_norm},
-        params, task="multiclass", num_classes=10, loss="ce", optimizer={"name": "adam", "lr": 1e-3},
+        params, task="multiclass", task_meta={"num_classes": 10}, loss="ce", optimizer={"name": "adam", "lr": 1e-3},
         regularization={"type": "none"}, initializer="he_normal",
     )
     before = {k: v.clone() for k, v in module.network.state_dict().items()}

@@ -1,0 +1,1 @@
+"""Dense (fully connected) architectures: the perceptron and the multi-layer perceptron."""

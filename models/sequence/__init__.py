@@ -1,0 +1,1 @@
+"""Sequence architectures: recurrent text classifiers."""

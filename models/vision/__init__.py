@@ -1,0 +1,1 @@
+"""Vision architectures: convolutional classifiers (Keras CNN, LeNet-5, AlexNet, VGG, ResNet) and the localizer."""

@@ -1,0 +1,1 @@
+"""Training: the shared supervised LightningModule, the Trainer and its callbacks."""
