@@ -14,13 +14,22 @@ export DEEPNOTES_DATA_MIRROR ?= $(abspath ../shared/data)
 endif
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test install plots ui serve bench bench-tune bench-diagnostics clean-tracking
+.PHONY: run test lint format install plots ui serve bench bench-tune bench-diagnostics clean-tracking
 
 run: install  ## set up and run the default pipeline (dvc repro)
 	$(BIN)/dvc repro
 
-test: install  ## set up and run the test suite
+test: install lint  ## set up, lint and type-check, and run the test suite
 	$(BIN)/python -m pytest
+
+lint: install  ## ruff (lint and format check) and mypy, as configured in pyproject.toml
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 install: $(STAMP)
 

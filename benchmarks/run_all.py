@@ -97,7 +97,7 @@ def render_throughput(tp: dict[str, Any]) -> list[str]:
         f"`{cfg.get('loss')}`, regularization `{cfg.get('regularization')}` (params.yaml of the working tree; commit "
         f"`{tp.get('git_commit', '?')}`, `-dirty` = pipelines/, models/ or params.yaml differed from it).",
         "",
-        "- **pipeline**: `pipelines.train.build_module` + `pipelines.data.ArrayDataModule` (TensorBatches) + a "
+        "- **pipeline**: `pipelines.training.trainer.build_module` + `pipelines.data.ArrayDataModule` (TensorBatches) + a "
         "Lightning `Trainer` set up as `pipelines/train.py` does (ModelCheckpoint, History, LearningRateMonitor, "
         f"TQDMProgressBar refresh {tp['trainer']['progress_bar_refresh_rate']}, "
         f"`log_every_n_steps={tp['trainer']['log_every_n_steps']}`, "

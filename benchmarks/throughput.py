@@ -2,7 +2,7 @@
 
     python -m benchmarks.throughput [--steps 300] [--repeats 5] [--breakdown auto|always|never] [--pairs 4]
 
-*Pipeline* side: the real pieces. ``pipelines.train.build_module`` with the ``lenet5_mnist`` experiment of
+*Pipeline* side: the real pieces. ``pipelines.training.trainer.build_module`` with the ``lenet5_mnist`` experiment of
 ``params.yaml`` (active profile), ``pipelines.data.ArrayDataModule`` over the real prepared MNIST
 (``data/prepared/mnist`` when present, else prepared in memory from the mirror), and a Lightning ``Trainer``
 configured as ``pipelines/train.py`` configures it: the same callbacks (ModelCheckpoint, History, LearningRateMonitor,
@@ -232,7 +232,7 @@ def run_pipeline(bench: Bench, steps: int, *, step: str = "module", manual: bool
 
     import mlflow
     from pipelines.callbacks import History
-    from pipelines.train import build_module, seed_everything
+    from pipelines.training.trainer import build_module, seed_everything
 
     exp, t = bench.exp, bench.exp.trainer
     seed_everything(bench.seed)
@@ -285,7 +285,7 @@ def hand_network(bench: Bench):
     """The experiment's network, built and initialised exactly as ``SupervisedModule`` does (same seeded RNG)."""
     from models.factories import initialize
     from models.registry import build_network
-    from pipelines.train import seed_everything
+    from pipelines.training.trainer import seed_everything
     from pipelines.training.module import network_spec
 
     seed_everything(bench.seed)

@@ -220,6 +220,9 @@ class _LocalizationMetric(Metric):
     def _per_sample(self, logits: Tensor, pred_boxes: Tensor, labels: Tensor, true_boxes: Tensor) -> Tensor:
         raise NotImplementedError
 
+    value: Tensor  # metric states (add_state), summed over samples and processes
+    total: Tensor
+
     def update(self, outputs: Tensor, y: Tensor) -> None:
         logits, pred_boxes, labels, true_boxes = _split(outputs.detach(), y.detach(), self.num_classes)
         per_sample = self._per_sample(logits, pred_boxes, labels, true_boxes)

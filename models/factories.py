@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:  # pragma: no cover
+    from models.boxes import BoxLoss
     from pipelines.config import OptimizerConfig, RegularizationConfig
 
 __all__ = [
@@ -188,9 +189,9 @@ def make_optimizer(params: Iterable[Tensor] | Iterable[dict], cfg: OptimizerConf
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, eps=eps, weight_decay=wd)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), eps=eps, weight_decay=wd)
+        return torch.optim.Adam(params, lr=lr, betas=(cfg.betas[0], cfg.betas[1]), eps=eps, weight_decay=wd)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=tuple(cfg.betas), eps=eps, weight_decay=wd)
+        return torch.optim.AdamW(params, lr=lr, betas=(cfg.betas[0], cfg.betas[1]), eps=eps, weight_decay=wd)
     raise _unknown("optimizer", name, OPTIMIZERS)
 
 
@@ -280,7 +281,7 @@ def regularization_penalty(module: nn.Module | Sequence[Tensor], cfg: Regulariza
 LOSSES: tuple[str, ...] = ("bce", "ce", "mse", "mae", "huber", "pseudo_huber", "hinge", "ce_smooth_l1", "ce_giou",
                            "ce_smooth_l1_giou")
 #: Localization losses -> the box term of :class:`models.boxes.LocalizationLoss` (added to cross-entropy).
-LOCALIZATION_BOX_LOSSES = {"ce_smooth_l1": "smooth_l1", "ce_giou": "giou", "ce_smooth_l1_giou": "smooth_l1+giou"}
+LOCALIZATION_BOX_LOSSES: dict[str, BoxLoss] = {"ce_smooth_l1": "smooth_l1", "ce_giou": "giou", "ce_smooth_l1_giou": "smooth_l1+giou"}
 
 
 def _align(outputs: Tensor, targets: Tensor) -> Tensor:

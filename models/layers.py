@@ -70,7 +70,7 @@ def image_shape(input_shape: Sequence[int], architecture: str) -> tuple[int, int
     shape = tuple(int(d) for d in input_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"{architecture} needs input_shape (channels, height, width), got {shape}")
-    return shape  # type: ignore[return-value]
+    return shape[0], shape[1], shape[2]
 
 
 def output_shape(module: nn.Module, input_shape: Sequence[int], architecture: str) -> tuple[int, ...]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as L
-from lightning.pytorch.callbacks import BaseFinetuning
+from lightning.pytorch.callbacks import BaseFinetuning, ModelCheckpoint
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
@@ -87,3 +89,22 @@ class FreezeBackbone(BaseFinetuning):
             for module in self._backbone(pl_module).modules():
                 if isinstance(module, _BatchNorm):
                     module.eval()
+
+
+class PortableModelCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` whose saved state names files relative to its ``dirpath``.
+
+    The stock callback stores absolute paths (``dirpath``, ``best_model_path``, ...) inside every checkpoint, so the
+    same training in another folder (a DVC experiment's temporary copy, a second clone) writes different bytes and
+    DVC reruns everything downstream. Here they are file names; resuming from such a checkpoint simply starts the
+    best-model bookkeeping afresh.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            if state.get(key):
+                state[key] = Path(state[key]).name
+        state["best_k_models"] = {Path(k).name: v for k, v in (state.get("best_k_models") or {}).items()}
+        state["dirpath"] = None
+        return state

@@ -151,7 +151,8 @@ class TrainerConfig(Strict):
     devices: PositiveInt | Literal["auto"] | list[int] = "auto"
     strategy: str = "auto"
     num_nodes: PositiveInt = 1
-    precision: str = "32-true"
+    precision: Literal["64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "32", "16",
+                       "bf16"] = Field("32-true", description="Lightning's precision names")
     limit_train_batches: PositiveFloat | PositiveInt = 1.0
     limit_val_batches: PositiveFloat | PositiveInt = 1.0
     check_val_every_n_epoch: PositiveInt = 1
@@ -286,8 +287,8 @@ class ExperimentConfig(Strict):
 
     architecture: str
     dataset: str
-    task: str | None = Field(None, description="what the experiment learns (pipelines/tasks/<task>.py); default: "
-                                               "the dataset's own task, e.g. reconstruction of MNIST instead")
+    task: str = Field("", description="what the experiment learns (pipelines/tasks/<task>.py); empty: the "
+                                      "dataset's own task. E.g. reconstruction of MNIST instead of its classes")
     description: str = ""
     model: dict[str, Any] = Field(default_factory=dict, description="architecture-specific params (see models.registry)")
     activation: ActivationName = "relu"
@@ -327,7 +328,7 @@ class ExperimentConfig(Strict):
                 f"architecture {self.architecture!r} is not registered; known: {', '.join(sorted(REGISTRY))}"
             )
         arch, entry = REGISTRY[self.architecture], CATALOG[self.dataset]
-        if self.task is None:
+        if not self.task:
             self.task = entry.task
         try:
             task = get_task(self.task)
@@ -389,6 +390,19 @@ class TuneExperimentConfig(Strict):
     pruner: PrunerName | None = None
     trial: dict[str, Any] = Field(default_factory=dict, description="experiment overrides for every trial")
     space: Space = Field(default_factory=dict, description="per-path overrides of the architecture's space")
+
+
+class TuneSettings(Strict):
+    """An experiment's search settings with every field filled (:meth:`Params.tune_settings`)."""
+
+    metric: str
+    direction: Literal["minimize", "maximize"]
+    n_trials: PositiveInt
+    timeout: PositiveFloat | None
+    sampler: SamplerName
+    pruner: PrunerName
+    trial: dict[str, Any] = Field(default_factory=dict)
+    space: Space = Field(default_factory=dict)
 
 
 class TuningConfig(Strict):
@@ -528,7 +542,7 @@ class Params(Strict):
         exp = self.experiment(name)
         return self.seed if exp.seed is None else exp.seed
 
-    def tune_settings(self, name: str) -> TuneExperimentConfig:
+    def tune_settings(self, name: str) -> TuneSettings:
         """The search settings of experiment ``name`` with every unset field filled from ``tuning``.
 
         Raises:
@@ -536,23 +550,17 @@ class Params(Strict):
         """
         exp = self.experiment(name)
         own = self.tuning.experiments.get(name, TuneExperimentConfig())
-        if own.metric is None:
-            metric, default_direction = exp.checkpoint.monitor, "maximize" if exp.checkpoint.mode == "max" else "minimize"
-        else:
-            metric = own.metric
-            default_direction = "minimize" if get_task(exp.task).mode(metric) == "min" else "maximize"
+        metric = own.metric or exp.checkpoint.monitor
+        mode = exp.checkpoint.mode if own.metric is None else get_task(exp.task).mode(metric)
+        default_direction: Literal["minimize", "maximize"] = "maximize" if mode == "max" else "minimize"
         allowed = get_task(exp.task).monitors()
         if metric not in allowed:
             raise ConfigError(f"params.yaml: tuning.experiments.{name}.metric: {metric!r} is not logged for a "
                               f"{exp.task} task; use one of {sorted(allowed)}")
-        return own.model_copy(update={
-            "metric": metric,
-            "direction": own.direction or default_direction,
-            "n_trials": own.n_trials or self.tuning.n_trials,
-            "timeout": own.timeout or self.tuning.timeout,
-            "sampler": own.sampler or self.tuning.sampler,
-            "pruner": own.pruner or self.tuning.pruner,
-        })
+        return TuneSettings(metric=metric, direction=own.direction or default_direction,
+                            n_trials=own.n_trials or self.tuning.n_trials, timeout=own.timeout or self.tuning.timeout,
+                            sampler=own.sampler or self.tuning.sampler, pruner=own.pruner or self.tuning.pruner,
+                            trial=own.trial, space=own.space)
 
     def search_space(self, name: str) -> SearchSpace:
         """The validated search space of experiment ``name`` (default, then architecture, then experiment).

@@ -311,7 +311,7 @@ def place_digits(digits: np.ndarray, canvas_size: int, min_scale: float, max_sca
     boxes = np.zeros((n, 4), dtype=np.float32)
     for i in range(n):
         size = int(sizes[i])
-        digit = np.asarray(Image.fromarray(digits[i]).resize((size, size), Image.BILINEAR))
+        digit = np.asarray(Image.fromarray(digits[i]).resize((size, size), Image.Resampling.BILINEAR))
         canvases[i, 0, y0[i]:y0[i] + size, x0[i]:x0[i] + size] = digit
         rows, cols = np.nonzero(digit >= BOX_INK_THRESHOLD)
         if len(rows):

@@ -34,7 +34,7 @@ from pipelines import REPO_ROOT
 from pipelines.config import ConfigError, ExperimentConfig, Params, StudyBudget
 from pipelines.io import atomic_write_json
 from pipelines.tasks import get_task
-from pipelines.train import METRICS_ROOT
+from pipelines.paths import METRICS_ROOT
 
 log = logging.getLogger("deepnotes.diagnose")
 
@@ -135,7 +135,7 @@ def fit(exp: ExperimentConfig, data, seed: int):
     ``nn.Module`` (last epoch, or where early stopping ended it). No logger, no checkpoints."""
     import tempfile
 
-    from pipelines.train import build_module, fit_callbacks, make_datamodule, make_trainer, seed_everything
+    from pipelines.training.trainer import build_module, fit_callbacks, make_datamodule, make_trainer, seed_everything
 
     seed_everything(seed)
     module = build_module(exp, data.meta)
@@ -185,7 +185,7 @@ def learning_curve(exp: ExperimentConfig, data, seed: int) -> list[dict[str, flo
         if fraction == 1.0:
             index = np.arange(n)
         else:
-            classes = len(np.unique(y)) if classification else 1
+            classes = len(np.unique(y)) if y is not None else 1
             if size < max(classes, 1) or n - size < max(classes, 1):
                 raise ConfigError(f"diagnostics.learning_curve.fractions: {fraction} of the {n} train samples of "
                                   f"{exp.dataset!r} is {size}, too few to hold all {classes} classes")

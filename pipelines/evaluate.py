@@ -26,7 +26,7 @@ from typing import Any
 
 from pipelines.config import ConfigError, Params
 from pipelines.io import atomic_dir, atomic_write_json, atomic_write_text
-from pipelines.train import CHECKPOINT_ROOT, METRICS_ROOT, PLOTS_ROOT
+from pipelines.paths import CHECKPOINT_ROOT, METRICS_ROOT, PLOTS_ROOT
 
 log = logging.getLogger("deepnotes.evaluate")
 
@@ -124,7 +124,7 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
     for split, out in splits.items():
         results[split] = task.split_metrics(out.outputs, out.x, out.y)
     bv = exp.bias_variance
-    diagnosis = verdict(*(task.error(results[split]) for split in ("train", "val", "test")),
+    diagnosis = verdict(task.error(results["train"]), task.error(results["val"]), task.error(results["test"]),
                         bv.reference_error, bv.tolerance)
     # dvc metrics reads numbers and strings only: the remedies become one string.
     results["bias_variance"] = diagnosis.as_dict() | {"remedies": "; ".join(diagnosis.remedies) or "none",
@@ -152,8 +152,8 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
     figures["bias_variance.png"] = plots.bias_variance_figure(components, f"Bias/variance: {diagnosis.verdict}",
                                                               task.error_unit)
     with atomic_dir(PLOTS_ROOT / "evaluate" / name) as tmp:  # the task's own figures, for `dvc plots`
-        for file, fig in evaluation.figures.items():
-            (tmp / file).write_bytes(plots.png_bytes(fig))
+        for file_name, fig in evaluation.figures.items():
+            (tmp / file_name).write_bytes(plots.png_bytes(fig))
 
     # test_<metric> for the test split; eval_<split>_<metric> for the best checkpoint on train and val.
     metrics = {f"test_{k}": v for k, v in results["test"].items() if isinstance(v, (int, float))}
@@ -164,11 +164,11 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
     client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), timestamp, 0) for k, v in metrics.items()])
     client.set_tag(run_id, "bias_variance.verdict", diagnosis.verdict)
     client.set_tag(run_id, "bias_variance.remedies", results["bias_variance"]["remedies"])
-    for file, fig in figures.items():
-        client.log_figure(run_id, fig, f"plots/{file}")
+    for file_name, fig in figures.items():
+        client.log_figure(run_id, fig, f"plots/{file_name}")
         plots.close(fig)
-    for file, text in evaluation.tables.items():
-        client.log_text(run_id, text, f"evaluation/{file}")
+    for file_name, text in evaluation.tables.items():
+        client.log_text(run_id, text, f"evaluation/{file_name}")
     client.log_dict(run_id, results | evaluation.details, "evaluation/metrics.json")
     registration = register_model(client, name, run_id, task, results)
     if registration is not None:

@@ -15,7 +15,7 @@ model becomes a new version carrying its test metric (version tags ``metric``, `
 registered; a new champion leaves it where it is (that version is worse than the new champion too).
 
 Only MLflow models can be registered: a logged model ``models:/m-<id>`` from
-:func:`pipelines.train.log_model`. Its fallback, a weights-only ``state_dict`` artifact
+:func:`pipelines.tracking.log_model`. Its fallback, a weights-only ``state_dict`` artifact
 (``runs:/<run>/model_state_dict/state_dict.pt``, for networks ``torch.export`` cannot handle), is not an MLflow
 model: :func:`register` registers nothing, logs a warning and returns ``None``.
 
@@ -158,7 +158,7 @@ def register(client: MlflowClient, *, name: str, model_uri: str, run_id: str, me
     Args:
         client: the client of the tracking store that holds the logged model (its registry is used too).
         name: registered model name, e.g. :func:`registered_name` of the experiment.
-        model_uri: ``models:/m-<id>`` from :func:`pipelines.train.log_model`. A ``runs:/...`` artifact URI (the
+        model_uri: ``models:/m-<id>`` from :func:`pipelines.tracking.log_model`. A ``runs:/...`` artifact URI (the
             weights-only ``state_dict`` fallback) is not an MLflow model: nothing is registered, a warning is
             logged and ``None`` is returned.
         run_id: the run that logged the model (must be the logged model's source run).

@@ -85,7 +85,8 @@ def render_template(vl_version: str | None = None) -> str:
     vl_version = vl_version or vegalite_version()
     # The bundle assigns window.vegaEmbed, window.vega and window.vegaLite. The function scope keeps its own
     # top-level names (minified `n`, `t`, ...) out of the global scope shared with DVC's `var spec = ...` scripts.
-    bundle = vl_convert.javascript_bundle(vl_version=vl_version) if vl_version else vl_convert.javascript_bundle()
+    # vl_convert's stub marks `snippet` required; at run time None is its default (the window.* assignments)
+    bundle = vl_convert.javascript_bundle(None, vl_version=vl_version or None)  # type: ignore[arg-type]
     found = [p for p in _PLACEHOLDERS if p in bundle]
     if found:
         raise RuntimeError(f"the vl-convert JavaScript bundle contains DVC placeholder(s) {found}; cannot inline it")

@@ -63,7 +63,8 @@ def _channel_stats(meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None
     norm = meta.get("normalization") or {}
     if norm.get("method") != CHANNEL_STANDARDIZATION:
         return None
-    return tuple(np.asarray(norm[key], dtype=np.float32).reshape(1, -1, 1, 1) for key in ("mean", "std"))
+    mean, std = (np.asarray(norm[key], dtype=np.float32).reshape(1, -1, 1, 1) for key in ("mean", "std"))
+    return mean, std
 
 
 def to_unit_range(x: np.ndarray, meta: dict[str, Any]) -> np.ndarray:

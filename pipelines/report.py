@@ -24,7 +24,7 @@ from pipelines.config import ConfigError, Params, load_params
 from pipelines.io import atomic_write_text
 from pipelines.tasks import get_task
 from pipelines.diagnose import COLUMNS, STUDIES_ROOT
-from pipelines.train import METRICS_ROOT, PLOTS_ROOT
+from pipelines.paths import METRICS_ROOT, PLOTS_ROOT
 
 log = logging.getLogger("deepnotes.report")
 

@@ -148,7 +148,8 @@ class SearchSpace:
                 if not values:
                     raise ValueError(f"{path}.when.{parent}: list at least one value")
                 # an override that narrows the parent's choices can leave a child with nothing to switch it on
-                if parent in unreachable or not any(v in params[parent].choices for v in values):
+                choices = params[parent].choices  # type: ignore[union-attr]  # checked categorical above
+                if parent in unreachable or not any(v in choices for v in values):
                     unreachable.add(path)
             if path not in unreachable:
                 seen[path] = spec

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
+import logging
 import os
 import platform
 import subprocess
@@ -20,8 +22,10 @@ from typing import Any
 import yaml
 
 from pipelines import REPO_ROOT
-from pipelines.config import Params
+from pipelines.config import ExperimentConfig, Params
 from pipelines.io import file_lock
+
+log = logging.getLogger("deepnotes.tracking")
 
 MLFLOW_DIR = REPO_ROOT / "mlflow"
 LIBRARIES = ("torch", "lightning", "torchmetrics", "mlflow", "optuna", "dvc", "kornia", "numpy", "tokenizers")
@@ -70,7 +74,10 @@ def ensure_experiment(params: Params, name: str | None = None) -> str:
         try:
             return mlflow.create_experiment(name, artifact_location=artifact_location(params), tags={KIND_TAG: KIND})
         except MlflowException:  # created concurrently (a remote server)
-            return mlflow.get_experiment_by_name(name).experiment_id
+            created = mlflow.get_experiment_by_name(name)
+            if created is None:
+                raise
+            return created.experiment_id
 
 
 #: ``<repo>/mlflow/runs/<experiment>.json``: the MLflow run of an experiment's last ``train``, so ``evaluate`` and
@@ -160,3 +167,86 @@ def _installed(lib: str) -> bool:
         return True
     except metadata.PackageNotFoundError:
         return False
+
+
+def run_params(exp: ExperimentConfig, *, seed: int, profile: str, meta: dict[str, Any], num_params: int,
+               versions: dict[str, str]) -> dict[str, Any]:
+    """The MLflow params of a training run: the resolved experiment flattened to dotted keys, the seed, profile,
+    task, parameter count, split sizes, the md5 of the data stages' outputs, and what the architecture describes
+    of itself (:meth:`models.registry.Architecture.describe`, as ``model.<key>``)."""
+    from models.registry import REGISTRY
+
+    from pipelines.training.module import network_spec
+
+    flat = flatten(exp.model_dump(mode="json")) | {"seed": seed, "profile": profile, "num_params": num_params}
+    described = REGISTRY[exp.architecture].describe(network_spec(exp, meta), exp.model)
+    flat |= {f"model.{k}": v for k, v in described.items()}  # e.g. model.bottleneck.ratio (ResNet's 1x1 saving)
+    flat |= {f"data.{split}_samples": n for split, n in meta["splits"].items()}
+    flat |= {"data.augmented_train_samples": meta.get("augmented_train_samples", 0)}
+    return flat | {k: v for k, v in versions.items() if k != "data_hash"}
+
+
+def log_params(client, run_id: str, flat: dict[str, Any]) -> None:
+    """Log ``flat`` as params of ``run_id`` in one batch (values cut to MLflow's 6,000 characters)."""
+    from mlflow.entities import Param
+
+    items = sorted(flat.items())
+    for start in range(0, len(items), 100):  # log_batch takes at most 100 params per call
+        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in items[start:start + 100]])
+
+
+@contextlib.contextmanager
+def system_metrics(params: Params, run_id: str, enabled: bool = True):
+    """MLflow system metrics (``system/cpu_utilization_percentage``, memory, disk, network, and the GPU when
+    ``nvidia-ml-py`` finds one) sampled every ``tracking.system_metrics_interval`` seconds while the block runs."""
+    if not (enabled and params.tracking.system_metrics):
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=params.tracking.system_metrics_interval,
+                                   tracking_uri=tracking_uri(params))
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
+        # MLflow publishes only after a whole interval, so a fit shorter than one would log nothing: publish the
+        # samples of the last, partial interval too.
+        if any(m._metrics for m in monitor.monitors):
+            monitor.publish_metrics(monitor.aggregate_metrics())
+            monitor.mlflow_logger.flush()
+
+
+def log_model(network, example, run_id: str) -> tuple[str, str]:
+    """Log the trained network to MLflow with a signature, input example and explicit pip requirements.
+
+    Returns ``(format, uri)``: ``("pytorch", "models:/m-...")`` when ``mlflow.pytorch.log_model`` succeeded (a
+    logged model linked to the run), or ``("state_dict", "runs:/<run>/model_state_dict/state_dict.pt")`` when export
+    failed and a weights-only ``state_dict`` was logged instead (load with ``torch.load(..., weights_only=True)``).
+    """
+    import mlflow
+    import torch
+    from mlflow.models import infer_signature
+
+    network = network.cpu().eval()
+    with torch.no_grad():
+        output = network(torch.as_tensor(example)).numpy()
+    try:
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pytorch.log_model(network, name="model", signature=infer_signature(example, output),
+                                            input_example=example, pip_requirements=pip_requirements())
+        return "pytorch", info.model_uri
+    except Exception as exc:  # export of some modules (recurrent, dynamic shapes) is not supported
+        log.warning("mlflow.pytorch.log_model failed (%s: %s); logging a state_dict instead",
+                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        buffer = io.BytesIO()
+        torch.save(network.state_dict(), buffer)
+        client = mlflow.MlflowClient()
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "state_dict.pt"
+            path.write_bytes(buffer.getvalue())
+            client.log_artifact(run_id, str(path), artifact_path="model_state_dict")
+        return "state_dict", f"runs:/{run_id}/model_state_dict/state_dict.pt"

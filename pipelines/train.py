@@ -21,150 +21,19 @@ import time
 
 _PROCESS_START = time.time()
 
-import contextlib  # noqa: E402
 import csv  # noqa: E402
 import io  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
-import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from pipelines import REPO_ROOT  # noqa: E402
-from pipelines.config import ExperimentConfig, Params  # noqa: E402
+from pipelines.config import Params  # noqa: E402
 from pipelines.io import atomic_write_json, atomic_write_text  # noqa: E402
+from pipelines.paths import CHECKPOINT_ROOT, METRICS_ROOT, PLOTS_ROOT  # noqa: E402
 
 log = logging.getLogger("deepnotes.train")
-
-CHECKPOINT_ROOT = REPO_ROOT / "checkpoints"
-METRICS_ROOT = REPO_ROOT / "metrics"
-PLOTS_ROOT = REPO_ROOT / "plots"
-
-
-def build_module(exp: ExperimentConfig, meta: dict[str, Any]):
-    """The LightningModule of ``exp``'s task (:meth:`pipelines.tasks.base.Task.module_class`, built with its
-    ``from_experiment``) on a prepared dataset's ``meta``: the network initialised with the seeded RNG, then, for a
-    transfer experiment, its backbone loaded from ``exp.pretrained.path`` (:func:`load_pretrained`).
-
-    Raises:
-        ConfigError: the pretrained weights file is missing or does not fit the backbone.
-    """
-    from pipelines.tasks import get_task
-
-    module = get_task(exp.task).module_class().from_experiment(exp, meta)
-    if exp.pretrained:
-        load_pretrained(exp, module.network)
-    return module
-
-
-def fit_callbacks(exp: ExperimentConfig) -> list:
-    """The callbacks of every fit of ``exp``, whether the train stage, a tuning trial or a diagnostic study: early
-    stopping (notes 001, "Early Stopping Callback") when enabled, and :class:`pipelines.callbacks.FreezeBackbone` when
-    a transfer experiment fine-tunes a frozen backbone."""
-    callbacks: list = []
-    if exp.early_stopping.enabled:
-        from lightning.pytorch.callbacks import EarlyStopping
-
-        es = exp.early_stopping
-        callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, min_delta=es.min_delta, patience=es.patience))
-    return callbacks + transfer_callbacks(exp)
-
-
-def transfer_callbacks(exp: ExperimentConfig) -> list:
-    """``[FreezeBackbone]`` when ``exp`` fine-tunes a frozen backbone (:class:`pipelines.callbacks.FreezeBackbone`),
-    else ``[]``."""
-    if not (exp.pretrained and exp.pretrained.freeze_backbone):
-        return []
-    from pipelines.callbacks import FreezeBackbone
-
-    return [FreezeBackbone(exp.pretrained.unfreeze_at_epoch, exp.pretrained.backbone_lr_ratio)]
-
-
-def make_datamodule(exp: ExperimentConfig, data, seed: int):
-    """The seeded :class:`pipelines.data.ArrayDataModule` of ``exp`` over prepared ``data`` (batches of
-    ``exp.batch_size``; the whole train split at once for full-batch gradient descent, optimizer ``gd``)."""
-    from pipelines.data import ArrayDataModule
-
-    return ArrayDataModule(data, batch_size=exp.train_batch_size, seed=seed)
-
-
-def load_pretrained(exp: ExperimentConfig, network) -> dict[str, Any]:
-    """Load ``exp.pretrained``'s backbone weights into ``network``; returns what to log as ``pretrained.*``
-    params: the file's sha256, the tensors and parameters loaded and the key prefix.
-
-    Raises:
-        ConfigError: the file is missing or does not fit the backbone (naming the key and the file).
-    """
-    import hashlib
-
-    from models.transfer import PretrainedWeightsError, load_backbone
-    from pipelines.config import ConfigError
-
-    path = REPO_ROOT / exp.pretrained.path
-    try:
-        loaded = load_backbone(network, path, exp.pretrained.prefix)
-    except PretrainedWeightsError as exc:
-        raise ConfigError(f"params.yaml: pretrained.path: {exc}") from None
-    return {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "loaded_tensors": loaded["tensors"],
-            "loaded_parameters": loaded["parameters"], "prefix": loaded["prefix"]}
-
-
-def seed_everything(seed: int) -> None:
-    import lightning.pytorch as L
-
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS on GPUs
-    L.seed_everything(seed, workers=True, verbose=False)
-
-
-def run_params(exp: ExperimentConfig, *, seed: int, profile: str, meta: dict[str, Any], num_params: int,
-               versions: dict[str, str]) -> dict[str, Any]:
-    """The MLflow params of a training run: the resolved experiment flattened to dotted keys, the seed, profile,
-    task, parameter count, split sizes, the md5 of the data stages' outputs, and what the architecture describes
-    of itself (:meth:`models.registry.Architecture.describe`, as ``model.<key>``)."""
-    from pipelines.tracking import flatten
-
-    from models.registry import REGISTRY
-
-    from pipelines.training.module import network_spec
-
-    flat = flatten(exp.model_dump(mode="json")) | {"seed": seed, "profile": profile, "num_params": num_params}
-    described = REGISTRY[exp.architecture].describe(network_spec(exp, meta), exp.model)
-    flat |= {f"model.{k}": v for k, v in described.items()}  # e.g. model.bottleneck.ratio (ResNet's 1x1 saving)
-    flat |= {f"data.{split}_samples": n for split, n in meta["splits"].items()}
-    flat |= {"data.augmented_train_samples": meta.get("augmented_train_samples", 0)}
-    return flat | {k: v for k, v in versions.items() if k != "data_hash"}
-
-
-def log_params(client, run_id: str, flat: dict[str, Any]) -> None:
-    """Log ``flat`` as params of ``run_id`` in one batch (values cut to MLflow's 6,000 characters)."""
-    from mlflow.entities import Param
-
-    items = sorted(flat.items())
-    for start in range(0, len(items), 100):  # log_batch takes at most 100 params per call
-        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in items[start:start + 100]])
-
-
-def make_trainer(exp: ExperimentConfig, *, logger, callbacks: list, default_root_dir: Path,
-                 enable_checkpointing: bool = True, enable_progress_bar: bool = True):
-    """The seeded, deterministic Lightning ``Trainer`` of an experiment's ``trainer:`` block.
-
-    Shared by the train stage and by every tuning trial, so a trial trains exactly as ``train`` would.
-    Validation runs at least once (``check_val_every_n_epoch`` is capped at ``max_epochs``); no sanity check.
-    """
-    import lightning.pytorch as L
-
-    t = exp.trainer
-    return L.Trainer(
-        max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
-        num_nodes=t.num_nodes, precision=t.precision, limit_train_batches=t.limit_train_batches,
-        limit_val_batches=t.limit_val_batches,
-        check_val_every_n_epoch=min(t.check_val_every_n_epoch, t.max_epochs),  # validate at least once
-        gradient_clip_val=t.gradient_clip_val,
-        deterministic=t.deterministic, log_every_n_steps=t.log_every_n_steps, logger=logger, callbacks=callbacks,
-        num_sanity_val_steps=0, enable_model_summary=False, default_root_dir=str(default_root_dir),
-        enable_checkpointing=enable_checkpointing, enable_progress_bar=enable_progress_bar,
-    )
 
 
 def write_history(rows: list[dict[str, float]], path: Path) -> None:
@@ -189,18 +58,6 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> No
     atomic_write_text(path, buffer.getvalue())
 
 
-def gradient_diagnostics(exp: ExperimentConfig):
-    """The experiment's :class:`pipelines.diagnostics.GradientDiagnostics` callback, or ``None`` when disabled."""
-    cfg = exp.diagnostics.gradients
-    if not cfg.enabled:
-        return None
-    from pipelines.diagnostics import GradientDiagnostics
-
-    return GradientDiagnostics(every_n_steps=cfg.every_n_steps, vanishing_ratio=cfg.vanishing_ratio,
-                               exploding_norm=cfg.exploding_norm, exploding_ratio=cfg.exploding_ratio,
-                               saturation_threshold=cfg.saturation_threshold)
-
-
 def log_gradient_summary(client, run_id: str, name: str, gradients) -> dict[str, Any]:
     """Log the gradient flags and summary as ``gradients.*`` metrics and a ``gradient_flags`` tag, the grad-flow
     figure as ``plots/grad_flow.png``, and write ``plots/grad_flow/<name>.csv`` (per layer, over the run)."""
@@ -222,91 +79,21 @@ def log_gradient_summary(client, run_id: str, name: str, gradients) -> dict[str,
     return summary
 
 
-@contextlib.contextmanager
-def system_metrics(params: Params, run_id: str, enabled: bool = True):
-    """MLflow system metrics (``system/cpu_utilization_percentage``, memory, disk, network, and the GPU when
-    ``nvidia-ml-py`` finds one) sampled every ``tracking.system_metrics_interval`` seconds while the block runs."""
-    if not (enabled and params.tracking.system_metrics):
-        yield
-        return
-    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-    from pipelines.tracking import tracking_uri
-
-    monitor = SystemMetricsMonitor(run_id, sampling_interval=params.tracking.system_metrics_interval,
-                                   tracking_uri=tracking_uri(params))
-    monitor.start()
-    try:
-        yield
-    finally:
-        monitor.finish()
-        # MLflow publishes only after a whole interval, so a fit shorter than one would log nothing: publish the
-        # samples of the last, partial interval too.
-        if any(m._metrics for m in monitor.monitors):
-            monitor.publish_metrics(monitor.aggregate_metrics())
-            monitor.mlflow_logger.flush()
-
-
-def log_model(network, example, run_id: str) -> tuple[str, str]:
-    """Log the trained network to MLflow with a signature, input example and explicit pip requirements.
-
-    Returns ``(format, uri)``: ``("pytorch", "models:/m-...")`` when ``mlflow.pytorch.log_model`` succeeded (a
-    logged model linked to the run), or ``("state_dict", "runs:/<run>/model_state_dict/state_dict.pt")`` when export
-    failed and a weights-only ``state_dict`` was logged instead (load with ``torch.load(..., weights_only=True)``).
-    """
-    import mlflow
-    import torch
-    from mlflow.models import infer_signature
-
-    from pipelines.tracking import pip_requirements
-
-    network = network.cpu().eval()
-    with torch.no_grad():
-        output = network(torch.as_tensor(example)).numpy()
-    try:
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.pytorch.log_model(network, name="model", signature=infer_signature(example, output),
-                                            input_example=example, pip_requirements=pip_requirements())
-        return "pytorch", info.model_uri
-    except Exception as exc:  # export of some modules (recurrent, dynamic shapes) is not supported
-        log.warning("mlflow.pytorch.log_model failed (%s: %s); logging a state_dict instead",
-                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-        buffer = io.BytesIO()
-        torch.save(network.state_dict(), buffer)
-        client = mlflow.MlflowClient()
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "state_dict.pt"
-            path.write_bytes(buffer.getvalue())
-            client.log_artifact(run_id, str(path), artifact_path="model_state_dict")
-        return "state_dict", f"runs:/{run_id}/model_state_dict/state_dict.pt"
-
-
-def save_network(network, path: Path) -> None:
-    """Write ``network.state_dict()`` to ``path`` atomically (load with ``torch.load(path, weights_only=True)``)."""
-    import torch
-
-    from pipelines.io import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    torch.save(network.state_dict(), buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
 def train(name: str, params: Params) -> dict[str, Any]:
     """Train experiment ``name``; returns the summary written to ``metrics/train/<name>.json``."""
     import lightning.pytorch as L
     import mlflow
     import torch
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
     from lightning.pytorch.loggers import MLFlowLogger
 
-    from pipelines.callbacks import History
+    from pipelines.callbacks import History, PortableModelCheckpoint
     from pipelines.prepared import load_training_data
     from pipelines.tasks import get_task
-    from pipelines.tracking import (data_version, ensure_experiment, git_commit, library_versions, tracking_uri,
-                                    write_run_link)
+    from pipelines.tracking import (data_version, ensure_experiment, git_commit, library_versions, log_model,
+                                    log_params, run_params, system_metrics, tracking_uri, write_run_link)
+    from pipelines.training.trainer import (build_module, fit_callbacks, gradient_diagnostics, load_pretrained,
+                                            make_datamodule, make_trainer, save_network, seed_everything)
 
     exp = params.experiment(name)
     seed = params.experiment_seed(name)
@@ -337,7 +124,7 @@ def train(name: str, params: Params) -> dict[str, Any]:
 
     ckpt_dir = CHECKPOINT_ROOT / name
     history = History(_PROCESS_START)
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=exp.checkpoint.monitor,
+    checkpoint = PortableModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=exp.checkpoint.monitor,
                                  mode=exp.checkpoint.mode, save_last=exp.checkpoint.save_last, save_top_k=1,
                                  enable_version_counter=False)
     callbacks: list[L.Callback] = [checkpoint, history, LearningRateMonitor(logging_interval="epoch"),

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import REPO_ROOT
-from pipelines.config import ConfigError, ExperimentConfig, Params, TuneExperimentConfig, load_params, tuned_path
+from pipelines.config import ConfigError, ExperimentConfig, Params, TuneSettings, load_params, tuned_path
 from pipelines.io import atomic_write_json, atomic_write_text
 from pipelines.search_space import SearchSpace, apply
 
@@ -53,7 +53,7 @@ class Session:
     """Everything a worker needs, resolved once by the coordinator and passed to workers on the command line.
 
     Attributes: ``experiment``, ``params_path``, ``study_name``, ``storage`` (URL or journal path), ``settings``
-    (:class:`TuneExperimentConfig` with every field filled), ``seed``, ``n_trials``, ``timeout`` (seconds or
+    (:class:`~pipelines.config.TuneSettings`), ``seed``, ``n_trials``, ``timeout`` (seconds or
     ``None``), ``workers``, ``parent_run_id`` (set once the parent run exists).
     """
 
@@ -69,7 +69,7 @@ class Session:
         #: where outputs go: the params file's folder (``params/tuned/``, ``metrics/tune/``); the repo by default
         self.base_dir = params_path.resolve().parent if params_path else REPO_ROOT
         base = params.tune_settings(experiment)
-        self.settings: TuneExperimentConfig = base.model_copy(update={
+        self.settings: TuneSettings = base.model_copy(update={
             k: v for k, v in {"sampler": sampler, "pruner": pruner, "n_trials": n_trials,
                               "timeout": timeout}.items() if v is not None})
         self.study_name = study_name or f"{experiment}-{params.profile}"
@@ -247,8 +247,9 @@ class Objective:
         from optuna_integration import PyTorchLightningPruningCallback
 
         from pipelines.callbacks import History
-        from pipelines.train import (build_module, fit_callbacks, gradient_diagnostics, log_params, make_datamodule,
-                                     make_trainer, run_params, seed_everything)
+        from pipelines.tracking import log_params, run_params
+        from pipelines.training.trainer import (build_module, fit_callbacks, gradient_diagnostics, make_datamodule,
+                                                make_trainer, seed_everything)
 
         settings = self.session.settings
         # one device per trial: parallelism comes from workers (the pruning callback cannot span DDP processes
@@ -417,7 +418,7 @@ def tune(session: Session) -> dict[str, Any]:
         "experiment": session.experiment, "stage": "tune", "storage": redact(session.storage),
         "git_commit": git_commit(), "profile": params.profile, "session": str(session_index)})
     session.parent_run_id = parent.info.run_id
-    from pipelines.train import log_params
+    from pipelines.tracking import log_params
 
     log_params(client, session.parent_run_id, {
         "sampler": settings.sampler, "pruner": settings.pruner, "n_trials": session.n_trials,
@@ -458,7 +459,9 @@ def _record_session(session: Session, storage, client, seconds: float, before: i
     mine = [t for t in trials if t.user_attrs.get("mlflow_parent_run_id") == session.parent_run_id]
     study_counts, session_counts = counts(study, trials), counts(study, mine)
     run_id = session.parent_run_id
-    metrics = {f"study_{k.lower()}": v for k, v in study_counts.items()}
+    if run_id is None:
+        raise RuntimeError("the session has no parent MLflow run to record into")
+    metrics: dict[str, float] = {f"study_{k.lower()}": v for k, v in study_counts.items()}
     metrics |= {f"session_{k.lower()}": v for k, v in session_counts.items()}
     metrics |= {"study_trials": len(trials), "session_trials": len(mine), "session_seconds": seconds,
                 "trials_per_minute": 60 * len(mine) / seconds if seconds > 0 else 0.0}
@@ -473,11 +476,11 @@ def _record_session(session: Session, storage, client, seconds: float, before: i
         best = study.best_trial
         summary |= {"best_value": best.value, "best_trial": best.number, "best_params": dict(best.params),
                     "best_run_id": best.user_attrs.get("mlflow_run_id")}
-        metrics["best_value"] = best.value
+        metrics["best_value"] = float("nan") if best.value is None else best.value
         client.set_tag(run_id, "best_trial_number", str(best.number))
         if best.user_attrs.get("mlflow_run_id"):
             client.set_tag(run_id, "best_trial_run_id", best.user_attrs["mlflow_run_id"])
-        from pipelines.train import log_params
+        from pipelines.tracking import log_params
 
         log_params(client, run_id, {f"best.{k}": v for k, v in best.params.items()})
         write_tuned(session, best)
@@ -524,7 +527,7 @@ def _log_plots(study, client, run_id: str) -> None:
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as ovm
 
-    plots = {"optimization_history": ovm.plot_optimization_history, "param_importances": ovm.plot_param_importances,
+    plots: dict[str, Any] = {"optimization_history": ovm.plot_optimization_history, "param_importances": ovm.plot_param_importances,
              "parallel_coordinate": ovm.plot_parallel_coordinate, "slice": ovm.plot_slice,
              "intermediate_values": ovm.plot_intermediate_values}
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():

@@ -32,11 +32,11 @@ from pipelines.model_registry import (
     CHAMPION,
     load_champion,
     load_model_safely,
-    primary_metric,
     register,
     registered_name,
 )
-from pipelines.train import log_model
+from pipelines.tasks import get_task
+from pipelines.tracking import log_model
 
 TRAIN_ROWS, HELD_OUT_ROWS = 2000, 1000
 #: Full-batch Adam steps of the three MLPs: untrained, a little and well trained, so their accuracies differ.
@@ -109,12 +109,17 @@ def _alias_version(client, name: str, alias: str) -> int | None:
         return None
 
 
+def primary_metric(task: str) -> tuple[str, bool]:
+    """The ranking metric of a task, as evaluate registers it."""
+    return get_task(task).primary_metric()
+
+
 def test_names_and_metrics():
     assert registered_name("lenet5_mnist") == "deepnotes-lenet5_mnist"
-    assert primary_metric("classification") == primary_metric("binary") == primary_metric("multiclass") == (
-        "test_acc", True)
+    assert primary_metric("binary") == primary_metric("multiclass") == ("test_acc", True)
     assert primary_metric("regression") == ("test_rmse", False)
-    with pytest.raises(ValueError, match="unknown task"):
+    assert primary_metric("localization") == ("test_acc_iou50", True)
+    with pytest.raises(KeyError, match="unknown task"):
         primary_metric("ranking")
 
 

@@ -43,10 +43,13 @@ def test_repro_tracks_every_experiment(tiny_repo):
         metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
         assert {"train_loss", "val_loss", "epoch_time"} <= set(metrics), (name, sorted(metrics))
         if tags["dataset"] == "melbourne_temp":  # regression: RMSE in degrees C
-            assert metrics["test_rmse"] > 0 and "test_acc" not in metrics
+            assert tags["task"] == "regression" and metrics["test_rmse"] > 0 and "test_acc" not in metrics
         elif tags["dataset"] == "mnist_localization":  # class and box
             assert 0.0 <= metrics["test_acc_iou50"] <= metrics["test_acc"] <= 1.0
             assert 0.0 <= metrics["test_mean_iou"] <= 1.0
+        elif tags["architecture"] == "autoencoder":  # reconstruction of MNIST: PSNR in dB, per-pixel MSE
+            assert tags["task"] == "reconstruction" and metrics["test_psnr"] > 0 and 0 < metrics["test_mse"] < 1
+            assert "test_acc" not in metrics and "test_psnr_mean_image" in metrics
         else:
             assert 0.0 <= metrics["test_acc"] <= 1.0
         assert tags["architecture"] and tags["dataset"] and tags["notes"].startswith("notes ")
@@ -97,17 +100,31 @@ def test_opt_in_tune_stage_runs_a_tracked_search(tiny_repo):
     assert len(children) == 4 and all(len(r.data.tags["data_hash"]) == 16 for r in children)
     again = _run([str(BIN / "dvc"), "repro", "tuning/dvc.yaml:tune@mlp_churn"], repo, env)
     assert "Running stage" not in again.stdout
-    # train@mlp_churn depends on the tuned file's params (it consumes them once use_tuned is switched on)
-    status = _run([str(BIN / "dvc"), "status", "train@mlp_churn"], repo, env)
-    assert "params/tuned/mlp_churn.yaml" in status.stdout
+    # While use_tuned is false the finished search changes nothing train@mlp_churn runs: it stays up to date
+    # (resolve reruns, in under a second, and writes the same params/resolved/train/mlp_churn.json).
+    _run([str(BIN / "dvc"), "repro", "resolve"], repo, env)
+    status = _run([str(BIN / "dvc"), "status", "train@mlp_churn", "evaluate@mlp_churn"], repo, env)
+    assert "up to date" in status.stdout, status.stdout
 
 
 def test_dvc_metrics_show_reads_the_metrics(tiny_repo):
+    """The default table has one narrow row per experiment (the same keys for every task) and no warning; the
+    details are one `dvc metrics show <file>` away."""
     repo, env, _ = tiny_repo
+    table = _run([str(BIN / "dvc"), "metrics", "show"], repo, env)
+    assert "failed to load" not in table.stdout + table.stderr, table.stderr
+    header = table.stdout.splitlines()[0].split()
+    assert header == ["Path", "headline", "primary", "task", "test_error", "train_error", "val_error", "value",
+                      "verdict"], header
     shown = _run([str(BIN / "dvc"), "metrics", "show", "--json"], repo, env)
     files = json.loads(shown.stdout)[""]["data"]
-    assert "metrics/evaluate/lenet5_mnist.json" in files
-    assert "test" in files["metrics/evaluate/lenet5_mnist.json"]["data"]
+    assert set(files) == {f"metrics/{name}.json" for name in _experiments(repo)}
+    lenet = files["metrics/lenet5_mnist.json"]["data"]
+    assert lenet["task"] == "multiclass" and lenet["primary"] == "test_acc" and 0 <= lenet["value"] <= 1
+    autoencoder = files["metrics/autoencoder_mnist.json"]["data"]
+    assert autoencoder["task"] == "reconstruction" and autoencoder["primary"] == "test_psnr"
+    details = _run([str(BIN / "dvc"), "metrics", "show", "--json", "metrics/evaluate/lenet5_mnist.json"], repo, env)
+    assert "test" in json.loads(details.stdout)[""]["data"]["metrics/evaluate/lenet5_mnist.json"]["data"]
 
 
 def test_mlflow_server_answers_rest_search(tiny_repo, mlflow_server):
@@ -123,4 +140,4 @@ def test_mlflow_server_answers_rest_search(tiny_repo, mlflow_server):
         runs = json.load(response)["runs"]
     names = sorted(next(t["value"] for t in r["data"]["tags"] if t["key"] == "experiment") for r in runs)
     assert names == _experiments(repo)
-    assert all(any(m["key"] in ("test_acc", "test_rmse") for m in r["data"]["metrics"]) for r in runs)
+    assert all(any(m["key"] in ("test_acc", "test_rmse", "test_psnr") for m in r["data"]["metrics"]) for r in runs)

@@ -12,11 +12,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipelines.tasks import get_task
+from pipelines.tasks.classification import ClassificationTask
+
 pytestmark = pytest.mark.integration
 
-#: PNG artifacts every run has, and those of classification runs only.
+#: PNG artifacts every run has, and those of classification runs only (the task's own evaluation figures).
 PLOTS = {"history.png", "grad_flow.png", "bias_variance.png", "predictions.png"}
 CLASSIFICATION_PLOTS = {"confusion_matrix.png", "roc.png", "pr.png"}
+
+
+def _classification(run) -> bool:
+    return issubclass(get_task(run.data.tags["task"]), ClassificationTask)
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +53,15 @@ def test_every_run_has_gradient_and_system_metrics_and_plots(store):
         assert any(k.startswith("grad_norm/") for k in metrics) and any(k.startswith("weight_norm/") for k in metrics)
         assert tags["gradient_flags"] in {"ok", "vanishing", "exploding", "vanishing+exploding"}, name
         assert any(k.startswith("system/cpu_utilization") for k in metrics), (name, sorted(metrics))
-        regression = experiments[name]["dataset"] == "melbourne_temp"
-        expected = PLOTS | (set() if regression else CLASSIFICATION_PLOTS)
+        expected = PLOTS | (CLASSIFICATION_PLOTS if _classification(run) else set())
         logged = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")}
         assert expected <= logged, (name, sorted(expected - logged))
+        # dvc plots: the task's figures only, so no empty confusion matrix for a regression or a reconstruction
+        drawn = {p.name for p in (repo / "plots" / "evaluate" / name).iterdir()}
+        assert drawn == {"predictions.png"} | (CLASSIFICATION_PLOTS if _classification(run) else set()), (name, drawn)
         layers = _rows(repo / "plots" / "grad_flow" / f"{name}.csv")
         assert layers and [int(r["order"]) for r in layers] == list(range(len(layers)))
-        assert (repo / "plots" / "predictions" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (repo / "plots" / "evaluate" / name / "predictions.png").read_bytes()[:4] == b"\x89PNG"
         assert {r["component"] for r in _rows(repo / "plots" / "bias_variance" / f"{name}.csv")} == {
             "reference_error", "avoidable_bias", "variance", "test_gap"}
     relu_mlp = runs["mlp_churn"].data.metrics

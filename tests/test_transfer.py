@@ -18,7 +18,7 @@ from pipelines.config import ConfigError, DatasetConfig, ExperimentConfig, load_
 from pipelines.data import ArrayDataModule
 from pipelines.datasets import prepare_dataset
 from pipelines.prepared import PreparedData
-from pipelines.train import build_module, make_trainer, save_network, seed_everything, transfer_callbacks
+from pipelines.training.trainer import build_module, make_trainer, save_network, seed_everything, transfer_callbacks
 
 EXPERIMENT = {"architecture": "resnet", "dataset": "cifar10_5to9", "model": {"depth": 20}, "initializer": "he_normal",
               "loss": "ce", "optimizer": {"name": "adam", "lr": 0.01}, "batch_size": 32,

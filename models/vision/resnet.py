@@ -232,7 +232,7 @@ class ResNet(_ConvClassifier):
         layers["stem"] = nn.Sequential(*_conv_bn(in_channels, layout[0][0], 3), make_activation(act))
         channels = layout[0][0]
         for i, (out_channels, blocks, stride) in enumerate(layout, start=1):
-            stage = []
+            stage: list[nn.Module] = []
             for b in range(blocks):
                 s = stride if b == 0 else 1
                 if bottleneck:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -19,6 +19,22 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from pipelines.catalog import DatasetEntry
     from pipelines.prepared import PreparedData
+
+
+class TaskModule(Protocol):
+    """What the pipeline asks of a task's LightningModule class (:attr:`Task.module`): built from an experiment,
+    reloaded from its checkpoint, holding the task and the network it trains."""
+
+    task: Task
+    network: nn.Module
+
+    @classmethod
+    def from_experiment(cls, exp: Any, meta: dict[str, Any]) -> TaskModule: ...
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,
+                             strict: bool | None = None, weights_only: bool | None = None,
+                             **kwargs: Any) -> TaskModule: ...
 
 
 @dataclass
@@ -114,7 +130,7 @@ class Task:
         return f"test_{cls.primary}", cls.higher_is_better
 
     @classmethod
-    def module_class(cls) -> type:
+    def module_class(cls) -> type[TaskModule]:
         """The LightningModule class that trains (and reloads) this task's experiments."""
         module_name, _, attr = cls.module.partition(":")
         return getattr(importlib.import_module(module_name), attr)

@@ -28,7 +28,7 @@ class Binary(ClassificationTask):
         import torchmetrics
         from torchmetrics import classification as C
 
-        metrics: dict[str, torchmetrics.Metric] = {"acc": C.BinaryAccuracy()}
+        metrics: dict[str, torchmetrics.Metric | torchmetrics.MetricCollection] = {"acc": C.BinaryAccuracy()}
         if full:
             metrics |= {"precision": C.BinaryPrecision(), "recall": C.BinaryRecall(), "f1": C.BinaryF1Score(),
                         "roc_auc": C.BinaryAUROC()}

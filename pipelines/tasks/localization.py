@@ -37,7 +37,7 @@ class Localization(Multiclass):
         from models.boxes import AccuracyAtIoU, LocalizationAccuracy, MeanIoU
 
         n = self.num_classes
-        metrics: dict[str, torchmetrics.Metric] = {"acc": LocalizationAccuracy(n)}
+        metrics: dict[str, torchmetrics.Metric | torchmetrics.MetricCollection] = {"acc": LocalizationAccuracy(n)}
         if full:
             metrics |= {"mean_iou": MeanIoU(n), "acc_iou50": AccuracyAtIoU(n, threshold=0.5)}
         return torchmetrics.MetricCollection(metrics)

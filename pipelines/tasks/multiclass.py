@@ -37,7 +37,7 @@ class Multiclass(ClassificationTask):
         from torchmetrics import classification as C
 
         n = self.num_classes
-        metrics: dict[str, torchmetrics.Metric] = {"acc": C.MulticlassAccuracy(n, average="micro")}
+        metrics: dict[str, torchmetrics.Metric | torchmetrics.MetricCollection] = {"acc": C.MulticlassAccuracy(n, average="micro")}
         if full:
             metrics |= {"precision": C.MulticlassPrecision(n, average="macro"),
                         "recall": C.MulticlassRecall(n, average="macro"),

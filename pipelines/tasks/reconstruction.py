@@ -76,7 +76,7 @@ class Reconstruction(Task):
         import torchmetrics
         from torchmetrics import image, regression
 
-        metrics: dict[str, torchmetrics.Metric] = {"mse": regression.MeanSquaredError()}
+        metrics: dict[str, torchmetrics.Metric | torchmetrics.MetricCollection] = {"mse": regression.MeanSquaredError()}
         if full:
             metrics |= {"mae": regression.MeanAbsoluteError(), "psnr": image.PeakSignalNoiseRatio(data_range=1.0)}
         return torchmetrics.MetricCollection(metrics)
@@ -99,7 +99,7 @@ class Reconstruction(Task):
         test = evaluation.splits["test"]
         train_mean = self.unit_range(torch.as_tensor(np.asarray(evaluation.data.x["train"]))).mean(dim=0, keepdim=True)
         original = self.unit_range(test.x)
-        baseline = self.build_metrics()(train_mean.expand_as(original), original)
+        baseline = self.build_metrics()(train_mean.expand_as(original).contiguous(), original)
         evaluation.test_metrics |= {"mse_mean_image": float(baseline["mse"]), "psnr_mean_image": float(baseline["psnr"])}
 
         chosen = np.arange(min(pairs, len(original)))

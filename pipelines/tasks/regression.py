@@ -35,7 +35,7 @@ class Regression(Task):
         import torchmetrics
         from torchmetrics import regression as R
 
-        metrics: dict[str, torchmetrics.Metric] = {"mse": R.MeanSquaredError()}
+        metrics: dict[str, torchmetrics.Metric | torchmetrics.MetricCollection] = {"mse": R.MeanSquaredError()}
         if full:
             metrics |= {"rmse": R.MeanSquaredError(squared=False), "mae": R.MeanAbsoluteError(), "r2": R.R2Score()}
         return torchmetrics.MetricCollection(metrics)
