@@ -130,7 +130,7 @@ def mirror_path() -> Path:
 
 def stage_env(extra_path: Path = BIN) -> dict[str, str]:
     """Environment for stage and ``dvc`` subprocesses: the venv's ``bin`` first on ``PATH`` (DVC runs
-    ``python -m pipelines.<stage>``), the data mirror set, unbuffered output, and no ``MLFLOW_*`` /
+    ``python -m pipelines.stages.<stage>``), the data mirror set, unbuffered output, and no ``MLFLOW_*`` /
     ``DEEPNOTES_PROFILE`` leaking in from the caller (each copy must track into its own store)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DEEPNOTES_PROFILE"))}
     env |= {"PATH": f"{extra_path}{os.pathsep}{env.get('PATH', '')}", "DEEPNOTES_DATA_MIRROR": str(mirror_path()),

@@ -19,9 +19,9 @@ import torch
 
 from benchmarks._common import REPO_ROOT, atomic_write_text, load_average, machine_info, mirror_path
 from pipelines.training.module import SupervisedModule
-from pipelines.data import TensorBatches
-from pipelines.diagnostics import GradientDiagnostics
-from pipelines.readers import read_idx
+from pipelines.data.datamodule import TensorBatches
+from pipelines.training.gradient_flow import GradientDiagnostics
+from pipelines.data.readers import read_idx
 
 RESULTS = REPO_ROOT / "benchmarks" / "DIAGNOSTICS.md"
 VARIANTS = {"off": None, "every 25 (default)": 25, "every 1": 1}

@@ -98,7 +98,7 @@ def render_throughput(tp: dict[str, Any]) -> list[str]:
         f"`{tp.get('git_commit', '?')}`, `-dirty` = pipelines/, models/ or params.yaml differed from it).",
         "",
         "- **pipeline**: `pipelines.training.trainer.build_module` + `pipelines.data.ArrayDataModule` (TensorBatches) + a "
-        "Lightning `Trainer` set up as `pipelines/train.py` does (ModelCheckpoint, History, LearningRateMonitor, "
+        "Lightning `Trainer` set up as `pipelines/stages/train.py` does (ModelCheckpoint, History, LearningRateMonitor, "
         f"TQDMProgressBar refresh {tp['trainer']['progress_bar_refresh_rate']}, "
         f"`log_every_n_steps={tp['trainer']['log_every_n_steps']}`, "
         f"`deterministic={tp['trainer']['deterministic']}`, MLFlowLogger to a temporary SQLite store), `max_steps` "

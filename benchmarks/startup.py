@@ -13,7 +13,7 @@ experiments, in a fresh git repository), so nothing in the working repo is touch
    stage module's import), and of the whole stage process on the smallest data
    (``prepare logic_and``, ``augment logic_and``, ``train perceptron_and``, ``evaluate perceptron_and``); for
    ``train`` also ``first_step_seconds`` and ``fit_seconds`` from ``metrics/train/perceptron_and.json`` (time from
-   ``pipelines/train.py``'s first line to the first training batch, and of ``trainer.fit``);
+   ``pipelines/stages/train.py``'s first line to the first training batch, and of ``trainer.fit``);
 3. per stage, one run under ``python -X importtime``: the total import time inside the real stage run (lazy imports
    included) and the packages that cost most.
 """
@@ -171,9 +171,9 @@ def measure(repeats: int = 5, quiet_wait: float = 60.0, keep: bool = False,
         # 2. Interpreter, module import and whole stage process, in rounds.
         commands: dict[str, list[str]] = {"python -c pass": [python, "-c", "pass"]}
         for stage in STAGES:
-            commands[f"import pipelines.{stage}"] = [python, "-c", f"import pipelines.{stage}"]
+            commands[f"import pipelines.stages.{stage}"] = [python, "-c", f"import pipelines.stages.{stage}"]
         for stage, args in STAGES.items():
-            commands[f"stage {stage}"] = [python, "-m", f"pipelines.{stage}", *args]
+            commands[f"stage {stage}"] = [python, "-m", f"pipelines.stages.{stage}", *args]
         train_json = repo / "metrics" / "train" / f"{STAGES['train'][0]}.json"
 
         def stage_round(r: int) -> dict[str, dict[str, Any]]:
@@ -191,9 +191,9 @@ def measure(repeats: int = 5, quiet_wait: float = 60.0, keep: bool = False,
         baseline = median(per_command["python -c pass"])
         stages: dict[str, Any] = {}
         for stage, args in STAGES.items():
-            imp, proc = per_command[f"import pipelines.{stage}"], per_command[f"stage {stage}"]
+            imp, proc = per_command[f"import pipelines.stages.{stage}"], per_command[f"stage {stage}"]
             stages[stage] = {
-                "command": f"python -m pipelines.{stage} {' '.join(args)}",
+                "command": f"python -m pipelines.stages.{stage} {' '.join(args)}",
                 "process_wall_s": round(median(proc), 3), "process_wall_all": [round(s, 3) for s in proc],
                 "module_import_wall_s": round(median(imp), 3),
                 "module_import_s": round(median(imp) - baseline, 3),
@@ -208,7 +208,7 @@ def measure(repeats: int = 5, quiet_wait: float = 60.0, keep: bool = False,
 
         # 3. Import time inside each real stage run.
         for stage, args in STAGES.items():
-            out = run([python, "-X", "importtime", "-m", f"pipelines.{stage}", *args], repo, env)
+            out = run([python, "-X", "importtime", "-m", f"pipelines.stages.{stage}", *args], repo, env)
             stages[stage]["imports_in_run"] = parse_importtime(out["stderr"])
             atomic_write_text(OUT_DIR / f"importtime_{stage}.txt", out["stderr"])
             log(f"{stage}: imports during the run {stages[stage]['imports_in_run']['total_s']:.2f} s, "

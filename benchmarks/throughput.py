@@ -5,7 +5,7 @@
 *Pipeline* side: the real pieces. ``pipelines.training.trainer.build_module`` with the ``lenet5_mnist`` experiment of
 ``params.yaml`` (active profile), ``pipelines.data.ArrayDataModule`` over the real prepared MNIST
 (``data/prepared/mnist`` when present, else prepared in memory from the mirror), and a Lightning ``Trainer``
-configured as ``pipelines/train.py`` configures it: the same callbacks (ModelCheckpoint, History, LearningRateMonitor,
+configured as ``pipelines/stages/train.py`` configures it: the same callbacks (ModelCheckpoint, History, LearningRateMonitor,
 TQDMProgressBar with the experiment's refresh rate; EarlyStopping is left out because it needs validation metrics),
 ``log_every_n_steps``, ``deterministic``, ``precision``, and an ``MLFlowLogger`` into a temporary SQLite store with the
 run created beforehand, as ``train.py`` does. ``max_steps=N`` and ``limit_val_batches=0``, so it does exactly N
@@ -112,14 +112,14 @@ class Bench:
 
 
 def load_mnist(params, seed: int):
-    """The prepared MNIST as a :class:`pipelines.prepared.PreparedData`: ``data/prepared/mnist`` when present,
-    else prepared in memory with ``pipelines.datasets.prepare_mnist`` from the data mirror. Returns
+    """The prepared MNIST as a :class:`pipelines.data.prepared.PreparedData`: ``data/prepared/mnist`` when present,
+    else prepared in memory with ``pipelines.data.preparers.prepare_mnist`` from the data mirror. Returns
     ``(data, source)`` where ``source`` says which."""
-    from pipelines.prepared import PREPARED_ROOT, PreparedData, load_training_data
+    from pipelines.data.prepared import PREPARED_ROOT, PreparedData, load_training_data
 
     if (PREPARED_ROOT / "mnist" / "meta.json").exists():
         return load_training_data("mnist"), f"{PREPARED_ROOT / 'mnist'} (load_training_data)"
-    from pipelines.datasets import prepare_mnist
+    from pipelines.data.preparers import prepare_mnist
 
     arrays, meta, _ = prepare_mnist(params.dataset("mnist"), seed)
     meta = dict(meta, splits={split: len(x) for split, (x, _) in arrays.items()})
@@ -131,7 +131,7 @@ def setup(workdir: Path) -> Bench:
     """Load params, data and a fresh SQLite MLflow store under ``workdir``; nothing here is timed."""
     import mlflow
     from pipelines.config import load_params
-    from pipelines.data import ArrayDataModule
+    from pipelines.data.datamodule import ArrayDataModule
 
     params = load_params()
     exp = params.experiment(EXPERIMENT)
@@ -221,7 +221,7 @@ def run_pipeline(bench: Bench, steps: int, *, step: str = "module", manual: bool
 
     The keyword switches remove one feature each (``step``/``manual``: :func:`module_patches`; the others change
     the Trainer's arguments; ``callbacks=False`` drops ModelCheckpoint, History and LearningRateMonitor); with the
-    defaults nothing is patched and the trainer is set up as ``pipelines/train.py`` sets it up.
+    defaults nothing is patched and the trainer is set up as ``pipelines/stages/train.py`` sets it up.
     ``instrument(module)`` is called before the fit (timers).
 
     Returns ``seconds`` (``trainer.fit``), ``loop_seconds`` (first batch start to last batch end) and the module.
@@ -231,7 +231,7 @@ def run_pipeline(bench: Bench, steps: int, *, step: str = "module", manual: bool
     from lightning.pytorch.loggers import MLFlowLogger
 
     import mlflow
-    from pipelines.callbacks import History
+    from pipelines.training.callbacks import History
     from pipelines.training.trainer import build_module, seed_everything
 
     exp, t = bench.exp, bench.exp.trainer

@@ -4,7 +4,7 @@
 
 Experiment ``lenet5_mnist`` with its tuning settings from ``params.yaml`` (the default search space of every
 architecture, trials of 3 epochs over 20 % of the 54,000 prepared MNIST training images, validated on the 6,000
-validation images), run through ``python -m pipelines.tune`` exactly as a user runs it, each search in its own
+validation images), run through ``python -m pipelines.stages.tune`` exactly as a user runs it, each search in its own
 study, journal and MLflow store under a temporary folder.
 
 1. **Target.** The experiment's own hand-set config (Adam, lr 1e-3, He init, ReLU, batch norm) is run once as a
@@ -54,7 +54,7 @@ def _study(storage: Path, name: str):
 
 
 def run_search(work: Path, name: str, *args: str, enqueue: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One ``pipelines.tune`` session in its own study; returns its trials (number, state, value, start/end s)."""
+    """One ``pipelines.stages.tune`` session in its own study; returns its trials (number, state, value, start/end s)."""
     storage = work / "bench.journal"
     if enqueue is not None:
         import optuna
@@ -65,7 +65,7 @@ def run_search(work: Path, name: str, *args: str, enqueue: dict[str, Any] | None
                                     storage=JournalStorage(JournalFileBackend(str(storage))))
         study.enqueue_trial(enqueue)
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}", PYTHONPATH=str(REPO_ROOT))
-    argv = [sys.executable, "-m", "pipelines.tune", EXPERIMENT, "--params", str(work / "params.yaml"),
+    argv = [sys.executable, "-m", "pipelines.stages.tune", EXPERIMENT, "--params", str(work / "params.yaml"),
             "--storage", str(storage), "--study-name", name, *args]
     started = time.perf_counter()
     with ForeignLoad() as load:
@@ -185,7 +185,7 @@ def render(result: dict[str, Any]) -> str:
         f"(optimizer, lr, momentum/betas, regularization type and strength, initializer, dropout, batch size, "
         f"activation) and the per-trial budget `{result['trial']}`: {trainer['max_epochs']} epochs over "
         f"{trainer['limit_train_batches']:.0%} of the 54,000 training images each, validated on the 6,000 "
-        f"validation images. Each search is a `python -m pipelines.tune` session of {result['n_trials']} trials "
+        f"validation images. Each search is a `python -m pipelines.stages.tune` session of {result['n_trials']} trials "
         f"in its own study; the median pruner may stop a trial from its second epoch on.",
         "",
         (f"**Target**: the hand-set config of the experiment (Adam, lr 1e-3, He init, ReLU, batch norm) reached "

@@ -4,7 +4,7 @@ a large one): load a backbone's weights from a file, and find the backbone of a 
 Every convolutional network of the registry is split into ``features`` (the backbone: convolutions up to the
 flattened feature vector) and ``classifier`` (the head). Fine-tuning keeps the backbone of a network trained on
 another task and trains a fresh head on top, with the backbone frozen
-(:class:`pipelines.callbacks.FreezeBackbone`) or not.
+(:class:`pipelines.training.callbacks.FreezeBackbone`) or not.
 
 Weights are read with ``torch.load(weights_only=True)``: tensors only, so a weights file cannot run code on load.
 Nothing is ever downloaded: the file is a DVC dependency of the stage that reads it.

@@ -1,7 +1,7 @@
 """``deepnotes`` command: one entry point for the stages, e.g. ``deepnotes train lenet5_mnist``, and for
 hyperparameter searches, ``deepnotes tune lenet5_mnist --n-trials 30 --workers 2``.
 
-Each subcommand runs the same code as its DVC stage (``python -m pipelines.<stage> ...``); use ``dvc repro`` to run
+Each subcommand runs the same code as its DVC stage (``python -m pipelines.stages.<stage> ...``); use ``dvc repro`` to run
 the pipeline with caching, and these to run or debug one stage by hand.
 """
 
@@ -23,13 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in STAGES:
         print(f"usage: deepnotes {{{','.join(STAGES)}}} <name> [options]", file=sys.stderr)
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
-    stage = importlib.import_module(f"pipelines.{argv[0]}")
+    stage = importlib.import_module(f"pipelines.stages.{argv[0]}")
     return stage.main(argv[1:])
 
 
 def experiment_stage(argv: list[str] | None, *, prog: str, description: str,
                      run: Callable[[str, Any], Any], done: Callable[[str, Any], None]) -> int:
-    """The command line of a per-experiment stage (``python -m pipelines.<stage> <experiment> [--params FILE]``).
+    """The command line of a per-experiment stage (``python -m pipelines.stages.<stage> <experiment> [--params FILE]``).
 
     Loads and validates the params, checks the experiment exists, calls ``run(experiment, params)`` and then
     ``done(experiment, result)`` (to log a summary). A :class:`~pipelines.config.ConfigError` from either step

@@ -35,9 +35,9 @@ from pydantic import (
 
 from models.registry import REGISTRY
 from pipelines import REPO_ROOT
-from pipelines.catalog import CATALOG
+from pipelines.data.catalog import CATALOG
 from pipelines.mappings import deep_merge
-from pipelines.search_space import ParamSpec, SearchSpace
+from pipelines.tuning.search_space import ParamSpec, SearchSpace
 from pipelines.tasks import get_task
 
 ActivationName = Literal["sigmoid", "tanh", "relu", "leaky_relu", "elu", "prelu"]
@@ -194,7 +194,7 @@ class BiasVarianceConfig(Strict):
 
 
 class GradientDiagnosticsConfig(Strict):
-    """Gradient-flow and activation diagnostics of every training run (:mod:`pipelines.diagnostics`).
+    """Gradient-flow and activation diagnostics of every training run (:mod:`pipelines.training.gradient_flow`).
 
     Defaults measured on MNIST with a 10-layer MLP (tests/test_diagnostics.py): sigmoid + Xavier gives a median
     first/last gradient-norm ratio of about 7e-6, ReLU + He about 2; a learning rate of 10 or weights scaled by 3
@@ -584,7 +584,7 @@ class Params(Strict):
             raise ConfigError(f"{where}: the search space is empty; declare tuning.space or "
                               f"tuning.experiments.{name}.space")
         base = self.trial_experiment(name)
-        from pipelines.search_space import apply
+        from pipelines.tuning.search_space import apply
 
         for path, parent, value in space.conditions:  # every `when` value must be a value the parent can take
             try:

@@ -2,7 +2,7 @@
 
 DVC reruns a stage when one of its dependencies changes. Listing whole folders (``models/``, ``pipelines/``) reruns
 every experiment when one architecture changes; listing files by hand misses imports. Instead the ``resolve`` stage
-(:mod:`pipelines.resolve`) writes, for every stage, the md5 of each project file it imports, found by parsing the
+(:mod:`pipelines.stages.resolve`) writes, for every stage, the md5 of each project file it imports, found by parsing the
 sources (nothing is imported, so no torch): every ``import`` statement anywhere in a file, function bodies included,
 that names a module of the project's own packages, and the ``__init__.py`` of each package on the way.
 

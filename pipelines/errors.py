@@ -1,6 +1,6 @@
 """Errors of the data stages. Every message names the file (or key) and says what was expected.
 
-The stage entry points (``pipelines.prepare``, ``pipelines.augment``) catch :class:`DataError` and print it as a
+The stage entry points (``pipelines.stages.prepare``, ``pipelines.stages.augment``) catch :class:`DataError` and print it as a
 one-line ``error: ...`` with exit code 2, so anything raised here must read well on its own.
 """
 

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import yaml
 
-from pipelines.augment import augment, augment_arrays, augment_images, main, select_samples
-from pipelines.catalog import get_dataset
+from pipelines.data.augmentation import augment_arrays, augment_images, select_samples
+from pipelines.stages.augment import augment, main
+from pipelines.data.catalog import get_dataset
 from pipelines.config import AugmentConfig, ConfigError, DatasetConfig, load_params, validate
-from pipelines.datasets import channel_statistics, prepare_dataset
+from pipelines.data.preparers import channel_statistics, prepare_dataset
 from pipelines.errors import DataError
-from pipelines.prepared import (
+from pipelines.data.prepared import (
     CHANNEL_STANDARDIZATION,
     from_unit_range,
     load_prepared,
@@ -23,7 +24,7 @@ from pipelines.prepared import (
     to_unit_range,
     write_prepared,
 )
-from pipelines.readers import read_cifar_batch, read_idx
+from pipelines.data.readers import read_cifar_batch, read_idx
 
 SEED = 42
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from pipelines.training.module import SupervisedModule
-from pipelines.bias_variance import REMEDIES
-from pipelines.bias_variance import verdict as bias_variance_verdict
-from pipelines.data import TensorBatches
+from pipelines.diagnostics.bias_variance import REMEDIES
+from pipelines.diagnostics.bias_variance import verdict as bias_variance_verdict
+from pipelines.data.datamodule import TensorBatches
 from pipelines.tasks import get_task
 
 

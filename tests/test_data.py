@@ -22,9 +22,9 @@ import pandas as pd
 import pytest
 
 from pipelines import REPO_ROOT
-from pipelines.catalog import RawFile, get_dataset
+from pipelines.data.catalog import RawFile, get_dataset
 from pipelines.config import DatasetConfig
-from pipelines.datasets import (
+from pipelines.data.preparers import (
     CHURN_NUMERIC,
     IMDB_COLUMNS,
     PAD_ID,
@@ -35,10 +35,10 @@ from pipelines.datasets import (
     prepare_dataset,
 )
 from pipelines.errors import DataError, DataFormatError, DataIntegrityError, DataNotFoundError
-from pipelines.fetch import MIRROR_ENV, URL_ENV, fetch, sha256_file, verify
-from pipelines.prepare import main as prepare_main
-from pipelines.prepared import load_prepared, to_unit_range
-from pipelines.readers import read_cifar_batch, read_csv, read_idx
+from pipelines.data.fetch import MIRROR_ENV, URL_ENV, fetch, sha256_file, verify
+from pipelines.stages.prepare import main as prepare_main
+from pipelines.data.prepared import load_prepared, to_unit_range
+from pipelines.data.readers import read_cifar_batch, read_csv, read_idx
 
 MNIST = {raw.name: raw for raw in get_dataset("mnist").files}
 T10K_IMAGES, T10K_LABELS = MNIST["t10k-images-idx3-ubyte.gz"], MNIST["t10k-labels-idx1-ubyte.gz"]
@@ -752,7 +752,7 @@ def test_prepare_stage_subprocess_corrupt_mirror_exits_2(mirror: Path, tmp_path:
     out = tmp_path / "prepared"
     env = {k: v for k, v in os.environ.items() if k not in (MIRROR_ENV, URL_ENV)}
     env[MIRROR_ENV] = str(bad_mirror)
-    result = subprocess.run([sys.executable, "-m", "pipelines.prepare", "churn", "--out", str(out)],
+    result = subprocess.run([sys.executable, "-m", "pipelines.stages.prepare", "churn", "--out", str(out)],
                             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -762,12 +762,12 @@ def test_prepare_stage_subprocess_corrupt_mirror_exits_2(mirror: Path, tmp_path:
 
 
 def test_prepare_module_does_not_import_torch() -> None:
-    code = "import sys, pipelines.prepare, pipelines.augment; print('torch' in sys.modules)"
+    code = "import sys, pipelines.stages.prepare, pipelines.stages.augment; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
 
 
 def test_no_hard_coded_shared_path() -> None:
-    for module in ("fetch", "readers", "datasets", "prepare", "augment", "errors"):
+    for module in ("data/fetch", "data/readers", "data/preparers", "stages/prepare", "stages/augment", "errors"):
         assert "../shared" not in (REPO_ROOT / "pipelines" / f"{module}.py").read_text()
 

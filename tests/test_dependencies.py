@@ -1,4 +1,4 @@
-"""Stage dependencies that follow the code (``pipelines/resolve.py``, ``pipelines/dependencies.py``).
+"""Stage dependencies that follow the code (``pipelines/stages/resolve.py``, ``pipelines/dependencies.py``).
 
 The import closure on small made-up packages, then the acceptance test in a copy of the tiny repro (after a complete
 ``dvc repro``): each edit is followed by ``dvc repro resolve`` (what ``dvc repro`` runs first) and ``dvc status``, and
@@ -164,7 +164,7 @@ def test_editing_the_inactive_profile_marks_nothing(repo, edit):
 
 def test_editing_an_imported_module_marks_the_stages_that_import_it(repo, edit):
     root, env = repo
-    path = "pipelines/callbacks.py"  # imported by training (train and finetune stages), not by evaluate
+    path = "pipelines/training/callbacks.py"  # imported by training (train and finetune stages), not by evaluate
     edit(path, (root / path).read_text() + "\n# an edit\n")
     changed = _changed(root, env)
     params = yaml.safe_load((root / "params.yaml").read_text())

@@ -16,12 +16,12 @@ import torch
 
 from pipelines.training.module import SupervisedModule
 from pipelines.config import DatasetConfig, ExperimentConfig, GradientDiagnosticsConfig
-from pipelines.data import TensorBatches
-from pipelines.datasets import prepare_churn, prepare_melbourne_temp
-from pipelines.diagnose import bootstrap, bootstrap_decomposition, learning_curve, more_data_verdict, seed_spread
-from pipelines.diagnostics import GradientDiagnostics, dead_fraction, layer_weights
-from pipelines.prepared import load_prepared, write_prepared
-from pipelines.readers import read_idx
+from pipelines.data.datamodule import TensorBatches
+from pipelines.data.preparers import prepare_churn, prepare_melbourne_temp
+from pipelines.diagnostics.refits import bootstrap, bootstrap_decomposition, learning_curve, more_data_verdict, seed_spread
+from pipelines.training.gradient_flow import GradientDiagnostics, dead_fraction, layer_weights
+from pipelines.data.prepared import load_prepared, write_prepared
+from pipelines.data.readers import read_idx
 
 DEFAULTS = GradientDiagnosticsConfig()
 

@@ -302,14 +302,14 @@ def test_loss_gradients_flow_to_logits_and_boxes():
 @pytest.fixture(scope="module")
 def canvases(mirror):
     from pipelines.config import DatasetConfig
-    from pipelines.datasets import prepare_dataset
+    from pipelines.data.preparers import prepare_dataset
 
     return prepare_dataset("mnist_localization", DatasetConfig(max_train_samples=64, max_test_samples=32,
                                                               val_fraction=0.001), 7, mirror=mirror)
 
 
 def test_prepare_places_real_digits_inside_their_boxes(canvases, mirror):
-    from pipelines.datasets import _read_idx_pair
+    from pipelines.data.preparers import _read_idx_pair
 
     arrays, meta, _ = canvases
     assert meta["task"] == "localization" and meta["input_shape"] == [1, 64, 64] and meta["num_classes"] == 10
@@ -332,7 +332,7 @@ def test_prepare_places_real_digits_inside_their_boxes(canvases, mirror):
 
 def test_prepare_is_seeded(canvases, mirror):
     from pipelines.config import DatasetConfig
-    from pipelines.datasets import prepare_dataset
+    from pipelines.data.preparers import prepare_dataset
 
     again, _, _ = prepare_dataset("mnist_localization", DatasetConfig(max_train_samples=64, max_test_samples=32,
                                                                      val_fraction=0.001), 7, mirror=mirror)

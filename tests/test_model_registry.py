@@ -1,5 +1,5 @@
-"""The model registry (``pipelines.model_registry``) on real models: MLPs trained on a slice of the real churn table,
-logged with ``pipelines.train.log_model`` to a temporary SQLite store, ranked by their accuracy on a held-out
+"""The model registry (``pipelines.registered_models``) on real models: MLPs trained on a slice of the real churn table,
+logged with ``pipelines.stages.train.log_model`` to a temporary SQLite store, ranked by their accuracy on a held-out
 slice of the real test split. Checks the champion/challenger rule in both metric directions, that the champion
 loads (pt2, no pickle) and predicts exactly as the network that won, that the state_dict fallback is not
 registered, and that pickled and tampered models are refused without running their payload.
@@ -26,8 +26,8 @@ from torch import nn
 
 from models.registry import NetworkSpec, build_network
 from pipelines.config import DatasetConfig
-from pipelines.datasets import prepare_dataset
-from pipelines.model_registry import (
+from pipelines.data.preparers import prepare_dataset
+from pipelines.registered_models import (
     CHALLENGER,
     CHAMPION,
     load_champion,

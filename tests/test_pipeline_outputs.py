@@ -73,11 +73,11 @@ def test_every_run_has_gradient_and_system_metrics_and_plots(store):
 def test_diagnose_runs_the_opt_in_studies(store):
     repo, params, client, runs = store
     churn = params["experiments"]["mlp_churn"]["diagnostics"]
-    curve = _rows(repo / "plots" / "studies" / "learning_curve" / "mlp_churn.csv")
+    curve = _rows(repo / "plots" / "diagnostics" / "learning_curve" / "mlp_churn.csv")
     assert [float(r["fraction"]) for r in curve] == sorted(churn["learning_curve"]["fractions"])  # one point each
     summary = json.loads((repo / "metrics" / "diagnose" / "mlp_churn.json").read_text())
     assert summary["learning_curve"]["points"] == len(curve) and summary["learning_curve"]["note"]
-    assert summary["seeds"]["count"] == churn["seeds"]["count"] == len(_rows(repo / "plots" / "studies" / "seeds" / "mlp_churn.csv"))
+    assert summary["seeds"]["count"] == churn["seeds"]["count"] == len(_rows(repo / "plots" / "diagnostics" / "seeds" / "mlp_churn.csv"))
     metrics = runs["mlp_churn"].data.metrics
     assert "diagnose.seeds.test_error_std" in metrics and "diagnose.learning_curve.more_data_helps" in metrics
     logged = {Path(a.path).name for a in client.list_artifacts(runs["mlp_churn"].info.run_id, "plots")}
@@ -86,8 +86,8 @@ def test_diagnose_runs_the_opt_in_studies(store):
     assert boot["bias_squared"] + boot["variance"] + boot["noise"] == pytest.approx(boot["expected_loss"])
     off = json.loads((repo / "metrics" / "diagnose" / "lenet5_mnist.json").read_text())
     assert off["studies"] == "none"
-    assert not (repo / "plots" / "studies" / "learning_curve" / "lenet5_mnist.csv").exists()  # no empty chart
-    assert (repo / "plots" / "studies" / "bootstrap" / "mlp_melbourne.csv").is_file()
+    assert not (repo / "plots" / "diagnostics" / "learning_curve" / "lenet5_mnist.csv").exists()  # no empty chart
+    assert (repo / "plots" / "diagnostics" / "bootstrap" / "mlp_melbourne.csv").is_file()
 
 
 def test_every_experiment_is_registered_with_a_champion(store):

@@ -22,7 +22,7 @@ from models.layers import OutputLayer
 from pipelines.training.module import SupervisedModule
 from models.registry import REGISTRY, NetworkSpec, build_network
 from models.vision.resnet import BottleneckBlock, PlainCNN, ResidualBlock, ResNet, parameter_reduction
-from pipelines.data import TensorBatches
+from pipelines.data.datamodule import TensorBatches
 
 
 def n_params(module: nn.Module) -> int:

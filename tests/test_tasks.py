@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from pipelines.config import load_params
-from pipelines.datasets import prepare_dataset
-from pipelines.prepared import PreparedData
+from pipelines.data.preparers import prepare_dataset
+from pipelines.data.prepared import PreparedData
 from pipelines.tasks import get_task, task_names
 from pipelines.tasks.base import Evaluation, Task
 
@@ -78,7 +78,7 @@ def test_registry_lists_every_task_and_imports_no_torch():
 
 @pytest.mark.parametrize("task_name", task_names())
 def test_every_task_trains_one_step_and_evaluates_on_real_data(task_name, params, mirror, tmp_path):
-    from pipelines.evaluate import split_outputs
+    from pipelines.training.inference import split_outputs
     from pipelines.training.trainer import build_module, make_datamodule, make_trainer, seed_everything
 
     name = _experiment_of(params, task_name)
@@ -116,7 +116,7 @@ def test_autoencoder_learns_to_reconstruct_and_beats_the_mean_image(params, mirr
     """notes 002, "AUTO ENCODERS": the reconstruction error falls with training, and the test PSNR beats every image
     reconstructed as the train split's mean image."""
     from pipelines.config import DatasetConfig
-    from pipelines.evaluate import split_outputs
+    from pipelines.training.inference import split_outputs
     from pipelines.training.trainer import build_module, make_datamodule, make_trainer, seed_everything
 
     exp = load_params().experiment("autoencoder_mnist")  # the default profile's experiment

@@ -13,11 +13,10 @@ import torch
 import yaml
 
 from models.transfer import PretrainedWeightsError, backbone_of, load_backbone, read_state_dict
-from pipelines.callbacks import FreezeBackbone
 from pipelines.config import ConfigError, DatasetConfig, ExperimentConfig, load_params, validate
-from pipelines.data import ArrayDataModule
-from pipelines.datasets import prepare_dataset
-from pipelines.prepared import PreparedData
+from pipelines.data.datamodule import ArrayDataModule
+from pipelines.data.preparers import prepare_dataset
+from pipelines.data.prepared import PreparedData
 from pipelines.training.trainer import build_module, make_trainer, save_network, seed_everything, transfer_callbacks
 
 EXPERIMENT = {"architecture": "resnet", "dataset": "cifar10_5to9", "model": {"depth": 20}, "initializer": "he_normal",

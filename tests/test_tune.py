@@ -1,6 +1,6 @@
-"""Optuna searches (``pipelines.tune``) on real data: the churn MLP on a slice of the real churn table.
+"""Optuna searches (``pipelines.stages.tune``) on real data: the churn MLP on a slice of the real churn table.
 
-The search tests run ``python -m pipelines.tune`` as a user would, in a temporary copy of the repo (its own
+The search tests run ``python -m pipelines.stages.tune`` as a user would, in a temporary copy of the repo (its own
 prepared data, journal storage, MLflow store and tuned-params files), with trials of a few batches each.
 The search-space and config tests run in-process without training.
 """
@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from pipelines.config import ConfigError, validate
-from pipelines.search_space import SearchSpace, overrides_from, set_path
+from pipelines.tuning.search_space import SearchSpace, overrides_from, set_path
 from tests.conftest import REPO_ROOT
 
 BIN = Path(sys.executable).parent
@@ -170,8 +170,8 @@ def repo(tmp_path_factory, mirror) -> tuple[Path, dict[str, str]]:
     raw["tuning"]["experiments"][EXPERIMENT] = {"trial": TRIAL}
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     env = _env(mirror)
-    _run(root, "pipelines.prepare", "churn", env=env)
-    _run(root, "pipelines.augment", "churn", env=env)
+    _run(root, "pipelines.stages.prepare", "churn", env=env)
+    _run(root, "pipelines.stages.augment", "churn", env=env)
     return root, env
 
 
@@ -193,7 +193,7 @@ def _mlflow_runs(repo: Path, study_name: str) -> list:
 
 def test_search_prunes_tracks_every_trial_and_writes_the_best_params(repo):
     root, env = repo
-    out = _run(root, "pipelines.tune", EXPERIMENT, "--n-trials", "8", "--study-name", "main", env=env)
+    out = _run(root, "pipelines.stages.tune", EXPERIMENT, "--n-trials", "8", "--study-name", "main", env=env)
     study = _study(root, "main")
     trials = study.get_trials()
     states = [t.state.name for t in trials]
@@ -237,12 +237,12 @@ def test_resume_continues_the_numbering_and_never_reruns_a_trial(repo):
     root, env = repo
     before = {t.number: (t.datetime_start, t.value, t.state) for t in _study(root, "main").get_trials()}
     assert len(before) == 8, "runs after test_search_prunes_tracks_every_trial_and_writes_the_best_params"
-    _run(root, "pipelines.tune", EXPERIMENT, "--n-trials", "11", "--study-name", "main", env=env)
+    _run(root, "pipelines.stages.tune", EXPERIMENT, "--n-trials", "11", "--study-name", "main", env=env)
     after = _study(root, "main").get_trials()
     assert [t.number for t in after] == list(range(11))
     for trial in after[:8]:
         assert (trial.datetime_start, trial.value, trial.state) == before[trial.number]
-    again = _run(root, "pipelines.tune", EXPERIMENT, "--n-trials", "11", "--study-name", "main", env=env)
+    again = _run(root, "pipelines.stages.tune", EXPERIMENT, "--n-trials", "11", "--study-name", "main", env=env)
     assert len(_study(root, "main").get_trials()) == 11 and "this session 0" in again.stdout
     runs, _ = _mlflow_runs(root, "main")
     sessions = sorted(r.info.run_name for r in runs if "mlflow.parentRunId" not in r.data.tags)
@@ -251,7 +251,7 @@ def test_resume_continues_the_numbering_and_never_reruns_a_trial(repo):
 
 def test_two_workers_run_exactly_the_target_without_duplicates(repo):
     root, env = repo
-    _run(root, "pipelines.tune", EXPERIMENT, "--n-trials", "6", "--workers", "2", "--study-name", "parallel",
+    _run(root, "pipelines.stages.tune", EXPERIMENT, "--n-trials", "6", "--workers", "2", "--study-name", "parallel",
          "--pruner", "none", env=env)
     trials = _study(root, "parallel").get_trials()
     numbers = [t.number for t in trials]
@@ -290,7 +290,7 @@ def test_nan_loss_is_pruned_with_a_reason_and_an_exception_is_a_failed_trial(rep
              {"optimizer.lr": 1.0e30, "trainer.precision": "32-true"},          # NaN after one step
              {"optimizer.lr": 0.05, "trainer.precision": "32-true"},            # fine
              {"optimizer.lr": 0.05, "trainer.precision": "no-such-precision"})  # Lightning raises
-    result = _run(root, "pipelines.tune", EXPERIMENT, "--n-trials", "3", "--study-name", "injected",
+    result = _run(root, "pipelines.stages.tune", EXPERIMENT, "--n-trials", "3", "--study-name", "injected",
                   "--params", str(params_injected), "--pruner", "none", env=env)
     trials = sorted(_study(root, "injected").get_trials(), key=lambda t: t.number)
     assert [t.state.name for t in trials] == ["PRUNED", "COMPLETE", "FAIL"], result.stderr[-3000:]
@@ -312,7 +312,7 @@ def test_a_killed_worker_trial_is_failed_and_retried_on_the_next_start(repo):
         "trial": {"trainer": {"max_epochs": 200, "limit_train_batches": 6, "limit_val_batches": 2}}}})
     params_slow = root / "params-slow.yaml"
     params_slow.write_text(yaml.safe_dump(slow, sort_keys=False))
-    argv = [sys.executable, "-m", "pipelines.tune", EXPERIMENT, "--n-trials", "1", "--study-name", "killed",
+    argv = [sys.executable, "-m", "pipelines.stages.tune", EXPERIMENT, "--n-trials", "1", "--study-name", "killed",
             "--params", str(params_slow), "--pruner", "none"]
     proc = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -336,7 +336,7 @@ def test_a_killed_worker_trial_is_failed_and_retried_on_the_next_start(repo):
     params_quick = root / "params-quick.yaml"
     quick = dict(slow, tuning=dict(slow["tuning"], experiments={EXPERIMENT: {"trial": TRIAL}}))
     params_quick.write_text(yaml.safe_dump(quick, sort_keys=False))
-    _run(root, "pipelines.tune", EXPERIMENT, "--n-trials", "1", "--study-name", "killed", "--params",
+    _run(root, "pipelines.stages.tune", EXPERIMENT, "--n-trials", "1", "--study-name", "killed", "--params",
          str(params_quick), "--pruner", "none", env=env)
     trials = sorted(_study(root, "killed").get_trials(), key=lambda t: t.number)
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
@@ -356,12 +356,12 @@ def test_train_with_use_tuned_reproduces_the_winning_trial(repo):
     raw["tuning"] = dict(raw["tuning"], experiments={})
     params_exact = root / "params-exact.yaml"
     params_exact.write_text(yaml.safe_dump(raw, sort_keys=False))
-    _run(root, "pipelines.tune", EXPERIMENT, "--n-trials", "3", "--study-name", "exact", "--params",
+    _run(root, "pipelines.stages.tune", EXPERIMENT, "--n-trials", "3", "--study-name", "exact", "--params",
          str(params_exact), "--pruner", "none", env=env)
     study = _study(root, "exact")
     raw["experiments"][EXPERIMENT]["use_tuned"] = True
     params_exact.write_text(yaml.safe_dump(raw, sort_keys=False))
-    _run(root, "pipelines.train", EXPERIMENT, "--params", str(params_exact), env=env)
+    _run(root, "pipelines.stages.train", EXPERIMENT, "--params", str(params_exact), env=env)
     import json
 
     summary = json.loads((root / "metrics" / "train" / f"{EXPERIMENT}.json").read_text())
@@ -391,7 +391,7 @@ def test_scheduled_sessions_run_concurrently_on_one_study(repo):
 def test_every_sampler_and_pruner_runs_a_search(repo, sampler, pruner):
     root, env = repo
     name = f"{sampler}-{pruner}"
-    _run(root, "pipelines.tune", EXPERIMENT, "--n-trials", "7", "--study-name", name, "--sampler", sampler,
+    _run(root, "pipelines.stages.tune", EXPERIMENT, "--n-trials", "7", "--study-name", name, "--sampler", sampler,
          "--pruner", pruner, env=env)
     trials = _study(root, name).get_trials()
     assert len(trials) == 7 and not [t for t in trials if t.state.name == "FAIL"]

@@ -17,8 +17,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
     from torch import nn
 
-    from pipelines.catalog import DatasetEntry
-    from pipelines.prepared import PreparedData
+    from pipelines.data.catalog import DatasetEntry
+    from pipelines.data.prepared import PreparedData
 
 
 class TaskModule(Protocol):

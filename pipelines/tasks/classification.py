@@ -149,7 +149,7 @@ class ClassificationTask(Task):
         chosen = np.sort(np.concatenate([window[wrong[window]][:n_wrong], window[~wrong[window]][: examples - n_wrong]]))
         classes = self.classes
         if meta["modality"] == "image":
-            from pipelines.prepared import to_unit_range
+            from pipelines.data.prepared import to_unit_range
 
             pixels = np.clip(to_unit_range(np.asarray(data.x["test"][chosen]), meta), 0.0, 1.0)
             boxes = self.boxes(test.outputs, test.y)
@@ -170,7 +170,7 @@ def sample_texts(data, index) -> list[str]:
     if meta["modality"] == "text":
         from tokenizers import Tokenizer
 
-        from pipelines.prepared import PREPARED_ROOT
+        from pipelines.data.prepared import PREPARED_ROOT
 
         tokenizer = Tokenizer.from_file(str(PREPARED_ROOT / meta["dataset"] / "tokenizer.json"))
         return [tokenizer.decode([int(t) for t in x[i] if t != 0]) for i in index]

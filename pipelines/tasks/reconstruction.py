@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torchmetrics
     from torch import nn
 
-    from pipelines.catalog import DatasetEntry
+    from pipelines.data.catalog import DatasetEntry
 
 
 class Reconstruction(Task):
@@ -49,7 +49,7 @@ class Reconstruction(Task):
         """Stored images ``(N, C, H, W)`` -> float pixels in [0, 1] (undoes a per-channel standardisation)."""
         import torch
 
-        from pipelines.prepared import CHANNEL_STANDARDIZATION
+        from pipelines.data.prepared import CHANNEL_STANDARDIZATION
 
         norm = self.meta.get("normalization") or {}
         x = x.float()

@@ -60,7 +60,7 @@ class SupervisedModule(L.LightningModule):
     loss's and the metrics' targets.
 
     Only parameters that require gradients are optimised, so a frozen backbone
-    (:class:`pipelines.callbacks.FreezeBackbone`) stays out of the optimizer until it is unfrozen.
+    (:class:`pipelines.training.callbacks.FreezeBackbone`) stays out of the optimizer until it is unfrozen.
     """
 
     def __init__(self, architecture: str, spec: dict[str, Any], model_params: dict[str, Any], task: str,

@@ -37,7 +37,7 @@ def build_module(exp: ExperimentConfig, meta: dict[str, Any]):
 
 def fit_callbacks(exp: ExperimentConfig) -> list:
     """The callbacks of every fit of ``exp``, whether the train stage, a tuning trial or a diagnostic study: early
-    stopping (notes 001, "Early Stopping Callback") when enabled, and :class:`pipelines.callbacks.FreezeBackbone` when
+    stopping (notes 001, "Early Stopping Callback") when enabled, and :class:`pipelines.training.callbacks.FreezeBackbone` when
     a transfer experiment fine-tunes a frozen backbone."""
     callbacks: list = []
     if exp.early_stopping.enabled:
@@ -49,11 +49,11 @@ def fit_callbacks(exp: ExperimentConfig) -> list:
 
 
 def transfer_callbacks(exp: ExperimentConfig) -> list:
-    """``[FreezeBackbone]`` when ``exp`` fine-tunes a frozen backbone (:class:`pipelines.callbacks.FreezeBackbone`),
+    """``[FreezeBackbone]`` when ``exp`` fine-tunes a frozen backbone (:class:`pipelines.training.callbacks.FreezeBackbone`),
     else ``[]``."""
     if not (exp.pretrained and exp.pretrained.freeze_backbone):
         return []
-    from pipelines.callbacks import FreezeBackbone
+    from pipelines.training.callbacks import FreezeBackbone
 
     return [FreezeBackbone(exp.pretrained.unfreeze_at_epoch, exp.pretrained.backbone_lr_ratio)]
 
@@ -61,7 +61,7 @@ def transfer_callbacks(exp: ExperimentConfig) -> list:
 def make_datamodule(exp: ExperimentConfig, data, seed: int):
     """The seeded :class:`pipelines.data.ArrayDataModule` of ``exp`` over prepared ``data`` (batches of
     ``exp.batch_size``; the whole train split at once for full-batch gradient descent, optimizer ``gd``)."""
-    from pipelines.data import ArrayDataModule
+    from pipelines.data.datamodule import ArrayDataModule
 
     return ArrayDataModule(data, batch_size=exp.train_batch_size, seed=seed)
 
@@ -123,7 +123,7 @@ def gradient_diagnostics(exp: ExperimentConfig):
     cfg = exp.diagnostics.gradients
     if not cfg.enabled:
         return None
-    from pipelines.diagnostics import GradientDiagnostics
+    from pipelines.training.gradient_flow import GradientDiagnostics
 
     return GradientDiagnostics(every_n_steps=cfg.every_n_steps, vanishing_ratio=cfg.vanishing_ratio,
                                exploding_norm=cfg.exploding_norm, exploding_ratio=cfg.exploding_ratio,

@@ -1,4 +1,4 @@
-"""``resolve`` stage: ``python -m pipelines.resolve`` writes what each stage of each dataset and experiment really
+"""``resolve`` stage: ``python -m pipelines.stages.resolve`` writes what each stage of each dataset and experiment really
 depends on, one small JSON file each, under ``params/resolved/``:
 
 - ``prepare/<dataset>.json``, ``augment/<dataset>.json``: the seed, the dataset's (or its augmentation's) settings
@@ -34,8 +34,8 @@ log = logging.getLogger("deepnotes.resolve")
 
 RESOLVED_ROOT = REPO_ROOT / "params" / "resolved"
 #: The entry module of each stage.
-STAGES = {"prepare": "pipelines.prepare", "augment": "pipelines.augment", "train": "pipelines.train",
-          "evaluate": "pipelines.evaluate", "diagnose": "pipelines.diagnose"}
+STAGES = {"prepare": "pipelines.stages.prepare", "augment": "pipelines.stages.augment", "train": "pipelines.stages.train",
+          "evaluate": "pipelines.stages.evaluate", "diagnose": "pipelines.stages.diagnose"}
 
 
 def experiment_modules(exp: ExperimentConfig) -> list[str]:
@@ -89,7 +89,7 @@ def resolved(params: Params) -> dict[str, dict[str, Any]]:
         "experiments": {name: {"architecture": exp.architecture, "dataset": exp.dataset, "task": exp.task,
                                "notes": exp.notes, "pretrained": exp.pretrained.model_dump(mode="json")
                                if exp.pretrained else None} for name, exp in params.all_experiments.items()},
-        "code": code("pipelines.report", *(f"pipelines.tasks.{t}" for t in task_names()))}
+        "code": code("pipelines.stages.report", *(f"pipelines.tasks.{t}" for t in task_names()))}
     return files
 
 
@@ -107,7 +107,7 @@ def write(params: Params, root: Path = RESOLVED_ROOT) -> dict[str, dict[str, Any
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.resolve", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipelines.stages.resolve", description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=None, help="params file (default: <repo>/params.yaml)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

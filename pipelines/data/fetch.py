@@ -1,6 +1,6 @@
 """Locate, download and verify the raw files of the catalog.
 
-:func:`fetch` returns a verified local path for a :class:`~pipelines.catalog.RawFile`, looking in order at
+:func:`fetch` returns a verified local path for a :class:`~pipelines.data.catalog.RawFile`, looking in order at
 
 1. the data mirror folder (``mirror=`` or ``$DEEPNOTES_DATA_MIRROR``): ``<mirror>/<raw.path>`` is verified and
    used in place, never copied;
@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipelines import REPO_ROOT
-from pipelines.catalog import RawFile
+from pipelines.data.catalog import RawFile
 from pipelines.errors import DataError, DataIntegrityError, DataNotFoundError
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Per-dataset preparation: raw files in, ``{split: (x, y)}`` arrays and ``meta`` out (see :mod:`pipelines.prepared`).
+"""Per-dataset preparation: raw files in, ``{split: (x, y)}`` arrays and ``meta`` out (see :mod:`pipelines.data.prepared`).
 
 Every function here is deterministic for a given config and seed: splits use scikit-learn's
 ``train_test_split`` with ``random_state=seed``, stratified on the label. An official test split is kept where the
@@ -42,12 +42,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from pipelines.catalog import DatasetEntry, get_dataset
+from pipelines.data.catalog import DatasetEntry, get_dataset
 from pipelines.config import DatasetConfig
 from pipelines.errors import DataError, DataFormatError, DataNotFoundError
-from pipelines.fetch import MIRROR_ENV, URL_ENV, fetch, mirror_root
-from pipelines.prepared import CHANNEL_STANDARDIZATION, from_unit_range
-from pipelines.readers import read_cifar_batch, read_csv, read_idx
+from pipelines.data.fetch import MIRROR_ENV, URL_ENV, fetch, mirror_root
+from pipelines.data.prepared import CHANNEL_STANDARDIZATION, from_unit_range
+from pipelines.data.readers import read_cifar_batch, read_csv, read_idx
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ def prepare_mnist(config: DatasetConfig, seed: int, *, mirror: str | Path | None
     is the validation split; ``max_train_samples`` subsamples the rest.
 
     Raises:
-        DataNotFoundError, DataIntegrityError: from :func:`~pipelines.fetch.fetch`.
+        DataNotFoundError, DataIntegrityError: from :func:`~pipelines.data.fetch.fetch`.
         DataFormatError: an IDX file is malformed or images and labels disagree.
     """
     return _prepare_idx_images("mnist", config, seed, mirror)
@@ -272,7 +272,7 @@ def prepare_fashion_mnist(config: DatasetConfig, seed: int, *, mirror: str | Pat
     images.
 
     Raises:
-        DataNotFoundError, DataIntegrityError: from :func:`~pipelines.fetch.fetch`.
+        DataNotFoundError, DataIntegrityError: from :func:`~pipelines.data.fetch.fetch`.
         DataFormatError: an IDX file is malformed or images and labels disagree.
     """
     return _prepare_idx_images("fashion_mnist", config, seed, mirror)
@@ -331,7 +331,7 @@ def prepare_mnist_localization(config: DatasetConfig, seed: int, *, mirror: str 
     own seeded placements.
 
     Raises:
-        DataNotFoundError, DataIntegrityError: from :func:`~pipelines.fetch.fetch`.
+        DataNotFoundError, DataIntegrityError: from :func:`~pipelines.data.fetch.fetch`.
         DataFormatError: an IDX file is malformed or images and labels disagree.
     """
     entry = get_dataset("mnist_localization")
@@ -388,15 +388,15 @@ def prepare_cifar10(config: DatasetConfig, seed: int, *, mirror: str | Path | No
     Normalisation: ``x = (pixel / 255 - mean[c]) / std[c]``, with the per-channel mean and std of the final train
     split only (after the val carve-out and ``max_train_samples``; :func:`channel_statistics`), applied unchanged to
     val and test and recorded in ``meta['normalization']`` (method
-    :data:`~pipelines.prepared.CHANNEL_STANDARDIZATION`, ``mean`` and ``std`` on the [0, 1] scale). The stored arrays
+    :data:`~pipelines.data.prepared.CHANNEL_STANDARDIZATION`, ``mean`` and ``std`` on the [0, 1] scale). The stored arrays
     are what the models read. The ``augment`` stage works on [0, 1] pixels: it maps the stored train images back with
-    :func:`~pipelines.prepared.to_unit_range`, transforms and clamps them, and standardises the result with
-    :func:`~pipelines.prepared.from_unit_range` and the same train statistics, which is also what writes x here.
+    :func:`~pipelines.data.prepared.to_unit_range`, transforms and clamps them, and standardises the result with
+    :func:`~pipelines.data.prepared.from_unit_range` and the same train statistics, which is also what writes x here.
 
     Raises:
         DataNotFoundError: the test batch, or every train batch, is missing.
-        DataIntegrityError: a batch fails its checksum (from :func:`~pipelines.fetch.fetch`).
-        DataFormatError: a batch is truncated or malformed (:func:`~pipelines.readers.read_cifar_batch`).
+        DataIntegrityError: a batch fails its checksum (from :func:`~pipelines.data.fetch.fetch`).
+        DataFormatError: a batch is truncated or malformed (:func:`~pipelines.data.readers.read_cifar_batch`).
     """
     entry = get_dataset(name)
     files = _fetch_files(entry, mirror)
@@ -514,7 +514,7 @@ def prepare_churn(config: DatasetConfig, seed: int, *, mirror: str | Path | None
     Splits, stratified on ``Exited``: ``test_fraction`` of all rows is test, ``val_fraction`` of the rest is val.
 
     Raises:
-        DataNotFoundError, DataIntegrityError: from :func:`~pipelines.fetch.fetch`.
+        DataNotFoundError, DataIntegrityError: from :func:`~pipelines.data.fetch.fetch`.
         DataFormatError: the CSV is malformed (naming the line) or holds an unexpected category.
     """
     entry = get_dataset("churn")
@@ -637,7 +637,7 @@ def prepare_imdb(config: DatasetConfig, seed: int, *, mirror: str | Path | None 
     size). Sequences keep their last ``seq_len`` tokens and are left-padded with ``[PAD]`` = 0.
 
     Raises:
-        DataNotFoundError, DataIntegrityError: from :func:`~pipelines.fetch.fetch`.
+        DataNotFoundError, DataIntegrityError: from :func:`~pipelines.data.fetch.fetch`.
         DataFormatError: the CSV is malformed or a sentiment/split value is unknown (naming the line).
     """
     entry = get_dataset("imdb")
@@ -734,7 +734,7 @@ def prepare_melbourne_temp(config: DatasetConfig, seed: int, *, mirror: str | Pa
     recorded: nothing here is random.
 
     Raises:
-        DataNotFoundError, DataIntegrityError: from :func:`~pipelines.fetch.fetch`.
+        DataNotFoundError, DataIntegrityError: from :func:`~pipelines.data.fetch.fetch`.
         DataFormatError: the CSV is malformed, a date or temperature does not parse, or dates are out of order.
         DataError: the series is too short for ``window`` and the split fractions.
     """

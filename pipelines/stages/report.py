@@ -1,5 +1,5 @@
-"""``report`` stage: ``python -m pipelines.report`` writes ``reports/summary.md``, one leaderboard of every experiment,
-and the DVC plots of the diagnostic studies that ran (``plots/studies/<study>/<experiment>.csv``).
+"""``report`` stage: ``python -m pipelines.stages.report`` writes ``reports/summary.md``, one leaderboard of every experiment,
+and the DVC plots of the diagnostic studies that ran (``plots/diagnostics/<study>/<experiment>.csv``).
 
 Read from the stage outputs (no MLflow query, so the report is a pure function of the DVC metrics files):
 ``metrics/evaluate/<experiment>.json`` (evaluate), ``metrics/train/<experiment>.json`` (train: parameter count, fit time,
@@ -23,13 +23,13 @@ from pipelines import REPO_ROOT
 from pipelines.config import ConfigError, Params, load_params
 from pipelines.io import atomic_write_text
 from pipelines.tasks import get_task
-from pipelines.diagnose import COLUMNS, STUDIES_ROOT
+from pipelines.stages.diagnose import COLUMNS, DIAGNOSTICS_ROOT
 from pipelines.paths import METRICS_ROOT, PLOTS_ROOT
 
 log = logging.getLogger("deepnotes.report")
 
 REPORT_PATH = REPO_ROOT / "reports" / "summary.md"
-STUDY_PLOTS_ROOT = PLOTS_ROOT / "studies"
+DIAGNOSTICS_PLOTS_ROOT = PLOTS_ROOT / "diagnostics"
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -155,9 +155,10 @@ def render(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def write_study_plots(params: Params, studies_root: Path = STUDIES_ROOT, plots_root: Path = STUDY_PLOTS_ROOT) -> list[Path]:
-    """Write each non-empty study table of ``reports/studies/<experiment>.json`` as
-    ``plots/studies/<study>/<experiment>.csv`` (DVC plots), so that experiments without a study add no empty chart.
+def write_study_plots(params: Params, studies_root: Path = DIAGNOSTICS_ROOT,
+                      plots_root: Path = DIAGNOSTICS_PLOTS_ROOT) -> list[Path]:
+    """Write each non-empty study table of ``reports/diagnostics/<experiment>.json`` as
+    ``plots/diagnostics/<study>/<experiment>.csv`` (DVC plots), so that experiments without a study add no empty chart.
     The folder is rebuilt from scratch: a study switched off loses its plot. Returns the files written."""
     import shutil
 
@@ -193,7 +194,7 @@ def report(params: Params, path: Path = REPORT_PATH) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipelines.stages.report", description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=None, help="params file (default: <repo>/params.yaml)")
     parser.add_argument("--output", type=Path, default=REPORT_PATH, help="report path (default: reports/summary.md)")
     args = parser.parse_args(argv)

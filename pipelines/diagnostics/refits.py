@@ -1,7 +1,7 @@
-"""``diagnose`` stage: ``python -m pipelines.diagnose <experiment>``: bias and variance beyond the single verdict.
+"""Diagnostics that refit the experiment: bias and variance beyond the single verdict of ``evaluate``.
 
-Runs the experiment's opt-in studies (``experiments.<x>.diagnostics`` in ``params.yaml``; each has its own budget,
-:class:`pipelines.config.StudyBudget`), every fit with the train stage's own module, data and ``Trainer``:
+Each refit has its own budget (:class:`pipelines.config.StudyBudget`) and uses the train stage's own module, data
+and ``Trainer`` (:mod:`pipelines.training.trainer`):
 
 - **learning curve** (notes 000 "Overfitting & Underfitting": more data is the first remedy for variance): one
   fit per fraction of the train split, train and validation error against the number of training samples, and
@@ -11,40 +11,22 @@ Runs the experiment's opt-in studies (``experiments.<x>.diagnostics`` in ``param
   squared error into bias², variance and noise (:func:`bootstrap_decomposition`).
 
 Errors are those of the verdict, as the task defines them (1 - accuracy, RMSE, ...; the bootstrap works in squared
-units).
-Fits use the un-augmented train split (a fraction of augmented copies would not be a fraction of the data) and
-end at the last epoch of the budget (or early stopping); they log nothing themselves. The summary goes to
-``metrics/diagnose/<experiment>.json``, the tables (one row per fit) to ``reports/studies/<experiment>.json`` (the
-``report`` stage turns the non-empty ones into DVC plots) and, as metrics and PNG plots, into the experiment's
-MLflow run. With every study off the stage writes its two small files in well under a second, without torch.
+units). Fits use the un-augmented train split (a fraction of augmented copies would not be a fraction of the data)
+and end at the last epoch of the budget (or early stopping); they log nothing themselves.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import statistics
-import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from pipelines import REPO_ROOT
-from pipelines.config import ConfigError, ExperimentConfig, Params, StudyBudget
-from pipelines.io import atomic_write_json
+from pipelines.config import ConfigError, ExperimentConfig, StudyBudget
 from pipelines.tasks import get_task
-from pipelines.paths import METRICS_ROOT
 
 log = logging.getLogger("deepnotes.diagnose")
-
-STUDIES_ROOT = REPO_ROOT / "reports" / "studies"
-#: Each study's table columns (the report writes them as plots/studies/<study>/<experiment>.csv).
-COLUMNS = {
-    "learning_curve": ["fraction", "train_samples", "train_error", "val_error"],
-    "seeds": ["seed", "train_error", "val_error", "test_error"],
-    "bootstrap": ["component", "value"],
-}
 
 
 # ------------------------------------------------------------------------------------------------- analysis
@@ -150,14 +132,14 @@ def fit(exp: ExperimentConfig, data, seed: int):
 
 def _errors(task, network, data, splits: tuple[str, ...]) -> dict[str, float]:
     """``{<split>_error: the task's error}`` of ``network`` on ``splits`` of ``data``."""
-    from pipelines.evaluate import split_outputs
+    from pipelines.training.inference import split_outputs
 
     return {f"{split}_error": task.error(task.split_metrics(out.outputs, out.x, out.y))
             for split, out in split_outputs(network, data, splits).items()}
 
 
 def _subset(data, index: np.ndarray):
-    from pipelines.prepared import PreparedData
+    from pipelines.data.prepared import PreparedData
 
     x, y = dict(data.x), dict(data.y)
     x["train"], y["train"] = np.asarray(data.x["train"])[index], np.asarray(data.y["train"])[index]
@@ -215,8 +197,8 @@ def seed_spread(exp: ExperimentConfig, data, seed: int) -> list[dict[str, float]
 def bootstrap(exp: ExperimentConfig, data, seed: int) -> dict[str, float]:
     """``diagnostics.bootstrap.rounds`` fits on bootstrap resamples of the train split (drawn with replacement,
     same size, seeded), then :func:`bootstrap_decomposition` of their test predictions."""
-    from pipelines.data import to_tensor
-    from pipelines.evaluate import predict
+    from pipelines.data.datamodule import to_tensor
+    from pipelines.training.inference import predict
 
     cfg = exp.diagnostics.bootstrap
     budgeted = _with_budget(exp, cfg)
@@ -228,92 +210,3 @@ def bootstrap(exp: ExperimentConfig, data, seed: int) -> dict[str, float]:
         network = fit(budgeted, _subset(data, np.sort(rng.integers(0, n, size=n))), seed + r)
         predictions.append(predict(network, x_test).numpy())
     return bootstrap_decomposition(np.stack(predictions), np.asarray(data.y["test"]), np.asarray(data.x["test"]))
-
-
-# ------------------------------------------------------------------------------------------------------ stage
-
-
-def diagnose(name: str, params: Params) -> dict[str, Any]:
-    """Run experiment ``name``'s enabled studies; returns the dict written to ``metrics/diagnose/<name>.json``."""
-    exp = params.experiment(name)
-    studies = exp.diagnostics.studies
-    results: dict[str, Any] = {"experiment": name, "studies": ", ".join(studies) or "none"}
-    tables: dict[str, list[dict[str, Any]]] = {study: [] for study in COLUMNS}
-    if studies:
-        try:
-            results |= _run_studies(name, params, exp, studies, tables)
-        except ConfigError as exc:
-            raise ConfigError(f"params.yaml: experiments.{name}.{exc}") from None
-    atomic_write_json(STUDIES_ROOT / f"{name}.json", {"experiment": name, "tables": tables})
-    atomic_write_json(METRICS_ROOT / "diagnose" / f"{name}.json", results)
-    return results
-
-
-def _run_studies(name: str, params: Params, exp: ExperimentConfig, studies: list[str],
-                 tables: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    from pipelines import plots
-    from pipelines.prepared import PREPARED_ROOT, load_prepared
-
-    data = load_prepared(PREPARED_ROOT / exp.dataset, mmap=False)
-    seed = params.experiment_seed(name)
-    unit = get_task(exp.task).error_unit
-    results: dict[str, Any] = {}
-    figures = {}
-    if "learning_curve" in studies:
-        rows = tables["learning_curve"] = learning_curve(exp, data, seed)
-        helps, note = more_data_verdict(rows, exp.bias_variance.tolerance)
-        results["learning_curve"] = {"points": len(rows), "more_data_helps": int(helps), "note": note,
-                                     "final_gap": rows[-1]["val_error"] - rows[-1]["train_error"]}
-        figures["learning_curve.png"] = plots.learning_curve_figure(rows, note, unit)
-    if "seeds" in studies:
-        rows = tables["seeds"] = seed_spread(exp, data, seed)
-        test = [r["test_error"] for r in rows]
-        results["seeds"] = {"count": len(rows), "test_error_mean": statistics.fmean(test),
-                            "test_error_std": statistics.stdev(test), "test_error_min": min(test),
-                            "test_error_max": max(test)}
-        figures["seeds.png"] = plots.seeds_figure(rows, f"test {unit}")
-    if "bootstrap" in studies:
-        decomposition = bootstrap(exp, data, seed)
-        results["bootstrap"] = decomposition
-        components = {k: decomposition[k] for k in ("bias_squared", "variance", "noise")}
-        tables["bootstrap"] = [{"component": k, "value": v} for k, v in components.items()]
-        figures["bootstrap.png"] = plots.bias_variance_figure(
-            components, f"Bootstrap decomposition ({decomposition['rounds']} rounds): expected loss "
-                        f"{decomposition['expected_loss']:.4g}", "squared error")
-    _log_to_run(name, params, results, figures)
-    for fig in figures.values():
-        plots.close(fig)
-    return results
-
-
-def _log_to_run(name: str, params: Params, results: dict[str, Any], figures: dict) -> None:
-    """Log the studies into the experiment's training run (:func:`pipelines.tracking.read_run_link`), when this
-    checkout has one."""
-    import mlflow
-
-    from pipelines.tracking import flatten, read_run_link, tracking_uri
-
-    link = read_run_link(name)
-    if link is None:
-        log.warning("no MLflow run recorded for %s (mlflow/runs/%s.json): the diagnostics are not logged", name, name)
-        return
-    run_id = link["run_id"]
-    client = mlflow.MlflowClient(tracking_uri(params))
-    numbers = {f"diagnose.{k}": float(v) for k, v in flatten(results).items() if isinstance(v, (int, float))}
-    for key, value in numbers.items():
-        client.log_metric(run_id, key, value)
-    if "learning_curve" in results:
-        client.set_tag(run_id, "learning_curve.note", results["learning_curve"]["note"])
-    for file, fig in figures.items():
-        client.log_figure(run_id, fig, f"plots/{file}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    from pipelines.cli import experiment_stage
-
-    return experiment_stage(argv, prog="python -m pipelines.diagnose", description=__doc__.splitlines()[0],
-                            run=diagnose, done=lambda name, results: log.info("%s diagnostics: %s", name, results))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,9 +1,9 @@
-"""``evaluate`` stage: ``python -m pipelines.evaluate <experiment>``.
+"""``evaluate`` stage: ``python -m pipelines.stages.evaluate <experiment>``.
 
 Loads the best checkpoint of ``train`` with the LightningModule class of the experiment's task and computes the
 task's metrics on the un-augmented train split and on the validation and test splits, then the bias/variance
 verdict of the task's error against the experiment's reference error, with the notes' remedies
-(:mod:`pipelines.bias_variance`). The task adds its own evaluation (:meth:`pipelines.tasks.base.Task.evaluate`):
+(:mod:`pipelines.diagnostics.bias_variance`). The task adds its own evaluation (:meth:`pipelines.tasks.base.Task.evaluate`):
 classification a confusion matrix, ROC and precision-recall curves, regression predicted against actual values,
 reconstruction originals above their reconstructions.
 
@@ -24,65 +24,18 @@ import sys
 import time
 from typing import Any
 
-from pipelines.config import ConfigError, Params
+from pipelines.config import Params
 from pipelines.io import atomic_dir, atomic_write_json, atomic_write_text
-from pipelines.paths import CHECKPOINT_ROOT, METRICS_ROOT, PLOTS_ROOT
+from pipelines.paths import METRICS_ROOT, PLOTS_ROOT
 
 log = logging.getLogger("deepnotes.evaluate")
 
 
-def predict(network, x, batch_size: int | None = None):
-    """Network outputs for all of ``x`` (a tensor ``(N, ...)``), in eval mode without gradients, on the CPU, in
-    batches of ``batch_size`` (default :data:`pipelines.data.EVAL_BATCH_SIZE`)."""
-    import torch
-
-    from pipelines.data import EVAL_BATCH_SIZE
-
-    batch_size = batch_size or EVAL_BATCH_SIZE
-    network.eval()
-    with torch.inference_mode():
-        return torch.cat([network(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).float()
-
-
-def split_outputs(network, data, splits: tuple[str, ...] = ("train", "val", "test")) -> dict[str, Any]:
-    """``{split: Outputs(outputs, x, y)}`` of ``network`` on the prepared ``data``."""
-    from pipelines.data import to_tensor
-    from pipelines.tasks.base import Outputs
-
-    out = {}
-    for split in splits:
-        x, y = to_tensor(data.x[split]), to_tensor(data.y[split])
-        out[split] = Outputs(predict(network, x), x, y)
-    return out
-
-
-def load_module(name: str, exp):
-    """The best checkpoint of ``train@<name>``, loaded on the CPU with the task's LightningModule class (weights
-    only: loading runs no pickled code). Returns ``(module, checkpoint info)``.
-
-    Raises:
-        ConfigError: ``checkpoints/<name>/checkpoint.json`` is missing (train has not run).
-    """
-    import json
-
-    from pipelines.tasks import get_task
-
-    info_path = CHECKPOINT_ROOT / name / "checkpoint.json"
-    try:
-        info = json.loads(info_path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{info_path}: missing; run `dvc repro train@{name}` first") from None
-    module_class = get_task(exp.task).module_class()
-    module = module_class.load_from_checkpoint(CHECKPOINT_ROOT / name / info["best_checkpoint"],
-                                               map_location="cpu", weights_only=True)
-    return module, info
-
-
 def register_model(client, name: str, run_id: str, task, results: dict[str, Any]):
     """Register the run's logged model as a new version of ``deepnotes-<name>`` and move the ``champion`` /
-    ``challenger`` aliases by the task's primary test metric (:mod:`pipelines.model_registry`). Returns the
-    :class:`~pipelines.model_registry.RegistrationResult`, or ``None`` when the run logged no MLflow model."""
-    from pipelines.model_registry import register, registered_name
+    ``challenger`` aliases by the task's primary test metric (:mod:`pipelines.registered_models`). Returns the
+    :class:`~pipelines.registered_models.RegistrationResult`, or ``None`` when the run logged no MLflow model."""
+    from pipelines.registered_models import register, registered_name
 
     model_uri = client.get_run(run_id).data.tags.get("model_uri")
     if not model_uri:
@@ -109,9 +62,10 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
     import mlflow
 
     from pipelines import plots
-    from pipelines.bias_variance import verdict
-    from pipelines.prepared import PREPARED_ROOT, load_prepared
+    from pipelines.diagnostics.bias_variance import verdict
+    from pipelines.data.prepared import PREPARED_ROOT, load_prepared
     from pipelines.tasks.base import Evaluation
+    from pipelines.training.inference import load_module, split_outputs
     from pipelines.tracking import ensure_experiment, read_run_link, tracking_uri
 
     exp = params.experiment(name)
@@ -189,7 +143,7 @@ def _log_results(name: str, results: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     from pipelines.cli import experiment_stage
 
-    return experiment_stage(argv, prog="python -m pipelines.evaluate", description=__doc__.splitlines()[0],
+    return experiment_stage(argv, prog="python -m pipelines.stages.evaluate", description=__doc__.splitlines()[0],
                             run=evaluate, done=_log_results)
 
 

@@ -1,11 +1,11 @@
-"""DVC stage ``prepare``: raw files -> ``data/prepared/<dataset>/`` (format in :mod:`pipelines.prepared`).
+"""DVC stage ``prepare``: raw files -> ``data/prepared/<dataset>/`` (format in :mod:`pipelines.data.prepared`).
 
-    python -m pipelines.prepare <dataset> [--params params.yaml] [--profile NAME] [--out data/prepared]
+    python -m pipelines.stages.prepare <dataset> [--params params.yaml] [--profile NAME] [--out data/prepared]
                                           [--mirror DIR]
 
 Raw files come from ``--mirror`` or ``$DEEPNOTES_DATA_MIRROR`` (a folder laid out like ``shared/data``), else from
 the download cache ``data/raw`` or over HTTP (``$DEEPNOTES_DATA_URL``, then the catalog URLs); see
-:mod:`pipelines.fetch`. The output directory is written atomically: on any error the previous output (or none)
+:mod:`pipelines.data.fetch`. The output directory is written atomically: on any error the previous output (or none)
 stays. A data or configuration problem prints one line ``error: ...`` on stderr and exits with code 2.
 
 Imports stay light (numpy, pandas, pydantic; sklearn and tokenizers on demand; no torch): DVC starts a fresh
@@ -24,9 +24,9 @@ from typing import Any
 
 from pipelines.config import ConfigError, load_params
 from pipelines.errors import DataError
-from pipelines.prepared import PREPARED_ROOT, PreparedDataError, write_prepared
+from pipelines.data.prepared import PREPARED_ROOT, PreparedDataError, write_prepared
 
-log = logging.getLogger("pipelines.prepare")
+log = logging.getLogger("pipelines.stages.prepare")
 
 #: Exit status of a stage that failed because of its input data or configuration (not a bug).
 EXIT_DATA_ERROR = 2
@@ -43,7 +43,7 @@ def prepare(dataset: str, *, params_path: str | Path | None = None, profile: str
         ConfigError: ``params.yaml`` is invalid or has no ``datasets.<dataset>`` entry.
         DataError: a raw file is missing, corrupt or malformed.
     """
-    from pipelines.datasets import prepare_dataset
+    from pipelines.data.preparers import prepare_dataset
 
     params = load_params(params_path, profile)
     config = params.dataset(dataset)
@@ -69,7 +69,7 @@ def run_stage(stage: Callable[..., object], **kwargs: Any) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit status (0, or 2 on a data or configuration error)."""
-    parser = argparse.ArgumentParser(prog="python -m pipelines.prepare", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipelines.stages.prepare", description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", help="a dataset under datasets: in params.yaml, e.g. mnist")
     parser.add_argument("--params", type=Path, default=None, help="params file (default: <repo>/params.yaml)")
     parser.add_argument("--profile", default=None, help="override the params file's profile")

@@ -1,4 +1,4 @@
-"""``train`` stage: ``python -m pipelines.train <experiment>``.
+"""``train`` stage: ``python -m pipelines.stages.train <experiment>``.
 
 Trains one experiment of ``params.yaml`` with a seeded Lightning ``Trainer`` and tracks it in MLflow:
 every resolved param (flattened), per-epoch train/val loss and metrics, the penalty term, the learning rate, epoch
@@ -11,7 +11,7 @@ only: what a ``transfer`` experiment starts from) and ``checkpoint.json`` (the b
 run id goes to ``mlflow/runs/<experiment>.json``, outside what DVC hashes, so ``evaluate`` logs into the same run, ``metrics/train/<experiment>.json`` and ``plots/history/<experiment>.csv``.
 
 An experiment under ``transfer:`` (``pretrained:``) first loads its backbone from the weights file
-(:func:`models.transfer.load_backbone`) and trains with :class:`pipelines.callbacks.FreezeBackbone` when the backbone
+(:func:`models.transfer.load_backbone`) and trains with :class:`pipelines.training.callbacks.FreezeBackbone` when the backbone
 is frozen.
 """
 
@@ -87,8 +87,8 @@ def train(name: str, params: Params) -> dict[str, Any]:
     from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
     from lightning.pytorch.loggers import MLFlowLogger
 
-    from pipelines.callbacks import History, PortableModelCheckpoint
-    from pipelines.prepared import load_training_data
+    from pipelines.training.callbacks import History, PortableModelCheckpoint
+    from pipelines.data.prepared import load_training_data
     from pipelines.tasks import get_task
     from pipelines.tracking import (data_version, ensure_experiment, git_commit, library_versions, log_model,
                                     log_params, run_params, system_metrics, tracking_uri, write_run_link)
@@ -194,7 +194,7 @@ def _log_summary(name: str, summary: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     from pipelines.cli import experiment_stage
 
-    return experiment_stage(argv, prog="python -m pipelines.train", description=__doc__.splitlines()[0],
+    return experiment_stage(argv, prog="python -m pipelines.stages.train", description=__doc__.splitlines()[0],
                             run=train, done=_log_summary)
 
 

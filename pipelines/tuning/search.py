@@ -1,11 +1,11 @@
-"""``tune`` command: ``python -m pipelines.tune <experiment>`` (or ``deepnotes tune``): an Optuna search.
+"""``tune`` command: ``python -m pipelines.stages.tune <experiment>`` (or ``deepnotes tune``): an Optuna search.
 
-Each trial samples the experiment's search space (``tuning`` in ``params.yaml``, see :mod:`pipelines.search_space`),
+Each trial samples the experiment's search space (``tuning`` in ``params.yaml``, see :mod:`pipelines.tuning.search_space`),
 trains it with the very module, data and ``Trainer`` the train stage uses, and reports the validation metric to the
 pruner every epoch through ``optuna_integration.PyTorchLightningPruningCallback``. A trial's value is the best
 epoch's metric, what ``train`` reports as its best checkpoint score.
 
-Sessions: every invocation is one *session* of a persistent study (storage and budget: :mod:`pipelines.studies`).
+Sessions: every invocation is one *session* of a persistent study (storage and budget: :mod:`pipelines.tuning.studies`).
 The coordinator validates the space, creates the study and the MLflow experiment, fails trials left by dead
 workers, opens the session's MLflow parent run, then runs the worker in-process (``--workers 1``) or starts K
 worker processes with one thread each. At the end it writes the study's best params to
@@ -23,7 +23,6 @@ traceback summary and the study goes on; a killed worker's trial is failed by he
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
@@ -37,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import REPO_ROOT
-from pipelines.config import ConfigError, ExperimentConfig, Params, TuneSettings, load_params, tuned_path
+from pipelines.config import ConfigError, ExperimentConfig, Params, TuneSettings, tuned_path
 from pipelines.io import atomic_write_json, atomic_write_text
-from pipelines.search_space import SearchSpace, apply
+from pipelines.tuning.search_space import SearchSpace, apply
 
 log = logging.getLogger("deepnotes.tune")
 
@@ -61,7 +60,7 @@ class Session:
                  storage: str | None = None, sampler: str | None = None, pruner: str | None = None,
                  n_trials: int | None = None, timeout: float | None = None, workers: int | None = None,
                  seed: int | None = None, parent_run_id: str | None = None) -> None:
-        from pipelines.studies import storage_url
+        from pipelines.tuning.studies import storage_url
 
         self.experiment = experiment
         self.params = params
@@ -81,7 +80,7 @@ class Session:
         self.parent_run_id = parent_run_id
 
     def worker_argv(self, index: int) -> list[str]:
-        argv = [sys.executable, "-m", "pipelines.tune", self.experiment, "--study-name", self.study_name,
+        argv = [sys.executable, "-m", "pipelines.stages.tune", self.experiment, "--study-name", self.study_name,
                 "--storage", self.storage, "--sampler", self.settings.sampler, "--pruner", self.settings.pruner,
                 "--n-trials", str(self.n_trials), "--seed", str(self.seed), "--workers", str(self.workers),
                 "--worker-index", str(index), "--parent-run-id", str(self.parent_run_id)]
@@ -98,7 +97,7 @@ def mlflow_experiment_name(params: Params, study_name: str) -> str:
 
 
 def _storage_for(session: Session, stale_callback=None):
-    from pipelines.studies import make_storage
+    from pipelines.tuning.studies import make_storage
 
     t = session.params.tuning
     return make_storage(session.storage, heartbeat_interval=t.heartbeat_interval, grace_period=t.grace_period,
@@ -173,7 +172,7 @@ class Objective:
     """
 
     def __init__(self, session: Session, space: SearchSpace, experiment_id: str, tracking_uri: str) -> None:
-        from pipelines.prepared import load_training_data
+        from pipelines.data.prepared import load_training_data
         from pipelines.tracking import data_version
 
         import warnings
@@ -246,7 +245,7 @@ class Objective:
         from lightning.pytorch.loggers import MLFlowLogger
         from optuna_integration import PyTorchLightningPruningCallback
 
-        from pipelines.callbacks import History
+        from pipelines.training.callbacks import History
         from pipelines.tracking import log_params, run_params
         from pipelines.training.trainer import (build_module, fit_callbacks, gradient_diagnostics, make_datamodule,
                                                 make_trainer, seed_everything)
@@ -315,7 +314,7 @@ def run_worker(session: Session, worker_index: int = 0) -> int:
     """
     import optuna
 
-    from pipelines.studies import BudgetedStudy, BudgetExhausted, lock_path, make_pruner, make_sampler
+    from pipelines.tuning.studies import BudgetedStudy, BudgetExhausted, lock_path, make_pruner, make_sampler
     from pipelines.tracking import ensure_experiment, tracking_uri
 
     params, settings = session.params, session.settings
@@ -388,7 +387,7 @@ def tune(session: Session) -> dict[str, Any]:
     import optuna
 
     from pipelines.io import file_lock
-    from pipelines.studies import lock_path, redact
+    from pipelines.tuning.studies import lock_path, redact
     from pipelines.tracking import ensure_experiment, git_commit, tracking_uri
 
     params, settings = session.params, session.settings
@@ -452,7 +451,7 @@ def _record_session(session: Session, storage, client, seconds: float, before: i
     """Log the study's state to the parent run, write the tuned params and the metrics summary."""
     import optuna
 
-    from pipelines.studies import counts
+    from pipelines.tuning.studies import counts
 
     study = optuna.load_study(study_name=session.study_name, storage=storage)
     trials = study.get_trials(deepcopy=False)
@@ -497,7 +496,7 @@ def write_tuned(session: Session, best) -> Path:
     """Write the best trial's params to ``params/tuned/<experiment>.yaml`` (atomically) as nested overrides."""
     import yaml
 
-    from pipelines.search_space import overrides_from
+    from pipelines.tuning.search_space import overrides_from
 
     base = session.params.experiment(session.experiment).model_dump(mode="json")
     path = tuned_path(session.experiment, session.base_dir)
@@ -545,70 +544,3 @@ def _log_plots(study, client, run_id: str) -> None:
                 plt.close("all")
         if any(Path(tmp).iterdir()):
             client.log_artifacts(run_id, tmp, artifact_path="plots")
-
-
-# --------------------------------------------------------------------------------------------------- CLI
-
-
-def _terminate(signum, frame) -> None:
-    """SIGTERM handler: raise ``KeyboardInterrupt`` so the running trial's MLflow run and the session's parent run
-    are closed as KILLED (the trial itself is failed and re-queued by the next session)."""
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.tune", description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", help="experiment name under `experiments:` in params.yaml")
-    parser.add_argument("--n-trials", type=int, help="target total of trials in the study (default tuning.n_trials)")
-    parser.add_argument("--timeout", type=float, help="seconds in which this session may start trials")
-    parser.add_argument("--workers", type=int, help="parallel worker processes (default tuning.workers)")
-    parser.add_argument("--storage", help="Optuna storage: RDB URL or journal file (default <repo>/studies/"
-                                          "deepnotes.journal; env DEEPNOTES_OPTUNA_STORAGE)")
-    parser.add_argument("--study-name", help="default <experiment>-<profile>")
-    parser.add_argument("--sampler", choices=("tpe", "random", "cmaes", "gp"))
-    parser.add_argument("--pruner", choices=("median", "hyperband", "successive_halving", "none"))
-    parser.add_argument("--seed", type=int, help="sampler seed (default the params seed)")
-    parser.add_argument("--params", type=Path, default=None, help="params file (default: <repo>/params.yaml)")
-    parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--parent-run-id", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, _terminate)  # schedulers stop sessions with SIGTERM: end them like Ctrl+C
-    for option in ("n_trials", "workers"):
-        if getattr(args, option) is not None and getattr(args, option) < 1:
-            print(f"error: --{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}",
-                  file=sys.stderr)
-            return 2
-    if args.timeout is not None and args.timeout <= 0:
-        print(f"error: --timeout must be positive seconds, got {args.timeout}", file=sys.stderr)
-        return 2
-    try:
-        params = load_params(args.params)
-        params.experiment(args.experiment)
-        session = Session(args.experiment, params, args.params, study_name=args.study_name, storage=args.storage,
-                          sampler=args.sampler, pruner=args.pruner, n_trials=args.n_trials, timeout=args.timeout,
-                          workers=args.workers, seed=args.seed, parent_run_id=args.parent_run_id)
-        if args.worker_index is not None:  # a worker started by a coordinator
-            threads = os.environ.get("DEEPNOTES_WORKER_THREADS")
-            if threads:
-                import torch
-
-                torch.set_num_threads(int(threads))
-            run_worker(session, args.worker_index)
-            return 0
-        summary = tune(session)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    best = summary["best_value"]
-    print(f"study {summary['study_name']}: {summary['study_trials']} trials "
-          f"({summary['study_complete']} complete, {summary['study_pruned']} pruned, {summary['study_fail']} failed); "
-          f"this session {summary['session_trials']} in {summary['session_seconds']:.0f} s; "
-          + (f"best {summary['metric']} = {best:.4g} (trial {summary['best_trial']}), written to "
-             f"{tuned_path(session.experiment, session.base_dir)}"
-             if best is not None else "no trial has completed yet"))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

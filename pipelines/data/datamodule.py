@@ -14,7 +14,7 @@ import lightning.pytorch as L
 import numpy as np
 import torch
 
-from pipelines.prepared import PreparedData
+from pipelines.data.prepared import PreparedData
 
 
 #: Batch size for validation, test and prediction. Inference on a CPU is cache-bound: on 2 cores, 128 images per
