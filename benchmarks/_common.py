@@ -133,8 +133,11 @@ def stage_env(extra_path: Path = BIN) -> dict[str, str]:
     ``python -m pipelines.stages.<stage>``), the data mirror set, unbuffered output, and no ``MLFLOW_*`` /
     ``DEEPNOTES_PROFILE`` leaking in from the caller (each copy must track into its own store)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DEEPNOTES_PROFILE"))}
-    env |= {"PATH": f"{extra_path}{os.pathsep}{env.get('PATH', '')}", "DEEPNOTES_DATA_MIRROR": str(mirror_path()),
-            "PYTHONUNBUFFERED": "1"}
+    env |= {
+        "PATH": f"{extra_path}{os.pathsep}{env.get('PATH', '')}",
+        "DEEPNOTES_DATA_MIRROR": str(mirror_path()),
+        "PYTHONUNBUFFERED": "1",
+    }
     for key in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
         env.setdefault(key, "bench")
     for key in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
@@ -199,8 +202,12 @@ def load_average() -> str:
 def busy_processes(min_cpu: float = 20.0, limit: int = 8) -> list[str]:
     """Other processes using at least ``min_cpu`` % CPU right now (``ps``), to say what shared the cores."""
     try:
-        out = subprocess.run(["ps", "-eo", "pid,pcpu,etimes,args", "--sort=-pcpu", "--no-headers"],
-                             capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(
+            ["ps", "-eo", "pid,pcpu,etimes,args", "--sort=-pcpu", "--no-headers"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
     rows = []
@@ -250,10 +257,16 @@ def git_commit(repo: Path = REPO_ROOT) -> str:
     """``git rev-parse HEAD`` of ``repo`` plus ``-dirty`` when tracked files under ``pipelines/``, ``models/`` or
     ``params.yaml`` differ from it (what the numbers were measured on); ``unknown`` outside a checkout."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "pipelines", "models",
-                                "params.yaml"], cwd=repo, capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "pipelines", "models", "params.yaml"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return f"{sha}-dirty" if dirty else sha
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -297,8 +310,9 @@ def timed(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def collect_rounds(run_round: Callable[[int], dict[str, dict[str, Any]]], policy: Policy,
-                   label: str) -> tuple[list[dict[str, dict[str, Any]]], dict[str, Any]]:
+def collect_rounds(
+    run_round: Callable[[int], dict[str, dict[str, Any]]], policy: Policy, label: str
+) -> tuple[list[dict[str, dict[str, Any]]], dict[str, Any]]:
     """Run rounds (``run_round(r)`` returns ``{side: result}``) under ``policy``; returns the rounds to use and a
     description (rounds run, clean rounds, foreign load per round, whether the medians are from clean rounds)."""
     rounds: list[dict[str, dict[str, Any]]] = []
@@ -313,10 +327,17 @@ def collect_rounds(run_round: Callable[[int], dict[str, dict[str, Any]]], policy
         loads.append(round(worst, 2))
         if not worst > CONTENTION_CORES:
             clean.append(results)
-        policy.log(f"{label} round {len(rounds)}: " + ", ".join(
-            f"{name} {r['seconds']:.2f} s" for name, r in results.items()) + f"; other processes {worst:.2f} cores"
-            + ("" if not worst > CONTENTION_CORES else " (contended)"))
+        policy.log(
+            f"{label} round {len(rounds)}: "
+            + ", ".join(f"{name} {r['seconds']:.2f} s" for name, r in results.items())
+            + f"; other processes {worst:.2f} cores"
+            + ("" if not worst > CONTENTION_CORES else " (contended)")
+        )
     use_clean = len(clean) >= min(policy.repeats, 3)
-    info = {"rounds_run": len(rounds), "clean_rounds": len(clean), "foreign_cores_per_round": loads,
-            "medians_from": "clean rounds" if use_clean else "all rounds (too few clean ones: contended machine)"}
+    info = {
+        "rounds_run": len(rounds),
+        "clean_rounds": len(clean),
+        "foreign_cores_per_round": loads,
+        "medians_from": "clean rounds" if use_clean else "all rounds (too few clean ones: contended machine)",
+    }
     return (clean if use_clean else rounds), info

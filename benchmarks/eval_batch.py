@@ -26,16 +26,24 @@ def cases() -> dict[str, tuple[torch.nn.Module, torch.Tensor]]:
     torch.manual_seed(0)
     image = lambda n, *shape: torch.randn(n, *shape)  # noqa: E731
     return {
-        "resnet (depth 20), 3x32x32": (build_network("resnet", NetworkSpec((3, 32, 32), 10), {"depth": 20}),
-                                       image(4096, 3, 32, 32)),
-        "vgg (11, BN, widths / 4), 3x32x32": (build_network("vgg", NetworkSpec((3, 32, 32), 10, batch_norm=True),
-                                                            {"depth": 11, "width_divisor": 4}), image(4096, 3, 32, 32)),
+        "resnet (depth 20), 3x32x32": (
+            build_network("resnet", NetworkSpec((3, 32, 32), 10), {"depth": 20}),
+            image(4096, 3, 32, 32),
+        ),
+        "vgg (11, BN, widths / 4), 3x32x32": (
+            build_network("vgg", NetworkSpec((3, 32, 32), 10, batch_norm=True), {"depth": 11, "width_divisor": 4}),
+            image(4096, 3, 32, 32),
+        ),
         "alexnet, 3x32x32": (build_network("alexnet", NetworkSpec((3, 32, 32), 10)), image(4096, 3, 32, 32)),
         "lenet5, 1x28x28": (build_network("lenet5", NetworkSpec((1, 28, 28), 10)), image(8192, 1, 28, 28)),
-        "localizer, 1x64x64": (build_network("localizer", NetworkSpec((1, 64, 64), 10, batch_norm=True)),
-                               image(4096, 1, 64, 64)),
-        "lstm_classifier, 128 tokens": (build_network("lstm_classifier", NetworkSpec((128,), 1, vocab_size=20000)),
-                                        torch.randint(0, 20000, (4096, 128))),
+        "localizer, 1x64x64": (
+            build_network("localizer", NetworkSpec((1, 64, 64), 10, batch_norm=True)),
+            image(4096, 1, 64, 64),
+        ),
+        "lstm_classifier, 128 tokens": (
+            build_network("lstm_classifier", NetworkSpec((128,), 1, vocab_size=20000)),
+            torch.randint(0, 20000, (4096, 128)),
+        ),
     }
 
 
@@ -60,8 +68,11 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.rounds):
             for b in BATCH_SIZES:  # interleaved: every batch size sees the same machine state
                 best[b] = min(best[b], per_image_us(network, x, b))
-        print(f"| {name} | " + " | ".join(f"{best[b]:.0f} µs" for b in BATCH_SIZES)
-              + f" | {best[2048] / best[128]:.1f}x |")
+        print(
+            f"| {name} | "
+            + " | ".join(f"{best[b]:.0f} µs" for b in BATCH_SIZES)
+            + f" | {best[2048] / best[128]:.1f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -89,8 +89,9 @@ def parse_timeline(lines: list[tuple[float, str]], total: float) -> ReproTimelin
     return timeline
 
 
-def run_repro(repo: Path, dvc_args: list[str], raw_log: Path | None = None,
-              echo: bool = True) -> tuple[ReproTimeline, int, float]:
+def run_repro(
+    repo: Path, dvc_args: list[str], raw_log: Path | None = None, echo: bool = True
+) -> tuple[ReproTimeline, int, float]:
     """Run ``dvc repro`` in ``repo`` with the venv first on ``PATH``, timestamping each output line as it arrives.
 
     Returns the timeline, dvc's exit status and the cores other processes used during the run.
@@ -102,8 +103,16 @@ def run_repro(repo: Path, dvc_args: list[str], raw_log: Path | None = None,
     try:
         with ForeignLoad() as load:
             start = time.perf_counter()
-            proc = subprocess.Popen(cmd, cwd=repo, env=stage_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, bufsize=1, errors="replace")
+            proc = subprocess.Popen(
+                cmd,
+                cwd=repo,
+                env=stage_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
+                errors="replace",
+            )
             assert proc.stdout is not None
             for line in proc.stdout:
                 t = time.perf_counter() - start
@@ -148,8 +157,10 @@ def render(timeline: ReproTimeline, status: int, foreign: float, repo: Path, dvc
         "|---|---:|---:|",
     ]
     out += [f"| `{s.name}` | {s.seconds:.1f} | {100 * s.seconds / total:.0f}% |" for s in ran]
-    out.append(f"| dvc (outside stages: start-up, graph, change checks, lock file) | {timeline.outside_stages:.1f} | "
-               f"{100 * timeline.outside_stages / total:.0f}% |")
+    out.append(
+        f"| dvc (outside stages: start-up, graph, change checks, lock file) | {timeline.outside_stages:.1f} | "
+        f"{100 * timeline.outside_stages / total:.0f}% |"
+    )
     out.append(f"| **total** | **{timeline.total:.1f}** | 100% |")
     if skipped:
         out += ["", f"Unchanged, skipped ({len(skipped)}): " + ", ".join(f"`{name}`" for name in skipped) + "."]
@@ -171,15 +182,18 @@ def fill_results(results: Path, body: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns ``dvc repro``'s exit status."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline_walltime",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline_walltime", description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, required=True, help="repository to run `dvc repro` in")
     parser.add_argument("--log", type=Path, required=True, help="markdown table of seconds per stage (written)")
     parser.add_argument("--raw-log", type=Path, default=None, help="also keep dvc's output with timestamps")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--results", type=Path, default=None,
-                       help="RESULTS.md whose wall-time section to fill (default: benchmarks/RESULTS.md, only when "
-                            "the repo runs the default profile)")
+    group.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="RESULTS.md whose wall-time section to fill (default: benchmarks/RESULTS.md, only when "
+        "the repo runs the default profile)",
+    )
     group.add_argument("--no-results", action="store_true", help="do not touch any RESULTS.md")
     parser.add_argument("dvc_args", nargs=argparse.REMAINDER, help="after `--`: extra `dvc repro` arguments")
     args = parser.parse_args(argv)

@@ -19,8 +19,10 @@ from typing import Any
 from benchmarks._common import CONTENTION_CORES, REPO_ROOT, RESULTS_MD, atomic_write_text, mirror_path, read_json
 from benchmarks.pipeline_walltime import SECTION_BEGIN, SECTION_END
 
-PLACEHOLDER = ("_Not measured yet: filled by `python -m benchmarks.pipeline_walltime --repo . --log "
-               "benchmarks/out/walltime.md` (run it on a quiet machine; it replaces this section)._\n")
+PLACEHOLDER = (
+    "_Not measured yet: filled by `python -m benchmarks.pipeline_walltime --repo . --log "
+    "benchmarks/out/walltime.md` (run it on a quiet machine; it replaces this section)._\n"
+)
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -30,8 +32,10 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 def _contention_note(rounds: dict[str, Any]) -> str:
     loads = rounds.get("foreign_cores_per_round", [])
     busy = [x for x in loads if x > CONTENTION_CORES]
-    text = (f"{rounds.get('rounds_run', len(loads))} rounds run, {rounds.get('clean_rounds', '?')} clean; medians from "
-            f"{rounds.get('medians_from', '?')}")
+    text = (
+        f"{rounds.get('rounds_run', len(loads))} rounds run, {rounds.get('clean_rounds', '?')} clean; medians from "
+        f"{rounds.get('medians_from', '?')}"
+    )
     if busy:
         text += f"; other processes used up to {max(busy):.2f} cores in {len(busy)} round(s)"
     return text
@@ -50,7 +54,7 @@ def existing_section(begin_marker: str, end_marker: str, default: str, path: Pat
     begin, end = text.find(begin_marker), text.find(end_marker)
     if begin < 0 or end < begin:
         return default
-    body = text[begin + len(begin_marker): end].strip("\n")
+    body = text[begin + len(begin_marker) : end].strip("\n")
     return (body + "\n") if body else default
 
 
@@ -64,22 +68,31 @@ def render_machine(tp: dict[str, Any] | None, su: dict[str, Any] | None) -> list
     info = (tp or su or {}).get("machine", {})
     versions = ", ".join(f"{k.removeprefix('version.')} {v}" for k, v in info.items() if k.startswith("version."))
     lines = ["## Machine", ""]
-    lines.append(f"- {info.get('nproc', '?')} cores ({info.get('cpu', 'unknown CPU')}), torch intra-op threads "
-                 f"{info.get('torch_threads', '?')}, inter-op {info.get('torch_interop_threads', '?')}; "
-                 f"Python {info.get('python', '?')}; {info.get('platform', '')}")
+    lines.append(
+        f"- {info.get('nproc', '?')} cores ({info.get('cpu', 'unknown CPU')}), torch intra-op threads "
+        f"{info.get('torch_threads', '?')}, inter-op {info.get('torch_interop_threads', '?')}; "
+        f"Python {info.get('python', '?')}; {info.get('platform', '')}"
+    )
     lines.append(f"- {versions}")
     if info.get("PYTHONDONTWRITEBYTECODE"):
-        lines.append("- `PYTHONDONTWRITEBYTECODE=1` in the environment: the project's own modules are compiled on "
-                     "every import (site-packages have their .pyc from pip)")
+        lines.append(
+            "- `PYTHONDONTWRITEBYTECODE=1` in the environment: the project's own modules are compiled on "
+            "every import (site-packages have their .pyc from pip)"
+        )
     for name, res in (("throughput", tp), ("start-up", su)):
         if res:
-            lines.append(f"- {name}: measured {res['date']} to {res.get('finished', '?')}, commit "
-                         f"`{res.get('git_commit', '?')[:12]}`, load average at start {res['machine']['load_average']}")
-    lines += ["- The 2 cores are shared with other engineers' work (tests, `dvc repro`). Every timed run records how "
-              "many cores *other* processes used meanwhile (`/proc/stat`); a round where that exceeded "
-              f"{CONTENTION_CORES} cores is *contended* and is re-run (up to twice the wanted number of rounds) after "
-              "waiting for a quiet machine. Host-level noise (other VMs on the same cores) is invisible to that "
-              "check; interleaving and paired ratios are what protects the ratios from it.", ""]
+            lines.append(
+                f"- {name}: measured {res['date']} to {res.get('finished', '?')}, commit "
+                f"`{res.get('git_commit', '?')[:12]}`, load average at start {res['machine']['load_average']}"
+            )
+    lines += [
+        "- The 2 cores are shared with other engineers' work (tests, `dvc repro`). Every timed run records how "
+        "many cores *other* processes used meanwhile (`/proc/stat`); a round where that exceeded "
+        f"{CONTENTION_CORES} cores is *contended* and is re-run (up to twice the wanted number of rounds) after "
+        "waiting for a quiet machine. Host-level noise (other VMs on the same cores) is invisible to that "
+        "check; interleaving and paired ratios are what protects the ratios from it.",
+        "",
+    ]
     return lines
 
 
@@ -89,7 +102,8 @@ def render_throughput(tp: dict[str, Any]) -> list[str]:
     ratio, target = tp["ratio_pipeline_vs_hand"], tp["target_ratio"]
     cfg = tp.get("config", {})
     lines = [
-        "## 1. Training throughput: pipeline vs a hand-written loop (lenet5_mnist)", "",
+        "## 1. Training throughput: pipeline vs a hand-written loop (lenet5_mnist)",
+        "",
         f"Same {tp['steps']} optimizer steps of batch {tp['batch_size']} over the same in-memory tensors "
         f"({tp['train_samples']:,} prepared MNIST train images: {tp['data']}), profile `{tp['profile']}`: "
         f"`{cfg.get('architecture')}` {cfg.get('model')} {cfg.get('activation')}, batch_norm "
@@ -108,27 +122,37 @@ def render_throughput(tp: dict[str, Any]) -> list[str]:
         "sliced; `zero_grad/forward/loss/backward/step`. Timed: the loop including the shuffle.",
         "- **hand + DataLoader**: the same loop fed by `DataLoader(TensorDataset(x, y), shuffle=True)`.",
         "- Both sides see the very same batches: after 20 steps the weights "
-        + ("are bitwise identical" if tp["equivalence_max_abs_weight_diff"] == 0 else
-           f"differ by at most {tp['equivalence_max_abs_weight_diff']:.3g}")
+        + (
+            "are bitwise identical"
+            if tp["equivalence_max_abs_weight_diff"] == 0
+            else f"differ by at most {tp['equivalence_max_abs_weight_diff']:.3g}"
+        )
         + ". Each side is warmed up once; rounds run every side once, order rotated; ratio = median of the "
-        "per-round ratios. "
-        + _contention_note(sides["rounds"]) + ".",
+        "per-round ratios. " + _contention_note(sides["rounds"]) + ".",
         "",
         f"| side | median s ({tp['steps']} steps) | fastest s | steps/s | ms/step in the loop | fixed s per fit | "
         "time / hand (median of rounds) | fastest / fastest hand |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     fastest_hand = min(sides["hand"]["seconds"])
-    names = {"pipeline": "pipeline", "hand": "hand (sliced tensors)",
-             "hand_dataloader": "hand + DataLoader(TensorDataset)"}
+    names = {
+        "pipeline": "pipeline",
+        "hand": "hand (sliced tensors)",
+        "hand_dataloader": "hand + DataLoader(TensorDataset)",
+    }
     for key, label in names.items():
         s = sides[key]
-        lines.append(f"| {label} | {s['median_seconds']:.2f} | {min(s['seconds']):.2f} | {s['steps_per_s']:.0f} | "
-                     f"{s['ms_per_step']:.2f} | {s['fixed_seconds']:.2f} | {s['ratio_vs_hand']:.3f} | "
-                     f"{min(s['seconds']) / fastest_hand:.3f} |")
-    lines += ["", "Noise only ever slows a run down, so the ratio of the fastest runs is a second, less "
-              "noise-sensitive estimate; when it and the median disagree, the machine was noisy in ways the "
-              "contention check does not see (other VMs on the host)."]
+        lines.append(
+            f"| {label} | {s['median_seconds']:.2f} | {min(s['seconds']):.2f} | {s['steps_per_s']:.0f} | "
+            f"{s['ms_per_step']:.2f} | {s['fixed_seconds']:.2f} | {s['ratio_vs_hand']:.3f} | "
+            f"{min(s['seconds']) / fastest_hand:.3f} |"
+        )
+    lines += [
+        "",
+        "Noise only ever slows a run down, so the ratio of the fastest runs is a second, less "
+        "noise-sensitive estimate; when it and the median disagree, the machine was noisy in ways the "
+        "contention check does not see (other VMs on the host).",
+    ]
     verdict = "meets" if ratio <= target else "misses"
     dl = tp["ratio_dataloader_vs_hand"]
     lines += [
@@ -157,11 +181,13 @@ def render_breakdown(tp: dict[str, Any]) -> list[str]:
     order = ["forward", "loss", "backward", "optimizer update", "zero_grad"]
     features = [k for k in pipe if k not in order + ["loop (rest)", "step total"]]
     lines = [
-        "### Where the extra time goes: per-step attribution", "",
+        "### Where the extra time goes: per-step attribution",
+        "",
         "Pipeline and hand runs alternate with light timers (`time.perf_counter` wrappers, about 1 µs each) around "
         "each piece of a step; `loop (rest)` is the step time no timer covers: Lightning's loop, hooks, closure and "
         "result collection in the pipeline, slicing and the Python loop by hand. "
-        + _contention_note(att["rounds"]) + ".",
+        + _contention_note(att["rounds"])
+        + ".",
         "",
         "| piece | pipeline µs/step | hand µs/step | pipeline − hand |",
         "|---|---:|---:|---:|",
@@ -173,7 +199,8 @@ def render_breakdown(tp: dict[str, Any]) -> list[str]:
     ratio = tp["ratio_pipeline_vs_hand"]
     lines += [
         "",
-        "### Ablation: one feature off, then everything off (ABBA pairs against the real pipeline)", "",
+        "### Ablation: one feature off, then everything off (ABBA pairs against the real pipeline)",
+        "",
         f"Each variant runs in pairs with the unmodified pipeline (order alternating), {tp['pairs']} clean pairs "
         "wanted; monkeypatched in the benchmark, no project file changed. *Projected* = pipeline/hand ratio "
         f"({ratio:.3f}) × the variant's time ratio.",
@@ -183,11 +210,17 @@ def render_breakdown(tp: dict[str, Any]) -> list[str]:
     ]
     for name, row in tp["ablation"].items():
         r = row["rounds"]
-        lines.append(f"| `{name}` | {row['what']} | {row['ratio']:.3f} | {row['saved_ms_per_step']:+.2f} | "
-                     f"{row['saved_fixed_seconds']:+.3f} | {ratio * row['ratio']:.3f} | "
-                     f"{r['clean_rounds']}/{r['rounds_run']} clean |")
-    lines += ["", "Microbenchmarks outside Lightning, on one real batch (µs per call, median of 5 × 2000 calls, "
-              "deterministic mode as configured):", ""]
+        lines.append(
+            f"| `{name}` | {row['what']} | {row['ratio']:.3f} | {row['saved_ms_per_step']:+.2f} | "
+            f"{row['saved_fixed_seconds']:+.3f} | {ratio * row['ratio']:.3f} | "
+            f"{r['clean_rounds']}/{r['rounds_run']} clean |"
+        )
+    lines += [
+        "",
+        "Microbenchmarks outside Lightning, on one real batch (µs per call, median of 5 × 2000 calls, "
+        "deterministic mode as configured):",
+        "",
+    ]
     lines += [f"- {name}: {us:.1f} µs" for name, us in tp["micro_us_per_call"].items()]
     lines += [""] + render_fixes(tp)
     return lines
@@ -229,38 +262,52 @@ def render_fixes(tp: dict[str, Any]) -> list[str]:
         manual_vs_floor = ab["floor_manual_optimization"]["ratio"] / ab["lightning_floor"]["ratio"]
     compute = f"{tp['sides']['hand']['ms_per_step']:.1f} ms of compute per step (batch {tp['batch_size']})"
     lines = [
-        "### What the remaining gap is made of, and what could close it", "",
+        "### What the remaining gap is made of, and what could close it",
+        "",
         f"Pair-to-pair spread is about ±{100 * NOISE:.0f}%, so a single feature under ~{100 * NOISE:.0f}% is not "
-        "resolved by the ablation; the attribution table gives its size.", "",
+        "resolved by the ablation; the attribution table gives its size.",
+        "",
         f"1. The module's own step (`minimal_step`: {gain('minimal_step')}): the running statistics cost "
         f"≈{step_rest:.0f} µs/step and the `none` penalty ≈{penalty:.0f} µs/step in the attribution; "
         f"{verdict('minimal_step')}.",
         f"2. Progress bar (`no_progress_bar`: {gain('no_progress_bar')}), MLflow logger (`no_mlflow_logger`: "
         f"{gain('no_mlflow_logger')}), deterministic mode (`not_deterministic`: {gain('not_deterministic')}), "
         f"ModelCheckpoint + History + LearningRateMonitor (`no_project_callbacks`: {gain('no_project_callbacks')}): "
-        "each " + ("within noise" if max(saved(n) for n in ("no_progress_bar", "no_mlflow_logger",
-                                                              "not_deterministic", "no_project_callbacks"))
-                   < NOISE else "see the table") + "; they are what the pipeline is for, keep them.",
+        "each "
+        + (
+            "within noise"
+            if max(
+                saved(n) for n in ("no_progress_bar", "no_mlflow_logger", "not_deterministic", "no_project_callbacks")
+            )
+            < NOISE
+            else "see the table"
+        )
+        + "; they are what the pipeline is for, keep them.",
         f"3. Lightning itself: its loop, hooks, optimizer closure and batch transfer cost {loop_rest:+.0f} µs/step "
         f"over the hand loop (`loop (rest)` above), plus {fixed:+.2f} s fixed per fit (set-up, MLflow "
         "hyperparameters, the final checkpoint, teardown). A bare step in a bare Trainer (`lightning_floor`): "
         f"{gain('lightning_floor')}.",
     ]
     if manual_vs_floor is not None:
-        lines.append(f"4. Manual optimization on that bare Trainer (`floor_manual_optimization`: "
-                     f"{gain('floor_manual_optimization')}) changes the floor by {100 * (manual_vs_floor - 1):+.1f}%: "
-                     + ("the closure machinery is a real part of the floor." if manual_vs_floor < 1 - NOISE else
-                        "not a lever."))
+        lines.append(
+            f"4. Manual optimization on that bare Trainer (`floor_manual_optimization`: "
+            f"{gain('floor_manual_optimization')}) changes the floor by {100 * (manual_vs_floor - 1):+.1f}%: "
+            + ("the closure machinery is a real part of the floor." if manual_vs_floor < 1 - NOISE else "not a lever.")
+        )
     if floor is not None:
         if floor > target:
-            lines.append(f"5. **Conclusion:** even the floor is {floor:.3f} × the hand loop with {compute}, so "
-                         f"{target:.2f} is out of reach for a Lightning loop at this size of step; only more work per "
-                         "step (larger batches or models, where Lightning's fixed ~0.5 ms per step matters less) or a "
-                         "hand-written loop gets there. In a full default-profile run (5 epochs × 422 steps plus "
-                         "validation) the fixed per-fit part is amortised further.")
+            lines.append(
+                f"5. **Conclusion:** even the floor is {floor:.3f} × the hand loop with {compute}, so "
+                f"{target:.2f} is out of reach for a Lightning loop at this size of step; only more work per "
+                "step (larger batches or models, where Lightning's fixed ~0.5 ms per step matters less) or a "
+                "hand-written loop gets there. In a full default-profile run (5 epochs × 422 steps plus "
+                "validation) the fixed per-fit part is amortised further."
+            )
         else:
-            lines.append(f"5. **Conclusion:** the floor is {floor:.3f} × the hand loop, within {target:.2f}; what "
-                         "separates the pipeline from it is listed in 1-2.")
+            lines.append(
+                f"5. **Conclusion:** the floor is {floor:.3f} × the hand loop, within {target:.2f}; what "
+                "separates the pipeline from it is listed in 1-2."
+            )
     return lines + [""]
 
 
@@ -268,13 +315,15 @@ def render_startup(su: dict[str, Any]) -> list[str]:
     """The start-up section: per stage process, imports, first step; no-op and cold dvc repro."""
     base = su["python_baseline_s"]
     lines = [
-        "## 2. Stage start-up", "",
+        "## 2. Stage start-up",
+        "",
         "In a temporary copy of the repo with `profile: tiny`, only the logic datasets and the `perceptron_*` "
         "experiments (fresh git repo, real `dvc repro`), so nothing in the working tree is touched. Process wall time "
-        "is from spawn to exit, median over rounds; *module import* = `python -c \"import pipelines.<stage>\"` minus "
+        'is from spawn to exit, median over rounds; *module import* = `python -c "import pipelines.<stage>"` minus '
         f"`python -c pass` ({base:.2f} s); *imports during the run* = sum of the top-level imports of one real stage "
         "run under `python -X importtime` (lazy imports inside functions included; importtime itself adds a little). "
-        + _contention_note(su["stage_rounds"]) + ".",
+        + _contention_note(su["stage_rounds"])
+        + ".",
         "",
         "| stage (smallest real input) | process wall s | module import s | imports during the run s | costliest "
         "imports in the run (s, with what they pull in) |",
@@ -284,21 +333,28 @@ def render_startup(su: dict[str, Any]) -> list[str]:
     for name in order + sorted(set(su["stages"]) - set(order)):
         row = su["stages"][name]
         top = ", ".join(f"{lib} {sec:.2f}" for lib, sec in row["imports_in_run"]["top"][:5])
-        lines.append(f"| `{row['command']}` | {row['process_wall_s']:.2f} | {row['module_import_s']:.2f} | "
-                     f"{row['imports_in_run']['total_s']:.2f} | {top} |")
+        lines.append(
+            f"| `{row['command']}` | {row['process_wall_s']:.2f} | {row['module_import_s']:.2f} | "
+            f"{row['imports_in_run']['total_s']:.2f} | {top} |"
+        )
     train = su["stages"].get("train", {})
     if "first_step_seconds" in train:
-        lines += ["", f"- **train, to the first training step: {train['first_step_seconds']:.2f} s** "
-                  "(`first_step_seconds` in `metrics/train/perceptron_and.json`, from train.py's first line: imports, "
-                  "params, data, MLflow run and params, Trainer set-up), then `trainer.fit` "
-                  f"{train['fit_seconds']:.2f} s; the remaining "
-                  f"{train['process_wall_s'] - train['first_step_seconds'] - train['fit_seconds']:.1f} s of the "
-                  f"{train['process_wall_s']:.2f} s process come after the fit: reloading the best checkpoint, logging "
-                  "it and the model to MLflow (`mlflow.pytorch.log_model`), writing the outputs, interpreter "
-                  "shutdown."]
-    lines += ["- prepare, augment: the stage modules import only pydantic/numpy/pandas (no torch), so a stage on "
-              "small data is over in well under a second. evaluate imports torch, lightning and mlflow lazily, "
-              "inside its work, so its start-up is the imports during the run rather than the module import."]
+        lines += [
+            "",
+            f"- **train, to the first training step: {train['first_step_seconds']:.2f} s** "
+            "(`first_step_seconds` in `metrics/train/perceptron_and.json`, from train.py's first line: imports, "
+            "params, data, MLflow run and params, Trainer set-up), then `trainer.fit` "
+            f"{train['fit_seconds']:.2f} s; the remaining "
+            f"{train['process_wall_s'] - train['first_step_seconds'] - train['fit_seconds']:.1f} s of the "
+            f"{train['process_wall_s']:.2f} s process come after the fit: reloading the best checkpoint, logging "
+            "it and the model to MLflow (`mlflow.pytorch.log_model`), writing the outputs, interpreter "
+            "shutdown.",
+        ]
+    lines += [
+        "- prepare, augment: the stage modules import only pydantic/numpy/pandas (no torch), so a stage on "
+        "small data is over in well under a second. evaluate imports torch, lightning and mlflow lazily, "
+        "inside its work, so its start-up is the imports during the run rather than the module import."
+    ]
     noop, cold = su["dvc_repro_noop"], su["dvc_repro_cold"]
     lines += [
         f"- **No-op `dvc repro`** (everything up to date, {len(noop['seconds'])} runs): median "
@@ -309,21 +365,30 @@ def render_startup(su: dict[str, Any]) -> list[str]:
     ]
     recorded = su.get("recorded_default_runs") or {}
     if recorded:
-        lines += ["", "`first_step_seconds` recorded by the last full-data runs in this checkout's `metrics/train/` "
-                  "(not measured by this benchmark; the load at that time is unknown):", ""]
-        lines += [f"- `{name}`: first step after {row['first_step_seconds']:.2f} s, fit {row['fit_seconds']:.1f} s "
-                  f"(file written {row['written']})" for name, row in recorded.items()]
+        lines += [
+            "",
+            "`first_step_seconds` recorded by the last full-data runs in this checkout's `metrics/train/` "
+            "(not measured by this benchmark; the load at that time is unknown):",
+            "",
+        ]
+        lines += [
+            f"- `{name}`: first step after {row['first_step_seconds']:.2f} s, fit {row['fit_seconds']:.1f} s "
+            f"(file written {row['written']})"
+            for name, row in recorded.items()
+        ]
     return lines + [""]
 
 
 def render(tp: dict[str, Any] | None, su: dict[str, Any] | None, walltime: str, history: str = "") -> str:
     """The whole RESULTS.md; ``walltime`` and ``history`` are carried-over sections (see :func:`existing_section`)."""
     lines = [
-        "# Benchmark results", "",
+        "# Benchmark results",
+        "",
         "Generated by `python -m benchmarks.run_all` (`make bench`), which rewrites this file except the last section "
         "(filled by `python -m benchmarks.pipeline_walltime`). Raw numbers: `benchmarks/out/*.json` (git-ignored). "
         "Benchmarks, not tests: nothing here asserts a time.",
-        f"Rendered {time.strftime('%Y-%m-%d %H:%M %Z')}; data mirror `{mirror_path()}`.", "",
+        f"Rendered {time.strftime('%Y-%m-%d %H:%M %Z')}; data mirror `{mirror_path()}`.",
+        "",
     ]
     lines += render_machine(tp, su)
     lines += render_throughput(tp) if tp else ["## 1. Training throughput", "", "_Not measured yet._", ""]
@@ -343,11 +408,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=300, help="throughput: optimizer steps per run")
     parser.add_argument("--repeats", type=int, default=5, help="clean rounds wanted per measurement")
     parser.add_argument("--pairs", type=int, default=4, help="throughput breakdown: clean ABBA pairs per variant")
-    parser.add_argument("--breakdown", choices=("auto", "always", "never"), default="auto",
-                        help="throughput cost breakdown: when the ratio exceeds 1.10 (auto), always or never")
+    parser.add_argument(
+        "--breakdown",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="throughput cost breakdown: when the ratio exceeds 1.10 (auto), always or never",
+    )
     parser.add_argument("--quiet-wait", type=float, default=60.0, help="seconds to wait for a quiet machine per round")
-    parser.add_argument("--progress-log", type=Path, default=REPO_ROOT / "benchmarks" / "out" / "progress.log",
-                        help="where the training progress bar goes")
+    parser.add_argument(
+        "--progress-log",
+        type=Path,
+        default=REPO_ROOT / "benchmarks" / "out" / "progress.log",
+        help="where the training progress bar goes",
+    )
     args = parser.parse_args(argv)
 
     def log(line: str) -> None:
@@ -357,15 +430,25 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import throughput
 
         args.progress_log.parent.mkdir(parents=True, exist_ok=True)
-        throughput.measure(steps=args.steps, repeats=args.repeats, breakdown=args.breakdown, pairs=args.pairs,
-                           quiet_wait=args.quiet_wait,
-                           log=log, progress_log=args.progress_log)
+        throughput.measure(
+            steps=args.steps,
+            repeats=args.repeats,
+            breakdown=args.breakdown,
+            pairs=args.pairs,
+            quiet_wait=args.quiet_wait,
+            log=log,
+            progress_log=args.progress_log,
+        )
     if not args.render_only and not args.skip_startup:
         from benchmarks import startup
 
         startup.measure(repeats=args.repeats, quiet_wait=args.quiet_wait, log=log)
-    text = render(read_json("throughput"), read_json("startup"), existing_walltime_section(),
-                  existing_section(HISTORY_BEGIN, HISTORY_END, ""))
+    text = render(
+        read_json("throughput"),
+        read_json("startup"),
+        existing_walltime_section(),
+        existing_section(HISTORY_BEGIN, HISTORY_END, ""),
+    )
     atomic_write_text(RESULTS_MD, text)
     print(f"wrote {RESULTS_MD}")
     return 0

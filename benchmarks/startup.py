@@ -66,8 +66,10 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 1800) -
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode} in {cwd}\n--- stdout\n{proc.stdout[-3000:]}\n"
-                           f"--- stderr\n{proc.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(cmd)} exited {proc.returncode} in {cwd}\n--- stdout\n{proc.stdout[-3000:]}\n"
+            f"--- stderr\n{proc.stderr[-3000:]}"
+        )
     return {"seconds": seconds, "stdout": proc.stdout, "stderr": proc.stderr}
 
 
@@ -122,16 +124,19 @@ def recorded_default_runs() -> dict[str, Any]:
     for path in sorted((REPO_ROOT / "metrics" / "train").glob("*.json")):
         try:
             data = json.loads(path.read_text())
-            out[path.stem] = {"first_step_seconds": float(data["first_step_seconds"]),
-                              "fit_seconds": float(data["fit_seconds"]),
-                              "written": time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))}
+            out[path.stem] = {
+                "first_step_seconds": float(data["first_step_seconds"]),
+                "fit_seconds": float(data["fit_seconds"]),
+                "written": time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime)),
+            }
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return out
 
 
-def measure(repeats: int = 5, quiet_wait: float = 60.0, keep: bool = False,
-            log: Callable[[str], None] = print) -> dict[str, Any]:
+def measure(
+    repeats: int = 5, quiet_wait: float = 60.0, keep: bool = False, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Run the start-up benchmark; returns the results (also written to ``benchmarks/out/startup.json``).
 
     Args:
@@ -143,8 +148,12 @@ def measure(repeats: int = 5, quiet_wait: float = 60.0, keep: bool = False,
     env = stage_env()
     python, dvc = str(BIN / "python"), str(BIN / "dvc")
     policy = Policy(repeats, 2 * repeats, quiet_wait, log)
-    results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine_info(),
-                               "git_commit": git_commit(), "repeats": repeats}
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": machine_info(),
+        "git_commit": git_commit(),
+        "repeats": repeats,
+    }
     with temporary_dir("deepnotes-startup-", keep=keep) as tmp:
         repo = make_tiny_repo(tmp / "repo", env=env)
         results["repo"] = str(repo) if keep else "(temporary, removed)"
@@ -153,8 +162,11 @@ def measure(repeats: int = 5, quiet_wait: float = 60.0, keep: bool = False,
         # 1. dvc repro: cold once, then no-op.
         cold = timed(lambda: run([dvc, "repro"], repo, env))
         stages_run = re.findall(r"Running stage '([^']+)'", cold["stdout"])
-        results["dvc_repro_cold"] = {"seconds": round(cold["seconds"], 2), "stages_run": len(stages_run),
-                                     "foreign_cores": round(cold["foreign_cores"], 2)}
+        results["dvc_repro_cold"] = {
+            "seconds": round(cold["seconds"], 2),
+            "stages_run": len(stages_run),
+            "foreign_cores": round(cold["foreign_cores"], 2),
+        }
         log(f"cold dvc repro: {cold['seconds']:.1f} s, {len(stages_run)} stages")
 
         def noop_round(r: int) -> dict[str, dict[str, Any]]:
@@ -165,8 +177,11 @@ def measure(repeats: int = 5, quiet_wait: float = 60.0, keep: bool = False,
 
         rounds, info = collect_rounds(noop_round, policy, "no-op dvc repro")
         noop = [r["noop"]["seconds"] for r in rounds]
-        results["dvc_repro_noop"] = {"median_s": round(median(noop), 3), "seconds": [round(s, 3) for s in noop],
-                                     "rounds": info}
+        results["dvc_repro_noop"] = {
+            "median_s": round(median(noop), 3),
+            "seconds": [round(s, 3) for s in noop],
+            "rounds": info,
+        }
 
         # 2. Interpreter, module import and whole stage process, in rounds.
         commands: dict[str, list[str]] = {"python -c pass": [python, "-c", "pass"]}
@@ -194,14 +209,18 @@ def measure(repeats: int = 5, quiet_wait: float = 60.0, keep: bool = False,
             imp, proc = per_command[f"import pipelines.stages.{stage}"], per_command[f"stage {stage}"]
             stages[stage] = {
                 "command": f"python -m pipelines.stages.{stage} {' '.join(args)}",
-                "process_wall_s": round(median(proc), 3), "process_wall_all": [round(s, 3) for s in proc],
+                "process_wall_s": round(median(proc), 3),
+                "process_wall_all": [round(s, 3) for s in proc],
                 "module_import_wall_s": round(median(imp), 3),
                 "module_import_s": round(median(imp) - baseline, 3),
             }
         firsts = [r["stage train"]["first_step_seconds"] for r in rounds]
         fits = [r["stage train"]["fit_seconds"] for r in rounds]
-        stages["train"] |= {"first_step_seconds": round(median(firsts), 3), "first_step_all": firsts,
-                            "fit_seconds": round(median(fits), 3)}
+        stages["train"] |= {
+            "first_step_seconds": round(median(firsts), 3),
+            "first_step_all": firsts,
+            "fit_seconds": round(median(fits), 3),
+        }
         results["python_baseline_s"] = round(baseline, 3)
         results["stages"] = stages
         results["stage_rounds"] = info
@@ -211,8 +230,10 @@ def measure(repeats: int = 5, quiet_wait: float = 60.0, keep: bool = False,
             out = run([python, "-X", "importtime", "-m", f"pipelines.stages.{stage}", *args], repo, env)
             stages[stage]["imports_in_run"] = parse_importtime(out["stderr"])
             atomic_write_text(OUT_DIR / f"importtime_{stage}.txt", out["stderr"])
-            log(f"{stage}: imports during the run {stages[stage]['imports_in_run']['total_s']:.2f} s, "
-                f"process {stages[stage]['process_wall_s']:.2f} s")
+            log(
+                f"{stage}: imports during the run {stages[stage]['imports_in_run']['total_s']:.2f} s, "
+                f"process {stages[stage]['process_wall_s']:.2f} s"
+            )
     results["recorded_default_runs"] = recorded_default_runs()
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     write_json("startup", results)
@@ -223,18 +244,27 @@ def main(argv: list[str] | None = None) -> int:
     """Command line entry point: measure and print a summary."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.startup", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="no-op repros and clean rounds per stage (default 5)")
-    parser.add_argument("--quiet-wait", type=float, default=60.0,
-                        help="seconds to wait for a quiet machine before each round (default 60; 0: never)")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60.0,
+        help="seconds to wait for a quiet machine before each round (default 60; 0: never)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary repo")
     args = parser.parse_args(argv)
-    results = measure(args.repeats, args.quiet_wait, args.keep, log=lambda line: print(line, file=sys.stderr,
-                                                                                      flush=True))
-    print(f"no-op dvc repro: {results['dvc_repro_noop']['median_s']:.2f} s; python -c pass: "
-          f"{results['python_baseline_s']:.2f} s")
+    results = measure(
+        args.repeats, args.quiet_wait, args.keep, log=lambda line: print(line, file=sys.stderr, flush=True)
+    )
+    print(
+        f"no-op dvc repro: {results['dvc_repro_noop']['median_s']:.2f} s; python -c pass: "
+        f"{results['python_baseline_s']:.2f} s"
+    )
     for stage, row in results["stages"].items():
         extra = f", first step {row['first_step_seconds']:.2f} s" if "first_step_seconds" in row else ""
-        print(f"{stage:>9}: process {row['process_wall_s']:.2f} s, module import {row['module_import_s']:.2f} s, "
-              f"imports during the run {row['imports_in_run']['total_s']:.2f} s{extra}")
+        print(
+            f"{stage:>9}: process {row['process_wall_s']:.2f} s, module import {row['module_import_s']:.2f} s, "
+            f"imports during the run {row['imports_in_run']['total_s']:.2f} s{extra}"
+        )
     return 0
 
 

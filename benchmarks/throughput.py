@@ -73,10 +73,21 @@ BREAKDOWN_VARIANTS: dict[str, dict[str, Any]] = {
     "no_mlflow_logger": {"logger": False},
     "not_deterministic": {"deterministic": False},
     "no_project_callbacks": {"callbacks": False},
-    "lightning_floor": {"step": "minimal", "progress_bar": False, "logger": False, "deterministic": False,
-                        "callbacks": False},
-    "floor_manual_optimization": {"step": "minimal", "progress_bar": False, "logger": False, "deterministic": False,
-                                  "callbacks": False, "manual": True},
+    "lightning_floor": {
+        "step": "minimal",
+        "progress_bar": False,
+        "logger": False,
+        "deterministic": False,
+        "callbacks": False,
+    },
+    "floor_manual_optimization": {
+        "step": "minimal",
+        "progress_bar": False,
+        "logger": False,
+        "deterministic": False,
+        "callbacks": False,
+        "manual": True,
+    },
 }
 
 #: Variants also measured directly against the hand loop (ABBA pairs), not only projected.
@@ -85,14 +96,14 @@ VERSUS_HAND = ("lightning_floor",)
 #: What each variant changes, for the report.
 VARIANT_NOTES: dict[str, str] = {
     "minimal_step": "training_step is forward + loss only: no penalty term, no running training statistics, no "
-                    "epoch log",
+    "epoch log",
     "no_progress_bar": "enable_progress_bar=False (no TQDMProgressBar)",
     "no_mlflow_logger": "logger=False (and no LearningRateMonitor, which needs a logger)",
     "not_deterministic": "Trainer(deterministic=False)",
     "no_project_callbacks": "no ModelCheckpoint, History, LearningRateMonitor (enable_checkpointing=False)",
     "lightning_floor": "all of the above: a bare LightningModule step in a bare Trainer",
     "floor_manual_optimization": "lightning_floor with automatic_optimization=False (zero_grad, manual_backward, "
-                                 "step in training_step): no closure machinery",
+    "step in training_step): no closure machinery",
 }
 
 
@@ -130,6 +141,7 @@ def load_mnist(params, seed: int):
 def setup(workdir: Path) -> Bench:
     """Load params, data and a fresh SQLite MLflow store under ``workdir``; nothing here is timed."""
     import mlflow
+
     from pipelines.config import load_params
     from pipelines.data.datamodule import ArrayDataModule
 
@@ -145,7 +157,8 @@ def setup(workdir: Path) -> Bench:
     datamodule = ArrayDataModule(data, batch_size=batch_size, seed=seed)
     uri = f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
     experiment_id = mlflow.MlflowClient(uri).create_experiment(
-        "throughput", artifact_location=(workdir / "artifacts").as_uri())
+        "throughput", artifact_location=(workdir / "artifacts").as_uri()
+    )
     return Bench(params, exp, seed, data.meta, datamodule, workdir, uri, experiment_id, source)
 
 
@@ -164,6 +177,7 @@ def module_patches(module, step: str = "module", manual: bool = False) -> Iterat
     """
     patched: list[str] = []
     if step == "minimal" and not manual:
+
         def training_step(batch, batch_idx):
             x, y = batch
             return module.loss_fn(module(x), module._targets(y))
@@ -171,6 +185,7 @@ def module_patches(module, step: str = "module", manual: bool = False) -> Iterat
         module.training_step = training_step
         patched.append("training_step")
     elif step == "minimal" and manual:
+
         def manual_step(batch, batch_idx):
             optimizer = module.optimizers()
             x, y = batch
@@ -214,9 +229,18 @@ def step_clock():
     return StepClock()
 
 
-def run_pipeline(bench: Bench, steps: int, *, step: str = "module", manual: bool = False, progress_bar: bool = True,
-                 logger: bool = True, deterministic: bool | None = None, callbacks: bool = True,
-                 instrument: Callable | None = None) -> dict[str, Any]:
+def run_pipeline(
+    bench: Bench,
+    steps: int,
+    *,
+    step: str = "module",
+    manual: bool = False,
+    progress_bar: bool = True,
+    logger: bool = True,
+    deterministic: bool | None = None,
+    callbacks: bool = True,
+    instrument: Callable | None = None,
+) -> dict[str, Any]:
     """Train with the real pipeline pieces for exactly ``steps`` optimizer steps.
 
     The keyword switches remove one feature each (``step``/``manual``: :func:`module_patches`; the others change
@@ -227,10 +251,10 @@ def run_pipeline(bench: Bench, steps: int, *, step: str = "module", manual: bool
     Returns ``seconds`` (``trainer.fit``), ``loop_seconds`` (first batch start to last batch end) and the module.
     """
     import lightning.pytorch as L
+    import mlflow
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import MLFlowLogger
 
-    import mlflow
     from pipelines.training.callbacks import History
     from pipelines.training.trainer import build_module, seed_everything
 
@@ -244,9 +268,15 @@ def run_pipeline(bench: Bench, steps: int, *, step: str = "module", manual: bool
     callback_list: list[L.Callback] = [clock]
     if callbacks:
         callback_list += [
-            ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=exp.checkpoint.monitor,
-                            mode=exp.checkpoint.mode, save_last=exp.checkpoint.save_last, save_top_k=1,
-                            enable_version_counter=False),
+            ModelCheckpoint(
+                dirpath=ckpt_dir,
+                filename="best",
+                monitor=exp.checkpoint.monitor,
+                mode=exp.checkpoint.mode,
+                save_last=exp.checkpoint.save_last,
+                save_top_k=1,
+                enable_version_counter=False,
+            ),
             History(time.time()),
         ]
     mlf_logger: Any = False
@@ -258,13 +288,25 @@ def run_pipeline(bench: Bench, steps: int, *, step: str = "module", manual: bool
     if progress_bar:
         callback_list.append(TQDMProgressBar(refresh_rate=t.progress_bar_refresh_rate))
     trainer = L.Trainer(
-        max_epochs=t.max_epochs, max_steps=steps, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
-        num_nodes=t.num_nodes, precision=t.precision, limit_train_batches=t.limit_train_batches,
-        limit_val_batches=0, check_val_every_n_epoch=min(t.check_val_every_n_epoch, t.max_epochs),
+        max_epochs=t.max_epochs,
+        max_steps=steps,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        precision=t.precision,
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=0,
+        check_val_every_n_epoch=min(t.check_val_every_n_epoch, t.max_epochs),
         gradient_clip_val=None if manual else t.gradient_clip_val,
         deterministic=t.deterministic if deterministic is None else deterministic,
-        log_every_n_steps=t.log_every_n_steps, logger=mlf_logger, callbacks=callback_list, num_sanity_val_steps=0,
-        enable_model_summary=False, enable_progress_bar=progress_bar, enable_checkpointing=callbacks,
+        log_every_n_steps=t.log_every_n_steps,
+        logger=mlf_logger,
+        callbacks=callback_list,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        enable_progress_bar=progress_bar,
+        enable_checkpointing=callbacks,
         default_root_dir=str(ckpt_dir),
     )
     gc.collect()
@@ -285,8 +327,8 @@ def hand_network(bench: Bench):
     """The experiment's network, built and initialised exactly as ``SupervisedModule`` does (same seeded RNG)."""
     from models.factories import initialize
     from models.registry import build_network
-    from pipelines.training.trainer import seed_everything
     from pipelines.training.module import network_spec
+    from pipelines.training.trainer import seed_everything
 
     seed_everything(bench.seed)
     spec = network_spec(bench.exp, bench.meta)
@@ -324,10 +366,14 @@ def run_hand(bench: Bench, steps: int, loader: str = "slice", instrument: Callab
                 order = torch.randperm(n, generator=torch.Generator().manual_seed(bench.seed + epoch))
                 xs, ys = x[order], y[order]
                 for start in range(0, n, batch_size):
-                    yield xs[start:start + batch_size], ys[start:start + batch_size]
+                    yield xs[start : start + batch_size], ys[start : start + batch_size]
             else:
-                yield from DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
-                                      generator=torch.Generator().manual_seed(bench.seed + epoch))
+                yield from DataLoader(
+                    TensorDataset(x, y),
+                    batch_size=batch_size,
+                    shuffle=True,
+                    generator=torch.Generator().manual_seed(bench.seed + epoch),
+                )
             epoch += 1
 
     gc.collect()
@@ -363,8 +409,9 @@ def paired_ratios(numerator: list[float], denominator: list[float]) -> list[floa
     return [a / b for a, b in zip(numerator, denominator)]
 
 
-def interleaved(bench: Bench, sides: dict[str, Callable], steps: int, warmup_steps: int,
-                policy: Policy) -> dict[str, Any]:
+def interleaved(
+    bench: Bench, sides: dict[str, Callable], steps: int, warmup_steps: int, policy: Policy
+) -> dict[str, Any]:
     """Warm every side up once, then run rounds of every side once (order rotated per round) under ``policy``.
 
     Returns per side: the seconds and loop seconds of the rounds used, their median, steps/s, ms per step, the
@@ -375,7 +422,7 @@ def interleaved(bench: Bench, sides: dict[str, Callable], steps: int, warmup_ste
         sides[name](bench, warmup_steps)
 
     def run_round(r: int) -> dict[str, dict[str, Any]]:
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         return {name: timed(lambda name=name: sides[name](bench, steps)) for name in order}
 
     rounds, info = collect_rounds(run_round, policy, "main")
@@ -385,10 +432,14 @@ def interleaved(bench: Bench, sides: dict[str, Callable], steps: int, warmup_ste
     for name in names:
         ratios = paired_ratios(sec[name], sec["hand"])
         summary[name] = {
-            "seconds": sec[name], "median_seconds": median(sec[name]), "steps_per_s": steps / median(sec[name]),
-            "loop_seconds": loop[name], "ms_per_step": 1000 * median(loop[name]) / max(steps - 1, 1),
+            "seconds": sec[name],
+            "median_seconds": median(sec[name]),
+            "steps_per_s": steps / median(sec[name]),
+            "loop_seconds": loop[name],
+            "ms_per_step": 1000 * median(loop[name]) / max(steps - 1, 1),
             "fixed_seconds": median(s - lp for s, lp in zip(sec[name], loop[name])),
-            "ratio_vs_hand": median(ratios), "ratios_vs_hand": ratios,
+            "ratio_vs_hand": median(ratios),
+            "ratios_vs_hand": ratios,
             "loop_ratio_vs_hand": median(paired_ratios(loop[name], loop["hand"])),
         }
     return summary
@@ -413,6 +464,7 @@ class Timers:
 
     def wrap(self, name: str, fn: Callable, skip_inside: str | None = None) -> Callable:
         """``fn`` timed under ``name``; calls made while timer ``skip_inside`` is running are not counted."""
+
         def timed(*args, **kwargs):
             if skip_inside and self.depth.get(skip_inside):
                 return fn(*args, **kwargs)
@@ -423,6 +475,7 @@ class Timers:
             finally:
                 self.depth[name] -= 1
                 self.add(name, time.perf_counter() - start)
+
         return timed
 
     def patch(self, obj: Any, attr: str, name: str, skip_inside: str | None = None) -> None:
@@ -472,17 +525,20 @@ def attribute(bench: Bench, steps: int, policy: Policy) -> dict[str, Any]:
                 start = time.perf_counter()
                 inner = {"s": 0.0}
                 if closure is not None:
+
                     def timed_closure():
                         t0 = time.perf_counter()
                         try:
                             return closure()
                         finally:
                             inner["s"] += time.perf_counter() - t0
+
                     out = original(closure=timed_closure, **kwargs)
                 else:
                     out = original(**kwargs)
                 optimizer_update["total"] += time.perf_counter() - start - inner["s"]
                 return out
+
             optimizer.step = step
 
         timers.patch(torch.Tensor, "backward", "backward")
@@ -504,21 +560,25 @@ def attribute(bench: Bench, steps: int, policy: Policy) -> dict[str, Any]:
                         optimizer = original_configure()
                         time_optimizer_step(optimizer)
                         return optimizer
+
                     module.configure_optimizers = configure_optimizers
 
                 result = run_pipeline(bench, steps, instrument=instrument)
             else:
+
                 def instrument_hand(net, loss_fn) -> None:
                     net.forward = timers.wrap("forward", net.forward)
                     loss_fn.forward = timers.wrap("loss", loss_fn.forward)
 
                 import models.factories as mf
+
                 original_make = mf.make_optimizer
 
                 def make_optimizer(params, cfg):
                     optimizer = original_make(params, cfg)
                     time_optimizer_step(optimizer)
                     return optimizer
+
                 mf.make_optimizer = make_optimizer
                 try:
                     result = run_hand(bench, steps, instrument=instrument_hand)
@@ -549,8 +609,15 @@ def attribute(bench: Bench, steps: int, policy: Policy) -> dict[str, Any]:
     return out
 
 
-def paired(bench: Bench, run_a: Callable[[int], dict], run_b: Callable[[int], dict], steps: int,
-           policy: Policy, label: str, names: tuple[str, str] = ("variant", "pipeline")) -> dict[str, Any]:
+def paired(
+    bench: Bench,
+    run_a: Callable[[int], dict],
+    run_b: Callable[[int], dict],
+    steps: int,
+    policy: Policy,
+    label: str,
+    names: tuple[str, str] = ("variant", "pipeline"),
+) -> dict[str, Any]:
     """``run_a`` against ``run_b`` (each takes a number of steps) in ABBA-ordered pairs, ``policy.repeats`` clean
     pairs wanted. Returns ``ratio`` (median of the paired ratios a/b), ``saved_ms_per_step`` (median of the paired
     differences b - a of loop time per step), ``saved_fixed_seconds`` (same for the fixed cost per fit), the raw
@@ -566,22 +633,37 @@ def paired(bench: Bench, run_a: Callable[[int], dict], run_b: Callable[[int], di
     ratios = [x["seconds"] / y["seconds"] for x, y in zip(a, b)]
     saved_step = [1000 * (y["loop_seconds"] - x["loop_seconds"]) / max(steps - 1, 1) for x, y in zip(a, b)]
     saved_fixed = [(y["seconds"] - y["loop_seconds"]) - (x["seconds"] - x["loop_seconds"]) for x, y in zip(a, b)]
-    return {"ratio": median(ratios), "ratios": ratios, "saved_ms_per_step": median(saved_step),
-            "saved_fixed_seconds": median(saved_fixed), "a_seconds": [x["seconds"] for x in a],
-            "b_seconds": [y["seconds"] for y in b], "rounds": info}
+    return {
+        "ratio": median(ratios),
+        "ratios": ratios,
+        "saved_ms_per_step": median(saved_step),
+        "saved_fixed_seconds": median(saved_fixed),
+        "a_seconds": [x["seconds"] for x in a],
+        "b_seconds": [y["seconds"] for y in b],
+        "rounds": info,
+    }
 
 
-def ablation(bench: Bench, variants: dict[str, dict[str, Any]], steps: int, warmup_steps: int,
-             policy: Policy) -> dict[str, Any]:
+def ablation(
+    bench: Bench, variants: dict[str, dict[str, Any]], steps: int, warmup_steps: int, policy: Policy
+) -> dict[str, Any]:
     """Each variant against the real pipeline in ABBA-ordered pairs (:func:`paired`); ``ratio`` < 1 is faster."""
     out: dict[str, Any] = {}
     for name, opts in variants.items():
         run_pipeline(bench, warmup_steps, **opts)
-        row = paired(bench, lambda n, opts=opts: run_pipeline(bench, n, **opts), lambda n: run_pipeline(bench, n),
-                     steps, policy, f"ablation {name}")
+        row = paired(
+            bench,
+            lambda n, opts=opts: run_pipeline(bench, n, **opts),
+            lambda n: run_pipeline(bench, n),
+            steps,
+            policy,
+            f"ablation {name}",
+        )
         out[name] = row | {"what": VARIANT_NOTES.get(name, "")}
-        policy.log(f"ablation {name}: {row['ratio']:.3f} x pipeline time, saves {row['saved_ms_per_step']:.2f} "
-                   f"ms/step and {row['saved_fixed_seconds']:.3f} s/fit")
+        policy.log(
+            f"ablation {name}: {row['ratio']:.3f} x pipeline time, saves {row['saved_ms_per_step']:.2f} "
+            f"ms/step and {row['saved_fixed_seconds']:.3f} s/fit"
+        )
     return out
 
 
@@ -607,22 +689,33 @@ def micro_costs(bench: Bench, repeats: int = 2000) -> dict[str, float]:
     task = get_task("multiclass")(bench.meta)
     full = task.build_metrics(full=False)
     fast = torchmetrics.MetricCollection(
-        {"acc": torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro", validate_args=False)})
+        {"acc": torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro", validate_args=False)}
+    )
     none_cfg = RegularizationConfig()
     penalty = regularization_penalty(net, none_cfg)
     sums = torch.zeros(5)
     n = float(bs)
 
     def running_statistics() -> None:  # what SupervisedModule.training_step adds per step since 96b5e22
-        sums.add_(torch.stack([loss.detach() * n, loss.detach() * n, penalty.detach() * n,
-                               (logits.argmax(dim=-1) == yb).sum().float(), torch.tensor(n)]))
+        sums.add_(
+            torch.stack(
+                [
+                    loss.detach() * n,
+                    loss.detach() * n,
+                    penalty.detach() * n,
+                    (logits.argmax(dim=-1) == yb).sum().float(),
+                    torch.tensor(n),
+                ]
+            )
+        )
 
     cases: dict[str, Callable[[], Any]] = {
         "running statistics (torch.stack of 5 sums into a buffer, as training_step does)": running_statistics,
         "regularization_penalty(type none)": lambda: regularization_penalty(net, none_cfg),
         "softmax (Task.predictions)": lambda: task.predictions(logits),
         "MetricCollection[MulticlassAccuracy].update(softmax(logits)) (the step before 96b5e22)": lambda: full.update(
-            task.predictions(logits), yb),
+            task.predictions(logits), yb
+        ),
         "same, validate_args=False, on logits": lambda: fast.update(logits, yb),
     }
     out: dict[str, float] = {}
@@ -674,9 +767,17 @@ def progress_to(path: Path | None) -> Iterator[None]:
         yield
 
 
-def measure(steps: int = 300, repeats: int = 5, breakdown: str = "auto", warmup_steps: int = 30, pairs: int = 4,
-            max_rounds: int | None = None, quiet_wait: float = 60.0, log: Callable[[str], None] = print,
-            progress_log: Path | None = None) -> dict[str, Any]:
+def measure(
+    steps: int = 300,
+    repeats: int = 5,
+    breakdown: str = "auto",
+    warmup_steps: int = 30,
+    pairs: int = 4,
+    max_rounds: int | None = None,
+    quiet_wait: float = 60.0,
+    log: Callable[[str], None] = print,
+    progress_log: Path | None = None,
+) -> dict[str, Any]:
     """Run the benchmark; returns the results (also written to ``benchmarks/out/throughput.json``).
 
     Args:
@@ -693,12 +794,17 @@ def measure(steps: int = 300, repeats: int = 5, breakdown: str = "auto", warmup_
     import torch
 
     policy = Policy(repeats, max_rounds or 2 * repeats, quiet_wait, log)
-    with tempfile.TemporaryDirectory(prefix="deepnotes-throughput-") as tmp, quiet_lightning(), \
-            progress_to(progress_log):
+    with (
+        tempfile.TemporaryDirectory(prefix="deepnotes-throughput-") as tmp,
+        quiet_lightning(),
+        progress_to(progress_log),
+    ):
         started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         bench = setup(Path(tmp))
-        log(f"data: {bench.data_source}; train samples {len(bench.datamodule.tensors['train'][0])}, batch "
-            f"{bench.datamodule.batch_size}; torch threads {torch.get_num_threads()}")
+        log(
+            f"data: {bench.data_source}; train samples {len(bench.datamodule.tensors['train'][0])}, batch "
+            f"{bench.datamodule.batch_size}; torch threads {torch.get_num_threads()}"
+        )
         # Equivalence: the same batches, network, optimizer and loss must give the same weights.
         pipe, hand = run_pipeline(bench, 20), run_hand(bench, 20)
         equivalence = max_weight_difference(pipe["module"].network, hand["network"])
@@ -713,16 +819,34 @@ def measure(steps: int = 300, repeats: int = 5, breakdown: str = "auto", warmup_
         ratio = summary["pipeline"]["ratio_vs_hand"]
         exp = bench.exp
         results: dict[str, Any] = {
-            "date": started, "machine": machine_info(), "git_commit": git_commit(), "experiment": EXPERIMENT,
-            "profile": bench.params.profile, "steps": steps, "batch_size": bench.datamodule.batch_size,
-            "repeats": repeats, "warmup_steps": warmup_steps, "data": bench.data_source,
+            "date": started,
+            "machine": machine_info(),
+            "git_commit": git_commit(),
+            "experiment": EXPERIMENT,
+            "profile": bench.params.profile,
+            "steps": steps,
+            "batch_size": bench.datamodule.batch_size,
+            "repeats": repeats,
+            "warmup_steps": warmup_steps,
+            "data": bench.data_source,
             "train_samples": len(bench.datamodule.tensors["train"][0]),
-            "config": {"architecture": exp.architecture, "model": exp.model, "activation": exp.activation,
-                       "batch_norm": exp.batch_norm, "dropout": exp.dropout, "optimizer": exp.optimizer.name,
-                       "lr": exp.optimizer.lr, "loss": exp.loss, "regularization": exp.regularization.type},
-            "trainer": exp.trainer.model_dump(mode="json"), "equivalence_max_abs_weight_diff": equivalence,
-            "sides": summary, "ratio_pipeline_vs_hand": ratio,
-            "ratio_dataloader_vs_hand": summary["hand_dataloader"]["ratio_vs_hand"], "target_ratio": TARGET_RATIO,
+            "config": {
+                "architecture": exp.architecture,
+                "model": exp.model,
+                "activation": exp.activation,
+                "batch_norm": exp.batch_norm,
+                "dropout": exp.dropout,
+                "optimizer": exp.optimizer.name,
+                "lr": exp.optimizer.lr,
+                "loss": exp.loss,
+                "regularization": exp.regularization.type,
+            },
+            "trainer": exp.trainer.model_dump(mode="json"),
+            "equivalence_max_abs_weight_diff": equivalence,
+            "sides": summary,
+            "ratio_pipeline_vs_hand": ratio,
+            "ratio_dataloader_vs_hand": summary["hand_dataloader"]["ratio_vs_hand"],
+            "target_ratio": TARGET_RATIO,
             "contention_threshold_cores": CONTENTION_CORES,
         }
         log(f"ratio pipeline/hand {ratio:.3f}, dataloader/hand {results['ratio_dataloader_vs_hand']:.3f}")
@@ -738,8 +862,15 @@ def measure(steps: int = 300, repeats: int = 5, breakdown: str = "auto", warmup_
             results["versus_hand"] = {}
             for name in VERSUS_HAND:
                 opts = BREAKDOWN_VARIANTS[name]
-                row = paired(bench, lambda n, opts=opts: run_pipeline(bench, n, **opts), lambda n: run_hand(bench, n),
-                             steps, pair_policy, f"{name} vs hand", names=(name, "hand"))
+                row = paired(
+                    bench,
+                    lambda n, opts=opts: run_pipeline(bench, n, **opts),
+                    lambda n: run_hand(bench, n),
+                    steps,
+                    pair_policy,
+                    f"{name} vs hand",
+                    names=(name, "hand"),
+                )
                 results["versus_hand"][name] = row
                 log(f"pipeline with {name} / hand: {row['ratio']:.3f}")
         results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -754,23 +885,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps per run (default 300)")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--warmup-steps", type=int, default=30, help="steps of each side's warm-up run")
-    parser.add_argument("--breakdown", choices=("auto", "always", "never"), default="auto",
-                        help="per-feature cost breakdown: when the ratio exceeds 1.10 (auto), always or never")
+    parser.add_argument(
+        "--breakdown",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="per-feature cost breakdown: when the ratio exceeds 1.10 (auto), always or never",
+    )
     parser.add_argument("--pairs", type=int, default=4, help="clean ABBA pairs per ablation variant (default 4)")
     parser.add_argument("--max-rounds", type=int, default=None, help="stop after this many rounds (default 2x)")
-    parser.add_argument("--quiet-wait", type=float, default=60.0,
-                        help="seconds to wait for a quiet machine before each round (default 60; 0: never)")
-    parser.add_argument("--progress-log", type=Path, default=None,
-                        help="file for the progress bar output (default: stdout)")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60.0,
+        help="seconds to wait for a quiet machine before each round (default 60; 0: never)",
+    )
+    parser.add_argument(
+        "--progress-log", type=Path, default=None, help="file for the progress bar output (default: stdout)"
+    )
     args = parser.parse_args(argv)
     import os
 
     os.environ.setdefault("DEEPNOTES_DATA_MIRROR", str(mirror_path()))
-    results = measure(args.steps, args.repeats, args.breakdown, args.warmup_steps, args.pairs, args.max_rounds,
-                      args.quiet_wait, log=lambda line: print(line, file=sys.stderr, flush=True),
-                      progress_log=args.progress_log)
-    print(f"pipeline/hand = {results['ratio_pipeline_vs_hand']:.3f} (target <= {TARGET_RATIO}); "
-          f"dataloader/hand = {results['ratio_dataloader_vs_hand']:.3f}")
+    results = measure(
+        args.steps,
+        args.repeats,
+        args.breakdown,
+        args.warmup_steps,
+        args.pairs,
+        args.max_rounds,
+        args.quiet_wait,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+        progress_log=args.progress_log,
+    )
+    print(
+        f"pipeline/hand = {results['ratio_pipeline_vs_hand']:.3f} (target <= {TARGET_RATIO}); "
+        f"dataloader/hand = {results['ratio_dataloader_vs_hand']:.3f}"
+    )
     return 0
 
 

@@ -61,12 +61,24 @@ def run_search(work: Path, name: str, *args: str, enqueue: dict[str, Any] | None
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
-        study = optuna.create_study(study_name=name, direction="minimize",
-                                    storage=JournalStorage(JournalFileBackend(str(storage))))
+        study = optuna.create_study(
+            study_name=name, direction="minimize", storage=JournalStorage(JournalFileBackend(str(storage)))
+        )
         study.enqueue_trial(enqueue)
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}", PYTHONPATH=str(REPO_ROOT))
-    argv = [sys.executable, "-m", "pipelines.stages.tune", EXPERIMENT, "--params", str(work / "params.yaml"),
-            "--storage", str(storage), "--study-name", name, *args]
+    argv = [
+        sys.executable,
+        "-m",
+        "pipelines.stages.tune",
+        EXPERIMENT,
+        "--params",
+        str(work / "params.yaml"),
+        "--storage",
+        str(storage),
+        "--study-name",
+        name,
+        *args,
+    ]
     started = time.perf_counter()
     with ForeignLoad() as load:
         proc = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
@@ -75,13 +87,28 @@ def run_search(work: Path, name: str, *args: str, enqueue: dict[str, Any] | None
         raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
     trials = _study(storage, name).get_trials()
     t0 = min(t.datetime_start for t in trials).timestamp()
-    rows = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-             "start": t.datetime_start.timestamp() - t0,
-             "end": (t.datetime_complete.timestamp() - t0) if t.datetime_complete else None,
-             "epochs": len(t.intermediate_values)} for t in trials]
+    rows = [
+        {
+            "number": t.number,
+            "state": t.state.name,
+            "value": t.value,
+            "params": t.params,
+            "start": t.datetime_start.timestamp() - t0,
+            "end": (t.datetime_complete.timestamp() - t0) if t.datetime_complete else None,
+            "epochs": len(t.intermediate_values),
+        }
+        for t in trials
+    ]
     summary = json.loads((work / "metrics" / "tune" / f"{EXPERIMENT}.json").read_text())
-    return {"name": name, "args": list(args), "wall_seconds": wall, "foreign_cores": load.cores, "trials": rows,
-            "session_seconds": summary["session_seconds"], "trials_per_minute": summary["trials_per_minute"]}
+    return {
+        "name": name,
+        "args": list(args),
+        "wall_seconds": wall,
+        "foreign_cores": load.cores,
+        "trials": rows,
+        "session_seconds": summary["session_seconds"],
+        "trials_per_minute": summary["trials_per_minute"],
+    }
 
 
 def time_to_target(search: dict[str, Any], target: float) -> tuple[float, bool, int | None]:
@@ -108,8 +135,17 @@ def default_values(params, space) -> dict[str, Any]:
     return values
 
 
-def measure(seeds: list[int], n_trials: int, worker_trials: int, log=print, *, trial: dict[str, Any] | None = None,
-            target_mode: str = "reference", quantile: float = 0.1, calibration_trials: int = 30) -> dict[str, Any]:
+def measure(
+    seeds: list[int],
+    n_trials: int,
+    worker_trials: int,
+    log=print,
+    *,
+    trial: dict[str, Any] | None = None,
+    target_mode: str = "reference",
+    quantile: float = 0.1,
+    calibration_trials: int = 30,
+) -> dict[str, Any]:
     from pipelines.config import load_params
 
     if not (REPO_ROOT / "data" / "prepared" / "mnist" / "meta.json").exists():
@@ -120,25 +156,43 @@ def measure(seeds: list[int], n_trials: int, worker_trials: int, log=print, *, t
     if trial is not None:
         raw["tuning"]["experiments"][EXPERIMENT]["trial"] = trial
     raw.setdefault("tracking", {})  # runs and artifacts stay in the temporary folder (set below)
-    result: dict[str, Any] = {"experiment": EXPERIMENT, "seeds": seeds, "n_trials": n_trials,
-                              "trial": raw["tuning"]["experiments"][EXPERIMENT]["trial"], "commit": git_commit(),
-                              "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                              "machine": machine_info(), "target_factor": TARGET_FACTOR, "target_mode": target_mode}
+    result: dict[str, Any] = {
+        "experiment": EXPERIMENT,
+        "seeds": seeds,
+        "n_trials": n_trials,
+        "trial": raw["tuning"]["experiments"][EXPERIMENT]["trial"],
+        "commit": git_commit(),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "target_factor": TARGET_FACTOR,
+        "target_mode": target_mode,
+    }
     with tempfile.TemporaryDirectory(prefix="deepnotes-bench-tune-") as tmp:
         work = Path(tmp)
         raw["tracking"]["artifact_location"] = (work / "artifacts").as_uri()
         (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
         log("running the hand-set config once under the trial budget ...")
-        default = run_search(work, "default-config", "--n-trials", "1", "--pruner", "none",
-                             enqueue=default_values(params, space))
+        default = run_search(
+            work, "default-config", "--n-trials", "1", "--pruner", "none", enqueue=default_values(params, space)
+        )
         reference = default["trials"][0]["value"]
         result |= {"reference_value": reference, "reference_search": default}
         if target_mode == "reference":
             target = TARGET_FACTOR * reference
         else:  # the top `quantile` of the space: from an independent random search (seed 1000)
             log(f"calibrating the target with {calibration_trials} random trials (seed 1000) ...")
-            calibration = run_search(work, "calibration", "--sampler", "random", "--pruner", "none", "--seed",
-                                     "1000", "--n-trials", str(calibration_trials))
+            calibration = run_search(
+                work,
+                "calibration",
+                "--sampler",
+                "random",
+                "--pruner",
+                "none",
+                "--seed",
+                "1000",
+                "--n-trials",
+                str(calibration_trials),
+            )
             values = sorted(t["value"] for t in calibration["trials"] if t["state"] == "COMPLETE")
             target = values[max(0, int(quantile * len(values)) - 1)]
             result |= {"quantile": quantile, "calibration_values": values}
@@ -146,22 +200,44 @@ def measure(seeds: list[int], n_trials: int, worker_trials: int, log=print, *, t
         log(f"hand-set config val_loss {reference:.4f}; target val_loss <= {target:.4f}")
         searches = []
         for seed in seeds:
-            for label, args in (("tpe+median", ["--sampler", "tpe", "--pruner", "median"]),
-                                ("random", ["--sampler", "random", "--pruner", "none"])):
-                search = run_search(work, f"{label}-seed{seed}", *args, "--seed", str(seed),
-                                    "--n-trials", str(n_trials))
+            for label, args in (
+                ("tpe+median", ["--sampler", "tpe", "--pruner", "median"]),
+                ("random", ["--sampler", "random", "--pruner", "none"]),
+            ):
+                search = run_search(
+                    work, f"{label}-seed{seed}", *args, "--seed", str(seed), "--n-trials", str(n_trials)
+                )
                 seconds, reached, number = time_to_target(search, target)
-                search |= {"label": label, "seed": seed, "time_to_target": seconds, "reached": reached,
-                           "hit_trial": number}
-                log(f"{label} seed {seed}: {'reached' if reached else 'NOT reached'} in {seconds:.0f} s "
+                search |= {
+                    "label": label,
+                    "seed": seed,
+                    "time_to_target": seconds,
+                    "reached": reached,
+                    "hit_trial": number,
+                }
+                log(
+                    f"{label} seed {seed}: {'reached' if reached else 'NOT reached'} in {seconds:.0f} s "
                     f"(trial {number}); session {search['session_seconds']:.0f} s; "
-                    f"foreign load {search['foreign_cores']:.2f} cores")
+                    f"foreign load {search['foreign_cores']:.2f} cores"
+                )
                 searches.append(search)
         result["searches"] = searches
         workers = []
-        for count in ((1, 2) if worker_trials else ()):
-            search = run_search(work, f"workers-{count}", "--sampler", "random", "--pruner", "none", "--seed", "0",
-                                "--n-trials", str(worker_trials), "--workers", str(count))
+        for count in (1, 2) if worker_trials else ():
+            search = run_search(
+                work,
+                f"workers-{count}",
+                "--sampler",
+                "random",
+                "--pruner",
+                "none",
+                "--seed",
+                "0",
+                "--n-trials",
+                str(worker_trials),
+                "--workers",
+                str(count),
+            )
             search["workers"] = count
             log(f"{count} worker(s): {search['trials_per_minute']:.2f} trials/min")
             workers.append(search)
@@ -188,14 +264,16 @@ def render(result: dict[str, Any]) -> str:
         f"validation images. Each search is a `python -m pipelines.stages.tune` session of {result['n_trials']} trials "
         f"in its own study; the median pruner may stop a trial from its second epoch on.",
         "",
-        (f"**Target**: the hand-set config of the experiment (Adam, lr 1e-3, He init, ReLU, batch norm) reached "
-         f"val_loss {result['reference_value']:.4f} under the same budget; the target is {result['target_factor']}x "
-         f"that, **val_loss <= {result['target']:.4f}**, fixed before the searches ran."
-         if result.get("target_mode", "reference") == "reference" else
-         f"**Target**: the top {result['quantile']:.0%} of the space, **val_loss <= {result['target']:.4f}**: the "
-         f"{result['quantile']:.0%} quantile of {len(result['calibration_values'])} completed trials of an "
-         f"independent random search (seed 1000), fixed before the searches ran (the hand-set config reached "
-         f"{result['reference_value']:.4f}).")
+        (
+            f"**Target**: the hand-set config of the experiment (Adam, lr 1e-3, He init, ReLU, batch norm) reached "
+            f"val_loss {result['reference_value']:.4f} under the same budget; the target is {result['target_factor']}x "
+            f"that, **val_loss <= {result['target']:.4f}**, fixed before the searches ran."
+            if result.get("target_mode", "reference") == "reference"
+            else f"**Target**: the top {result['quantile']:.0%} of the space, **val_loss <= {result['target']:.4f}**: the "
+            f"{result['quantile']:.0%} quantile of {len(result['calibration_values'])} completed trials of an "
+            f"independent random search (seed 1000), fixed before the searches ran (the hand-set config reached "
+            f"{result['reference_value']:.4f})."
+        )
         + " Time to target: from the first trial's start to the completion of the first COMPLETE trial at or "
         "below it.",
         "",
@@ -206,9 +284,11 @@ def render(result: dict[str, Any]) -> str:
         states = [t["state"] for t in s["trials"]]
         best = min((t["value"] for t in s["trials"] if t["state"] == "COMPLETE"), default=float("nan"))
         ttt = f"{s['time_to_target']:.0f}" if s["reached"] else f">= {s['time_to_target']:.0f} (not reached)"
-        lines.append(f"| {s['label']} | {s['seed']} | {ttt} | {s['hit_trial'] if s['reached'] else '-'} | "
-                     f"{states.count('COMPLETE')} / {states.count('PRUNED')} | {s['session_seconds']:.0f} | "
-                     f"{best:.4f} |")
+        lines.append(
+            f"| {s['label']} | {s['seed']} | {ttt} | {s['hit_trial'] if s['reached'] else '-'} | "
+            f"{states.count('COMPLETE')} / {states.count('PRUNED')} | {s['session_seconds']:.0f} | "
+            f"{best:.4f} |"
+        )
     tpe = [s["time_to_target"] for s in by["tpe+median"]]
     rnd = [s["time_to_target"] for s in by["random"]]
     per_seed = [a / b for a, b in zip(tpe, rnd)]
@@ -220,8 +300,11 @@ def render(result: dict[str, Any]) -> str:
         f"{len(tpe)} seeds: {ratio:.2f}** (goal <= 0.33: {'met' if ratio <= 0.33 else 'not met'}); per seed "
         f"{', '.join(f'{r:.2f}' for r in per_seed)}; ratio of medians "
         f"{statistics.median(tpe) / statistics.median(rnd):.2f}."
-        + (" Censored searches count with their full duration, so the ratio is a bound, not a point value."
-           if censored else ""),
+        + (
+            " Censored searches count with their full duration, so the ratio is a bound, not a point value."
+            if censored
+            else ""
+        ),
     ]
     if result.get("target_mode", "reference") == "reference":
         lines += [
@@ -232,14 +315,16 @@ def render(result: dict[str, Any]) -> str:
             "reached (TPE / random) |",
             "|---:|---:|---:|---:|---:|---:|",
         ]
-    for factor in (EXTRA_FACTORS if result.get("target_mode", "reference") == "reference" else ()):
+    for factor in EXTRA_FACTORS if result.get("target_mode", "reference") == "reference" else ():
         target = factor * result["reference_value"]
         t_hits = [time_to_target(s, target) for s in by["tpe+median"]]
         r_hits = [time_to_target(s, target) for s in by["random"]]
         t_mean = statistics.mean(h[0] for h in t_hits)
         r_mean = statistics.mean(h[0] for h in r_hits)
-        lines.append(f"| {factor} | {target:.4f} | {t_mean:.0f} | {r_mean:.0f} | {t_mean / r_mean:.2f} | "
-                     f"{sum(h[1] for h in t_hits)}/{len(t_hits)} / {sum(h[1] for h in r_hits)}/{len(r_hits)} |")
+        lines.append(
+            f"| {factor} | {target:.4f} | {t_mean:.0f} | {r_mean:.0f} | {t_mean / r_mean:.2f} | "
+            f"{sum(h[1] for h in t_hits)}/{len(t_hits)} / {sum(h[1] for h in r_hits)}/{len(r_hits)} |"
+        )
     if not result.get("workers"):
         return "\n".join(lines + [""])
     lines += [
@@ -253,13 +338,18 @@ def render(result: dict[str, Any]) -> str:
         "|---:|---:|---:|---:|",
     ]
     for w in result["workers"]:
-        lines.append(f"| {w['workers']} | {len(w['trials'])} | {w['session_seconds']:.0f} | "
-                     f"{w['trials_per_minute']:.2f} |")
+        lines.append(
+            f"| {w['workers']} | {len(w['trials'])} | {w['session_seconds']:.0f} | {w['trials_per_minute']:.2f} |"
+        )
     one, two = result["workers"][0]["trials_per_minute"], result["workers"][1]["trials_per_minute"]
-    lines += ["", f"2 workers / 1 worker: **{two / one:.2f}x** trials per minute.", "",
-              f"Machine: {result['machine'].get('cpu', '')} ({os.cpu_count()} cores); foreign load during the runs "
-              f"(other processes, cores): max {max(s['foreign_cores'] for s in searches + result['workers']):.2f}.",
-              ""]
+    lines += [
+        "",
+        f"2 workers / 1 worker: **{two / one:.2f}x** trials per minute.",
+        "",
+        f"Machine: {result['machine'].get('cpu', '')} ({os.cpu_count()} cores); foreign load during the runs "
+        f"(other processes, cores): max {max(s['foreign_cores'] for s in searches + result['workers']):.2f}.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -267,15 +357,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the experiment's own tuning settings from params.yaml, target from the hand-set config
     "configured": {},
     # longer trials on less data per epoch (pruning can save up to 2/3 of a trial) and a harder target
-    "long-trials": {"trial": {"trainer": {"max_epochs": 6, "limit_train_batches": 0.1}}, "target_mode": "quantile",
-                    "worker_trials": 0},
+    "long-trials": {
+        "trial": {"trainer": {"max_epochs": 6, "limit_train_batches": 0.1}},
+        "target_mode": "quantile",
+        "worker_trials": 0,
+    },
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.tune_search", description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", choices=sorted(VARIANTS), action="append",
-                        help="which set-up(s) to run (default: all)")
+    parser.add_argument(
+        "--variant", choices=sorted(VARIANTS), action="append", help="which set-up(s) to run (default: all)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--n-trials", type=int, default=30, help="trial budget of every search")
     parser.add_argument("--worker-trials", type=int, default=12, help="trials of the 1- vs 2-worker runs")

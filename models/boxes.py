@@ -45,8 +45,9 @@ BOX_LOSSES: tuple[str, ...] = ("smooth_l1", "giou", "smooth_l1+giou")
 
 def _check_pair(pred: Tensor, target: Tensor) -> None:
     if pred.ndim != 2 or pred.shape[-1] != 4 or pred.shape != target.shape:
-        raise ValueError(f"boxes must both be (N, 4) xyxy, got pred {tuple(pred.shape)} and target "
-                         f"{tuple(target.shape)}")
+        raise ValueError(
+            f"boxes must both be (N, 4) xyxy, got pred {tuple(pred.shape)} and target {tuple(target.shape)}"
+        )
 
 
 def box_area(boxes: Tensor) -> Tensor:
@@ -118,8 +119,9 @@ def split_outputs(outputs: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
         ValueError: ``outputs`` is not 2-D or its last dimension is not ``num_classes + 4``.
     """
     if outputs.ndim != 2 or outputs.shape[-1] != num_classes + 4:
-        raise ValueError(f"localization outputs must be (N, num_classes + 4) = (N, {num_classes + 4}), "
-                         f"got {tuple(outputs.shape)}")
+        raise ValueError(
+            f"localization outputs must be (N, num_classes + 4) = (N, {num_classes + 4}), got {tuple(outputs.shape)}"
+        )
     return outputs[:, :num_classes], outputs[:, num_classes:]
 
 
@@ -169,8 +171,9 @@ class LocalizationLoss(nn.Module):
         ``beta``; at call time, ``outputs`` not ``(N, num_classes + 4)``, ``y`` not ``(N, 5)`` or different N.
     """
 
-    def __init__(self, num_classes: int, box_loss: BoxLoss = "smooth_l1+giou", box_weight: float = 1.0,
-                 beta: float = 0.05) -> None:
+    def __init__(
+        self, num_classes: int, box_loss: BoxLoss = "smooth_l1+giou", box_weight: float = 1.0, beta: float = 0.05
+    ) -> None:
         super().__init__()
         if box_loss not in BOX_LOSSES:
             raise ValueError(f"unknown box_loss {box_loss!r}; allowed: {', '.join(BOX_LOSSES)}")
@@ -196,8 +199,10 @@ class LocalizationLoss(nn.Module):
         return loss + self.box_weight * box
 
     def extra_repr(self) -> str:
-        return (f"num_classes={self.num_classes}, box_loss={self.box_loss!r}, box_weight={self.box_weight}, "
-                f"beta={self.beta}")
+        return (
+            f"num_classes={self.num_classes}, box_loss={self.box_loss!r}, box_weight={self.box_weight}, "
+            f"beta={self.beta}"
+        )
 
 
 class _LocalizationMetric(Metric):

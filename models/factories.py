@@ -144,7 +144,15 @@ def initialize(module: nn.Module, name: str) -> nn.Module:
 # -------------------------------------------------------------------------------------------- optimizers
 
 OPTIMIZERS: tuple[str, ...] = (
-    "gd", "sgd", "sgd_momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam", "adamw",
+    "gd",
+    "sgd",
+    "sgd_momentum",
+    "nesterov",
+    "adagrad",
+    "adadelta",
+    "rmsprop",
+    "adam",
+    "adamw",
 )
 
 
@@ -278,10 +286,24 @@ def regularization_penalty(module: nn.Module | Sequence[Tensor], cfg: Regulariza
 
 # ------------------------------------------------------------------------------------------------ losses
 
-LOSSES: tuple[str, ...] = ("bce", "ce", "mse", "mae", "huber", "pseudo_huber", "hinge", "ce_smooth_l1", "ce_giou",
-                           "ce_smooth_l1_giou")
+LOSSES: tuple[str, ...] = (
+    "bce",
+    "ce",
+    "mse",
+    "mae",
+    "huber",
+    "pseudo_huber",
+    "hinge",
+    "ce_smooth_l1",
+    "ce_giou",
+    "ce_smooth_l1_giou",
+)
 #: Localization losses -> the box term of :class:`models.boxes.LocalizationLoss` (added to cross-entropy).
-LOCALIZATION_BOX_LOSSES: dict[str, BoxLoss] = {"ce_smooth_l1": "smooth_l1", "ce_giou": "giou", "ce_smooth_l1_giou": "smooth_l1+giou"}
+LOCALIZATION_BOX_LOSSES: dict[str, BoxLoss] = {
+    "ce_smooth_l1": "smooth_l1",
+    "ce_giou": "giou",
+    "ce_smooth_l1_giou": "smooth_l1+giou",
+}
 
 
 def _align(outputs: Tensor, targets: Tensor) -> Tensor:

@@ -26,8 +26,9 @@ class OutputLayer(nn.Linear):
         return out.squeeze(-1) if self.out_features == 1 else out
 
 
-def dense_block(in_features: int, out_features: int, activation: str, batch_norm: bool = False,
-                dropout: float = 0.0) -> nn.Sequential:
+def dense_block(
+    in_features: int, out_features: int, activation: str, batch_norm: bool = False, dropout: float = 0.0
+) -> nn.Sequential:
     """Linear -> (BatchNorm1d if ``batch_norm``) -> activation -> (Dropout if ``dropout > 0``).
 
     Shapes: ``(N, in_features)`` to ``(N, out_features)``. The activation is built by
@@ -42,8 +43,9 @@ def dense_block(in_features: int, out_features: int, activation: str, batch_norm
     return nn.Sequential(*layers)
 
 
-def conv_block(in_channels: int, out_channels: int, kernel_size: int, activation: str, batch_norm: bool = False,
-               padding: int = 0) -> nn.Sequential:
+def conv_block(
+    in_channels: int, out_channels: int, kernel_size: int, activation: str, batch_norm: bool = False, padding: int = 0
+) -> nn.Sequential:
     """Conv2d(stride 1) -> (BatchNorm2d if ``batch_norm``) -> activation.
 
     Shapes: ``(N, in_channels, H, W)`` to ``(N, out_channels, H + 2 * padding - kernel_size + 1, ...)`` (notes 001
@@ -88,7 +90,9 @@ def output_shape(module: nn.Module, input_shape: Sequence[int], architecture: st
         with torch.no_grad():
             out = module(torch.zeros(1, *input_shape))
     except RuntimeError as exc:
-        raise ValueError(f"{architecture}: input_shape {tuple(input_shape)} is too small for this network ({exc})") from None
+        raise ValueError(
+            f"{architecture}: input_shape {tuple(input_shape)} is too small for this network ({exc})"
+        ) from None
     finally:
         module.train(was_training)
     return tuple(out.shape[1:])

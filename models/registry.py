@@ -153,12 +153,16 @@ def register(arch: Architecture) -> Architecture:
         caller = sys._getframe(1).f_globals.get("__name__", "")
         match = _SPECS_MODULE.match(caller)
         if match is None:
-            raise ValueError(f"register({arch.name!r}) called from {caller!r}: call it from a models.<family>.specs "
-                             f"module or give the Architecture a family")
+            raise ValueError(
+                f"register({arch.name!r}) called from {caller!r}: call it from a models.<family>.specs "
+                f"module or give the Architecture a family"
+            )
         family = match["family"]
     if arch.name in REGISTRY:
-        raise ValueError(f"architecture {arch.name!r} is already registered (family "
-                         f"{REGISTRY[arch.name].family!r}); names must be unique")
+        raise ValueError(
+            f"architecture {arch.name!r} is already registered (family "
+            f"{REGISTRY[arch.name].family!r}); names must be unique"
+        )
     arch = replace(arch, family=family)
     REGISTRY[arch.name] = arch
     return arch

@@ -85,8 +85,9 @@ def conv_output_size(w: int, f: int, p: int = 0, s: int = 1, *, rounding: Roundi
         raise ValueError(f"{formula} is below 1: the {f}x{f} window does not fit in the padded input ({w} + 2*{p})")
     if rounding == "exact":
         if numerator % s:
-            raise ValueError(f"{formula} is not a whole number (use rounding='floor' or 'ceil' for what "
-                             "PyTorch/Keras do)")
+            raise ValueError(
+                f"{formula} is not a whole number (use rounding='floor' or 'ceil' for what PyTorch/Keras do)"
+            )
         return numerator // s + 1
     if rounding == "floor":
         return numerator // s + 1
@@ -109,8 +110,10 @@ def same_padding(f: int) -> int:
     if f < 1:
         raise ValueError(f"kernel size F must be >= 1, got {f}")
     if f % 2 == 0:
-        raise ValueError(f"'same' padding P = (F - 1)/2 = {(f - 1) / 2:g} is not a whole number for the even kernel "
-                         f"F={f}: no symmetric padding keeps the size")
+        raise ValueError(
+            f"'same' padding P = (F - 1)/2 = {(f - 1) / 2:g} is not a whole number for the even kernel "
+            f"F={f}: no symmetric padding keeps the size"
+        )
     return (f - 1) // 2
 
 
@@ -220,11 +223,21 @@ def summarize(module: nn.Module, input_shape: Sequence[int], dtype: torch.dtype 
                 count += p.numel()
                 trainable += p.numel() if p.requires_grad else 0
         out = _first_tensor(output)
-        rows.append(LayerRow(names.get(id(layer), "?"), type(layer).__name__,
-                             tuple(out.shape[1:]) if out is not None else (), count, trainable))
+        rows.append(
+            LayerRow(
+                names.get(id(layer), "?"),
+                type(layer).__name__,
+                tuple(out.shape[1:]) if out is not None else (),
+                count,
+                trainable,
+            )
+        )
 
-    handles = [m.register_forward_hook(hook) for m in {id(m): m for m in module.modules()}.values()
-               if not any(True for _ in m.children()) or any(True for _ in m.parameters(recurse=False))]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in {id(m): m for m in module.modules()}.values()
+        if not any(True for _ in m.children()) or any(True for _ in m.parameters(recurse=False))
+    ]
     was_training = module.training
     module.eval()
     try:
@@ -263,6 +276,11 @@ def format_summary(rows: Sequence[LayerRow], title: str | None = None) -> str:
     lines = [f'Model: "{title}"'] if title else []
     lines += ["_" * width, f" {header[0]:<{w0}}{header[1]:<{w1}}{header[2]:>{w2}}", "=" * width]
     lines += [f" {a:<{w0}}{b:<{w1}}{c:>{w2}}" for a, b, c in cells]
-    lines += ["=" * width, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
-              f"Non-trainable params: {total - trainable:,}", "_" * width]
+    lines += [
+        "=" * width,
+        f"Total params: {total:,}",
+        f"Trainable params: {trainable:,}",
+        f"Non-trainable params: {total - trainable:,}",
+        "_" * width,
+    ]
     return "\n".join(lines)

@@ -36,7 +36,8 @@ def backbone_of(network: nn.Module) -> nn.Module:
     if not isinstance(features, nn.Module):
         raise PretrainedWeightsError(
             f"{type(network).__name__} has no `features` backbone; transfer learning needs a network split into "
-            f"`features` (backbone) and `classifier` (head), like the registry's convolutional networks")
+            f"`features` (backbone) and `classifier` (head), like the registry's convolutional networks"
+        )
     return features
 
 
@@ -53,13 +54,16 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and torch errors alike: the file is not a weights-only torch file
-        raise PretrainedWeightsError(f"{path}: not a weights-only torch file ({type(exc).__name__}: "
-                                     f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise PretrainedWeightsError(
+            f"{path}: not a weights-only torch file ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise PretrainedWeightsError(f"{path}: expected a state_dict (a mapping of names to tensors) or a "
-                                     f"Lightning checkpoint holding one")
+        raise PretrainedWeightsError(
+            f"{path}: expected a state_dict (a mapping of names to tensors) or a Lightning checkpoint holding one"
+        )
     return obj
 
 
@@ -86,19 +90,32 @@ def load_backbone(network: nn.Module, path: str | Path, prefix: str | None = Non
     prefix = next((p for p in candidates if any(k.startswith(p) for k in state)), None)
     if prefix is None:
         sample = ", ".join(list(state)[:5])
-        raise PretrainedWeightsError(f"{path}: no key starts with {' or '.join(map(repr, candidates))} (the file "
-                                     f"has e.g. {sample}); set pretrained.prefix")
-    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        raise PretrainedWeightsError(
+            f"{path}: no key starts with {' or '.join(map(repr, candidates))} (the file "
+            f"has e.g. {sample}); set pretrained.prefix"
+        )
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     backbone = backbone_of(network)
     own = backbone.state_dict()
     missing, unexpected = sorted(own.keys() - weights.keys()), sorted(weights.keys() - own.keys())
-    mismatched = [f"{k}: file {tuple(weights[k].shape)}, network {tuple(own[k].shape)}"
-                  for k in own.keys() & weights.keys() if weights[k].shape != own[k].shape]
+    mismatched = [
+        f"{k}: file {tuple(weights[k].shape)}, network {tuple(own[k].shape)}"
+        for k in own.keys() & weights.keys()
+        if weights[k].shape != own[k].shape
+    ]
     if missing or unexpected or mismatched:
-        problems = [f"{label} {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
-                    for label, items in (("missing", missing), ("unexpected", unexpected),
-                                         ("shape mismatch", sorted(mismatched))) if items]
-        raise PretrainedWeightsError(f"{path}: the weights under {prefix!r} do not fit the backbone of "
-                                     f"{type(network).__name__}: {'; '.join(problems)}")
+        problems = [
+            f"{label} {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
+            for label, items in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("shape mismatch", sorted(mismatched)),
+            )
+            if items
+        ]
+        raise PretrainedWeightsError(
+            f"{path}: the weights under {prefix!r} do not fit the backbone of "
+            f"{type(network).__name__}: {'; '.join(problems)}"
+        )
     backbone.load_state_dict(weights)
     return {"tensors": len(weights), "parameters": sum(p.numel() for p in backbone.parameters()), "prefix": prefix}

@@ -27,8 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     return stage.main(argv[1:])
 
 
-def experiment_stage(argv: list[str] | None, *, prog: str, description: str,
-                     run: Callable[[str, Any], Any], done: Callable[[str, Any], None]) -> int:
+def experiment_stage(
+    argv: list[str] | None,
+    *,
+    prog: str,
+    description: str,
+    run: Callable[[str, Any], Any],
+    done: Callable[[str, Any], None],
+) -> int:
     """The command line of a per-experiment stage (``python -m pipelines.stages.<stage> <experiment> [--params FILE]``).
 
     Loads and validates the params, checks the experiment exists, calls ``run(experiment, params)`` and then

@@ -37,16 +37,17 @@ from models.registry import REGISTRY
 from pipelines import REPO_ROOT
 from pipelines.data.catalog import CATALOG
 from pipelines.mappings import deep_merge
-from pipelines.tuning.search_space import ParamSpec, SearchSpace
 from pipelines.tasks import get_task
+from pipelines.tuning.search_space import ParamSpec, SearchSpace
 
 ActivationName = Literal["sigmoid", "tanh", "relu", "leaky_relu", "elu", "prelu"]
 InitializerName = Literal["zeros", "uniform", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal"]
 SamplerName = Literal["tpe", "random", "cmaes", "gp"]
 PrunerName = Literal["median", "hyperband", "successive_halving", "none"]
 OptimizerName = Literal["gd", "sgd", "sgd_momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam", "adamw"]
-LossName = Literal["bce", "ce", "mse", "mae", "huber", "pseudo_huber", "hinge", "ce_smooth_l1", "ce_giou",
-                   "ce_smooth_l1_giou"]
+LossName = Literal[
+    "bce", "ce", "mse", "mae", "huber", "pseudo_huber", "hinge", "ce_smooth_l1", "ce_giou", "ce_smooth_l1_giou"
+]
 RegularizationName = Literal["none", "l1", "l2", "elastic_net"]
 
 DEFAULT_PARAMS_PATH = REPO_ROOT / "params.yaml"
@@ -70,15 +71,20 @@ class DatasetConfig(Strict):
 
     val_fraction: float = Field(0.1, gt=0, lt=1, description="share of the train split carved out for validation")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="share held out for test when there is no official split")
-    max_train_samples: PositiveInt | None = Field(None, description="seeded subset of the train split (after the val carve-out)")
+    max_train_samples: PositiveInt | None = Field(
+        None, description="seeded subset of the train split (after the val carve-out)"
+    )
     vocab_size: PositiveInt = Field(20000, description="text: tokenizer vocabulary size, fitted on train only")
     seq_len: PositiveInt = Field(200, description="text: tokens per sequence after truncation/padding")
-    window: PositiveInt = Field(14, description="time series: past days per sample (the features); the target is "
-                                                "the next day")
+    window: PositiveInt = Field(
+        14, description="time series: past days per sample (the features); the target is the next day"
+    )
     max_train_per_class: PositiveInt | None = Field(
-        None, description="keep this many seeded train samples of each class (few-label fine-tuning)")
-    max_test_samples: PositiveInt | None = Field(None, description="image datasets: seeded stratified subset of the "
-                                                                   "official test split")
+        None, description="keep this many seeded train samples of each class (few-label fine-tuning)"
+    )
+    max_test_samples: PositiveInt | None = Field(
+        None, description="image datasets: seeded stratified subset of the official test split"
+    )
     canvas_size: int = Field(64, ge=32, le=256, description="localization: side of the square canvas, pixels")
     min_scale: float = Field(0.6, gt=0, description="localization: smallest digit side, relative to its 28 pixels")
     max_scale: float = Field(1.6, gt=0, description="localization: largest digit side, relative to its 28 pixels")
@@ -88,8 +94,10 @@ class DatasetConfig(Strict):
         if self.min_scale > self.max_scale:
             raise ValueError(f"min_scale {self.min_scale} is above max_scale {self.max_scale}")
         if round(28 * self.max_scale) > self.canvas_size:
-            raise ValueError(f"a digit at max_scale {self.max_scale} ({round(28 * self.max_scale)} px) does not fit "
-                             f"on the {self.canvas_size}-pixel canvas")
+            raise ValueError(
+                f"a digit at max_scale {self.max_scale} ({round(28 * self.max_scale)} px) does not fit "
+                f"on the {self.canvas_size}-pixel canvas"
+            )
         return self
 
 
@@ -103,8 +111,11 @@ class AugmentConfig(Strict):
     copies: PositiveInt = Field(1, description="augmented copies made of each selected train sample")
     fraction: float = Field(1.0, gt=0, le=1, description="share of the train split that is augmented")
     hflip: bool = Field(False, description="random horizontal flip (p=0.5); only for flip-safe datasets")
-    crop_padding: NonNegativeInt = Field(0, description="random crop of the original size from the image zero-padded "
-                                                        "by this many pixels on each side (0 = off)")
+    crop_padding: NonNegativeInt = Field(
+        0,
+        description="random crop of the original size from the image zero-padded "
+        "by this many pixels on each side (0 = off)",
+    )
     rotation_degrees: NonNegativeFloat = Field(0.0, le=180)
     zoom: NonNegativeFloat = Field(0.0, lt=1, description="max relative scale change: 0.1 zooms in [0.9, 1.1]")
     brightness: NonNegativeFloat = Field(0.0, le=1, description="max additive brightness shift on [0, 1] pixels")
@@ -151,8 +162,9 @@ class TrainerConfig(Strict):
     devices: PositiveInt | Literal["auto"] | list[int] = "auto"
     strategy: str = "auto"
     num_nodes: PositiveInt = 1
-    precision: Literal["64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "32", "16",
-                       "bf16"] = Field("32-true", description="Lightning's precision names")
+    precision: Literal[
+        "64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "32", "16", "bf16"
+    ] = Field("32-true", description="Lightning's precision names")
     limit_train_batches: PositiveFloat | PositiveInt = 1.0
     limit_val_batches: PositiveFloat | PositiveInt = 1.0
     check_val_every_n_epoch: PositiveInt = 1
@@ -203,8 +215,12 @@ class GradientDiagnosticsConfig(Strict):
 
     enabled: bool = True
     every_n_steps: PositiveInt = Field(25, description="sampling period in optimizer steps (cost: one sample each)")
-    vanishing_ratio: PositiveFloat = Field(1e-3, description="median first/last gradient-norm ratio below this: vanishing")
-    exploding_norm: PositiveFloat = Field(1e3, description="total gradient L2 norm above this (or non-finite): exploding")
+    vanishing_ratio: PositiveFloat = Field(
+        1e-3, description="median first/last gradient-norm ratio below this: vanishing"
+    )
+    exploding_norm: PositiveFloat = Field(
+        1e3, description="total gradient L2 norm above this (or non-finite): exploding"
+    )
     exploding_ratio: PositiveFloat = Field(1e3, description="median first/last ratio above this: exploding")
     saturation_threshold: PositiveFloat = Field(3.0, description="|x| beyond which a sigmoid/tanh input is saturated")
 
@@ -273,13 +289,18 @@ class PretrainedConfig(Strict):
     """
 
     path: str = Field(description="weights file, relative to the repository root")
-    prefix: str | None = Field(None, description="key prefix of the backbone in the file; None: detect "
-                                                 "'network.features.' (Lightning checkpoint) or 'features.'")
+    prefix: str | None = Field(
+        None,
+        description="key prefix of the backbone in the file; None: detect "
+        "'network.features.' (Lightning checkpoint) or 'features.'",
+    )
     freeze_backbone: bool = Field(True, description="train the head only (the backbone's weights stay fixed)")
     unfreeze_at_epoch: NonNegativeInt | None = Field(
-        None, description="with freeze_backbone: the epoch from which the backbone trains too (None: never)")
-    backbone_lr_ratio: PositiveFloat = Field(0.1, le=1, description="the backbone's learning rate once unfrozen, "
-                                                                     "relative to optimizer.lr")
+        None, description="with freeze_backbone: the epoch from which the backbone trains too (None: never)"
+    )
+    backbone_lr_ratio: PositiveFloat = Field(
+        0.1, le=1, description="the backbone's learning rate once unfrozen, relative to optimizer.lr"
+    )
 
 
 class ExperimentConfig(Strict):
@@ -287,10 +308,15 @@ class ExperimentConfig(Strict):
 
     architecture: str
     dataset: str
-    task: str = Field("", description="what the experiment learns (pipelines/tasks/<task>.py); empty: the "
-                                      "dataset's own task. E.g. reconstruction of MNIST instead of its classes")
+    task: str = Field(
+        "",
+        description="what the experiment learns (pipelines/tasks/<task>.py); empty: the "
+        "dataset's own task. E.g. reconstruction of MNIST instead of its classes",
+    )
     description: str = ""
-    model: dict[str, Any] = Field(default_factory=dict, description="architecture-specific params (see models.registry)")
+    model: dict[str, Any] = Field(
+        default_factory=dict, description="architecture-specific params (see models.registry)"
+    )
     activation: ActivationName = "relu"
     initializer: InitializerName = "xavier_uniform"
     dropout: float = Field(0.0, ge=0, lt=1)
@@ -338,27 +364,38 @@ class ExperimentConfig(Strict):
         if problem:
             raise ValueError(f"task: {problem}")
         if not arch.supports(self.task):
-            raise ValueError(f"architecture {arch.name!r} does not support {self.task} tasks (dataset {entry.name!r}); "
-                             f"it supports {', '.join(sorted(arch.tasks))}")
+            raise ValueError(
+                f"architecture {arch.name!r} does not support {self.task} tasks (dataset {entry.name!r}); "
+                f"it supports {', '.join(sorted(arch.tasks))}"
+            )
         if entry.modality not in arch.modalities:
             raise ValueError(
                 f"architecture {arch.name!r} cannot read {entry.modality} data (dataset {entry.name!r}); "
                 f"it reads {', '.join(sorted(arch.modalities))}"
             )
         if self.loss not in task.losses:
-            raise ValueError(f"loss {self.loss!r} does not fit the {self.task} task of dataset {entry.name!r}; "
-                             f"use one of {', '.join(sorted(task.losses))}")
-        for key, monitor in (("early_stopping.monitor", self.early_stopping.monitor),
-                             ("checkpoint.monitor", self.checkpoint.monitor)):
+            raise ValueError(
+                f"loss {self.loss!r} does not fit the {self.task} task of dataset {entry.name!r}; "
+                f"use one of {', '.join(sorted(task.losses))}"
+            )
+        for key, monitor in (
+            ("early_stopping.monitor", self.early_stopping.monitor),
+            ("checkpoint.monitor", self.checkpoint.monitor),
+        ):
             if monitor not in task.monitors():
-                raise ValueError(f"{key} {monitor!r} is not logged for a {self.task} task; "
-                                 f"use one of {sorted(task.monitors())}")
+                raise ValueError(
+                    f"{key} {monitor!r} is not logged for a {self.task} task; use one of {sorted(task.monitors())}"
+                )
         if self.diagnostics.bootstrap.enabled and not task.squared_error:
-            raise ValueError(f"diagnostics.bootstrap: the bias-variance bootstrap decomposes the squared error of "
-                             f"one value per sample and needs a regression task; the {self.task} task of dataset "
-                             f"{entry.name!r} has none")
+            raise ValueError(
+                f"diagnostics.bootstrap: the bias-variance bootstrap decomposes the squared error of "
+                f"one value per sample and needs a regression task; the {self.task} task of dataset "
+                f"{entry.name!r} has none"
+            )
         if self.pretrained and self.pretrained.unfreeze_at_epoch is not None and not self.pretrained.freeze_backbone:
-            raise ValueError("pretrained.unfreeze_at_epoch needs pretrained.freeze_backbone: true (nothing to unfreeze)")
+            raise ValueError(
+                "pretrained.unfreeze_at_epoch needs pretrained.freeze_backbone: true (nothing to unfreeze)"
+            )
         if self.regularization.type != "none" and self.regularization.strength == 0:
             raise ValueError(f"regularization.type is {self.regularization.type!r} but regularization.strength is 0")
         try:
@@ -412,8 +449,11 @@ class TuningConfig(Strict):
     ``architectures.<architecture>`` and then by ``experiments.<experiment>.space``; ``null`` removes a path.
     """
 
-    storage: str | None = Field(None, description="Optuna storage URL or journal file; default "
-                                                   "<repo>/studies/deepnotes.journal (DEEPNOTES_OPTUNA_STORAGE overrides)")
+    storage: str | None = Field(
+        None,
+        description="Optuna storage URL or journal file; default "
+        "<repo>/studies/deepnotes.journal (DEEPNOTES_OPTUNA_STORAGE overrides)",
+    )
     n_trials: PositiveInt = Field(20, description="target total of trials in the study")
     timeout: PositiveFloat | None = Field(None, description="seconds per session in which new trials may start")
     workers: PositiveInt = 1
@@ -424,8 +464,9 @@ class TuningConfig(Strict):
     min_resource: PositiveInt = Field(1, description="successive halving/Hyperband: epochs of the first rung")
     reduction_factor: int = Field(3, ge=2, description="successive halving/Hyperband: 1/eta promoted per rung")
     heartbeat_interval: PositiveInt = Field(30, description="seconds between a running trial's heartbeats")
-    grace_period: PositiveInt | None = Field(None, description="seconds without heartbeat before a trial is "
-                                                               "failed (default 2 x heartbeat_interval)")
+    grace_period: PositiveInt | None = Field(
+        None, description="seconds without heartbeat before a trial is failed (default 2 x heartbeat_interval)"
+    )
     max_retry: NonNegativeInt = Field(1, description="re-runs of a trial whose worker died (same params)")
     space: Space = Field(default_factory=dict)
     architectures: dict[str, Space] = Field(default_factory=dict)
@@ -435,8 +476,9 @@ class TuningConfig(Strict):
     def _known_architectures(self) -> TuningConfig:
         for name in self.architectures:
             if name not in REGISTRY:
-                raise ValueError(f"architectures.{name}: not a registered architecture; "
-                                 f"known: {', '.join(sorted(REGISTRY))}")
+                raise ValueError(
+                    f"architectures.{name}: not a registered architecture; known: {', '.join(sorted(REGISTRY))}"
+                )
         return self
 
 
@@ -450,7 +492,9 @@ class TrackingConfig(Strict):
     tracking_uri: str | None = Field(None, description="default: sqlite:///<repo>/mlflow/mlflow.db")
     artifact_location: str | None = Field(None, description="default: <repo>/mlflow/artifacts")
     log_model: bool = True
-    system_metrics: bool = Field(True, description="MLflow system metrics (CPU, memory, disk, network, GPU) of training")
+    system_metrics: bool = Field(
+        True, description="MLflow system metrics (CPU, memory, disk, network, GPU) of training"
+    )
     system_metrics_interval: PositiveFloat = Field(2.0, description="seconds between system-metric samples")
 
 
@@ -485,8 +529,9 @@ class Params(Strict):
             modality = CATALOG[name].modality
             if aug.hflip and not CATALOG[name].flip_safe:
                 raise ValueError(f"augment.{name}.hflip: a flip changes the label of {name} samples (not label-safe)")
-            if modality != "image" and (aug.hflip or aug.crop_padding or aug.rotation_degrees or aug.zoom
-                                        or aug.brightness):
+            if modality != "image" and (
+                aug.hflip or aug.crop_padding or aug.rotation_degrees or aug.zoom or aug.brightness
+            ):
                 raise ValueError(f"augment.{name}: {modality} data only takes noise_std, not image transforms")
             if modality in ("text", "table") and aug.enabled:
                 raise ValueError(f"augment.{name}: offline augmentation of {modality} data is not supported")
@@ -495,13 +540,17 @@ class Params(Strict):
                 if exp.dataset not in self.datasets:
                     raise ValueError(f"{section}.{name}.dataset: {exp.dataset!r} has no entry under datasets")
                 if self.augmentation(exp.dataset).enabled and not get_task(exp.task).augmentable:
-                    raise ValueError(f"augment.{exp.dataset}: offline augmentation would change the targets of the "
-                                     f"{exp.task} task of {section}.{name}; it is not supported")
+                    raise ValueError(
+                        f"augment.{exp.dataset}: offline augmentation would change the targets of the "
+                        f"{exp.task} task of {section}.{name}; it is not supported"
+                    )
                 if (exp.pretrained is None) != (section == "experiments"):
                     raise ValueError(
                         f"experiments.{name}.pretrained: an experiment that starts from saved weights belongs under "
-                        f"transfer:, whose stages depend on the weights file" if section == "experiments" else
-                        f"transfer.{name}.pretrained: missing; transfer experiments start from saved weights")
+                        f"transfer:, whose stages depend on the weights file"
+                        if section == "experiments"
+                        else f"transfer.{name}.pretrained: missing; transfer experiments start from saved weights"
+                    )
         clash = set(self.experiments) & set(self.transfer)
         if clash:
             raise ValueError(f"transfer: {sorted(clash)} also named under experiments; names must be unique")
@@ -522,8 +571,7 @@ class Params(Strict):
             return self.all_experiments[name]
         except KeyError:
             raise ConfigError(
-                f"params.yaml: experiments.{name}: no such experiment; known: "
-                f"{', '.join(sorted(self.all_experiments))}"
+                f"params.yaml: experiments.{name}: no such experiment; known: {', '.join(sorted(self.all_experiments))}"
             ) from None
 
     def dataset(self, name: str) -> DatasetConfig:
@@ -555,12 +603,20 @@ class Params(Strict):
         default_direction: Literal["minimize", "maximize"] = "maximize" if mode == "max" else "minimize"
         allowed = get_task(exp.task).monitors()
         if metric not in allowed:
-            raise ConfigError(f"params.yaml: tuning.experiments.{name}.metric: {metric!r} is not logged for a "
-                              f"{exp.task} task; use one of {sorted(allowed)}")
-        return TuneSettings(metric=metric, direction=own.direction or default_direction,
-                            n_trials=own.n_trials or self.tuning.n_trials, timeout=own.timeout or self.tuning.timeout,
-                            sampler=own.sampler or self.tuning.sampler, pruner=own.pruner or self.tuning.pruner,
-                            trial=own.trial, space=own.space)
+            raise ConfigError(
+                f"params.yaml: tuning.experiments.{name}.metric: {metric!r} is not logged for a "
+                f"{exp.task} task; use one of {sorted(allowed)}"
+            )
+        return TuneSettings(
+            metric=metric,
+            direction=own.direction or default_direction,
+            n_trials=own.n_trials or self.tuning.n_trials,
+            timeout=own.timeout or self.tuning.timeout,
+            sampler=own.sampler or self.tuning.sampler,
+            pruner=own.pruner or self.tuning.pruner,
+            trial=own.trial,
+            space=own.space,
+        )
 
     def search_space(self, name: str) -> SearchSpace:
         """The validated search space of experiment ``name`` (default, then architecture, then experiment).
@@ -581,8 +637,9 @@ class Params(Strict):
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         if not len(space):
-            raise ConfigError(f"{where}: the search space is empty; declare tuning.space or "
-                              f"tuning.experiments.{name}.space")
+            raise ConfigError(
+                f"{where}: the search space is empty; declare tuning.space or tuning.experiments.{name}.space"
+            )
         base = self.trial_experiment(name)
         from pipelines.tuning.search_space import apply
 
@@ -592,8 +649,9 @@ class Params(Strict):
             except ValidationError as exc:  # only errors about the parent field itself (not cross-field rules)
                 own = [e for e in exc.errors() if ".".join(map(str, e["loc"])) == parent]
                 if own:
-                    raise ConfigError(f"{where}: {path}.when.{parent}: {value!r} is not a value of {parent}: "
-                                      f"{own[0]['msg']}") from None
+                    raise ConfigError(
+                        f"{where}: {path}.when.{parent}: {value!r} is not a value of {parent}: {own[0]['msg']}"
+                    ) from None
         for path in space.params:
             unknown = _unknown_path(base, path)
             if unknown:
@@ -605,11 +663,20 @@ class Params(Strict):
                 # name the sampled path the error is about (it may be another path than the one being varied)
                 locs = [".".join(str(p) for p in err["loc"] if p not in _SPACE_TAGS) for err in exc.errors()]
                 texts = [f"{loc}: {err['msg']}" for loc, err in zip(locs, exc.errors())]
-                culprit = next((p for p in values for loc, text in zip(locs, texts)
-                                if (loc and (loc.startswith(p) or p.startswith(loc))) or f"{p}:" in text), path)
-                raise ConfigError(f"{where}: {culprit}: value {values[culprit]!r} is not valid for this experiment"
-                                  f"{'' if culprit == path else f' (with {path}={value!r})'}: "
-                                  f"{_format_errors(exc)}") from None
+                culprit = next(
+                    (
+                        p
+                        for p in values
+                        for loc, text in zip(locs, texts)
+                        if (loc and (loc.startswith(p) or p.startswith(loc))) or f"{p}:" in text
+                    ),
+                    path,
+                )
+                raise ConfigError(
+                    f"{where}: {culprit}: value {values[culprit]!r} is not valid for this experiment"
+                    f"{'' if culprit == path else f' (with {path}={value!r})'}: "
+                    f"{_format_errors(exc)}"
+                ) from None
             except ValueError as exc:
                 raise ConfigError(f"{where}: {path}: {exc}") from None
         return space
@@ -627,10 +694,10 @@ class Params(Strict):
         try:
             ExperimentConfig.model_validate(merged)
         except ValidationError as exc:
-            raise ConfigError(_format_errors(exc, prefix=f"tuning.experiments.{name}.trial",
-                                             source="params.yaml: ")) from None
+            raise ConfigError(
+                _format_errors(exc, prefix=f"tuning.experiments.{name}.trial", source="params.yaml: ")
+            ) from None
         return merged
-
 
 
 def _unknown_path(experiment: dict[str, Any], path: str) -> str | None:
@@ -742,8 +809,9 @@ def _format_errors(exc: ValidationError, prefix: str = "", source: str = "") -> 
     return "\n".join(lines)
 
 
-def validate(raw: dict[str, Any], profile: str | None = None, source: str = "params.yaml",
-             base_dir: Path | None = None) -> Params:
+def validate(
+    raw: dict[str, Any], profile: str | None = None, source: str = "params.yaml", base_dir: Path | None = None
+) -> Params:
     """Resolve and validate a raw mapping. Raises :class:`ConfigError` with every problem's key path.
 
     ``base_dir`` is the folder of the params file (where ``params/tuned/`` lives); default the repo root.

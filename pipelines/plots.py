@@ -19,12 +19,20 @@ def confusion_figure(matrix: np.ndarray, classes: Sequence[str], title: str = "C
     fig, ax = plt.subplots(figsize=(size, size))
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046)
-    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes,
-           xlabel="predicted", ylabel="actual", title=title)
+    ax.set(
+        xticks=range(len(classes)),
+        yticks=range(len(classes)),
+        xticklabels=classes,
+        yticklabels=classes,
+        xlabel="predicted",
+        ylabel="actual",
+        title=title,
+    )
     threshold = matrix.max() / 2 if matrix.size else 0
     for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(int(value)), ha="center", va="center", fontsize=8,
-                color="white" if value > threshold else "black")
+        ax.text(
+            j, i, str(int(value)), ha="center", va="center", fontsize=8, color="white" if value > threshold else "black"
+        )
     fig.tight_layout()
     return fig
 
@@ -81,10 +89,15 @@ def grad_flow_table(rows: list[dict]) -> list[dict]:
         by_layer.setdefault(row["layer"], []).append(row)
     table = []
     for layer, items in sorted(by_layer.items(), key=lambda kv: kv[1][0]["order"]):
-        table.append({"order": items[0]["order"], "layer": layer,
-                      "grad_mean": float(np.mean([r["grad_mean"] for r in items])),
-                      "grad_max": float(np.max([r["grad_max"] for r in items])),
-                      "grad_norm": float(np.median([r["grad_norm"] for r in items]))})
+        table.append(
+            {
+                "order": items[0]["order"],
+                "layer": layer,
+                "grad_mean": float(np.mean([r["grad_mean"] for r in items])),
+                "grad_max": float(np.max([r["grad_max"] for r in items])),
+                "grad_norm": float(np.median([r["grad_norm"] for r in items])),
+            }
+        )
     return table
 
 
@@ -98,8 +111,13 @@ def grad_flow_figure(rows: list[dict], title: str = "Gradient flow") -> Figure:
     floor = 1e-12  # log scale: zero gradients are drawn at the floor
     bars.bar(x, [max(t["grad_max"], floor) for t in table], color="c", alpha=0.5, label="max |grad|")
     bars.bar(x, [max(t["grad_mean"], floor) for t in table], color="b", alpha=0.8, width=0.5, label="mean |grad|")
-    bars.set(yscale="log", xticks=x, xlabel="layer (input side first)", ylabel="|gradient|",
-             title="per-layer gradients over the run")
+    bars.set(
+        yscale="log",
+        xticks=x,
+        xlabel="layer (input side first)",
+        ylabel="|gradient|",
+        title="per-layer gradients over the run",
+    )
     bars.set_xticklabels(layers, rotation=60, ha="right", fontsize=7)
     bars.legend(fontsize=8)
     colors = plt.cm.viridis(np.linspace(0, 1, max(len(layers), 2)))
@@ -117,7 +135,9 @@ def grad_flow_figure(rows: list[dict], title: str = "Gradient flow") -> Figure:
 # ---------------------------------------------------------------------------------- curves and bias/variance
 
 
-def pr_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], title: str = "Precision-recall (test)") -> Figure:
+def pr_figure(
+    curves: dict[str, tuple[np.ndarray, np.ndarray, float]], title: str = "Precision-recall (test)"
+) -> Figure:
     """Precision-recall curves: ``{label: (recall, precision, average_precision)}``."""
     fig, ax = plt.subplots(figsize=(5, 5))
     for label, (recall, precision, ap) in curves.items():
@@ -166,8 +186,13 @@ def seeds_figure(rows: list[dict], unit: str = "test error") -> Figure:
     ax.scatter(seeds, values, zorder=3)
     ax.set_xticks(seeds)
     ax.axhline(values.mean(), color="grey", label=f"mean {values.mean():.4g}")
-    ax.axhspan(values.mean() - values.std(ddof=1), values.mean() + values.std(ddof=1), color="grey", alpha=0.2,
-               label=f"± 1 std ({values.std(ddof=1):.2g})")
+    ax.axhspan(
+        values.mean() - values.std(ddof=1),
+        values.mean() + values.std(ddof=1),
+        color="grey",
+        alpha=0.2,
+        label=f"± 1 std ({values.std(ddof=1):.2g})",
+    )
     ax.set(xlabel="seed", ylabel=unit, title=f"{unit} across {len(values)} seeds")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -177,9 +202,15 @@ def seeds_figure(rows: list[dict], unit: str = "test error") -> Figure:
 # ---------------------------------------------------------------------------------------- predictions
 
 
-def image_grid_figure(images: np.ndarray, actual: Sequence[str], predicted: Sequence[str], wrong: Sequence[bool],
-                      columns: int = 8, title: str = "Test predictions (misclassified in red)",
-                      boxes: Sequence[tuple[Sequence[float], Sequence[float]]] | None = None) -> Figure:
+def image_grid_figure(
+    images: np.ndarray,
+    actual: Sequence[str],
+    predicted: Sequence[str],
+    wrong: Sequence[bool],
+    columns: int = 8,
+    title: str = "Test predictions (misclassified in red)",
+    boxes: Sequence[tuple[Sequence[float], Sequence[float]]] | None = None,
+) -> Figure:
     """A grid of images ``(N, C, H, W)`` (C = 1 or 3; pixels in [0, 1], or any range: each image is then scaled),
     titled ``predicted (actual)`` (``predicted`` alone where ``actual`` is empty), with misclassified ones framed and titled in red.
 
@@ -194,14 +225,24 @@ def image_grid_figure(images: np.ndarray, actual: Sequence[str], predicted: Sequ
         img = np.asarray(image, dtype=float)
         if img.min() < 0 or img.max() > 1:
             img = (img - img.min()) / (np.ptp(img) or 1.0)
-        ax.imshow(img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0)), cmap="gray" if img.shape[0] == 1 else None)
+        ax.imshow(
+            img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0)), cmap="gray" if img.shape[0] == 1 else None
+        )
         ax.set_title(f"{p} ({a})" if a else p, fontsize=8, color="red" if w else "black")
         if boxes is not None:
             height, width = img.shape[-2:]
             for box, color in zip(boxes[i], ("lime", "orange")):
                 x1, y1, x2, y2 = (float(v) for v in box)
-                ax.add_patch(plt.Rectangle((x1 * width - 0.5, y1 * height - 0.5), (x2 - x1) * width,
-                                           (y2 - y1) * height, fill=False, edgecolor=color, linewidth=1.2))
+                ax.add_patch(
+                    plt.Rectangle(
+                        (x1 * width - 0.5, y1 * height - 0.5),
+                        (x2 - x1) * width,
+                        (y2 - y1) * height,
+                        fill=False,
+                        edgecolor=color,
+                        linewidth=1.2,
+                    )
+                )
         if w:
             ax.axis("on")
             ax.set(xticks=[], yticks=[])
@@ -217,8 +258,16 @@ def examples_figure(lines: Sequence[str], wrong: Sequence[bool], title: str = "E
     fig, ax = plt.subplots(figsize=(12, 0.32 * len(lines) + 1))
     ax.axis("off")
     for i, (line, w) in enumerate(zip(lines, wrong)):
-        ax.text(0, 1 - (i + 0.5) / max(len(lines), 1), line, fontsize=8, family="monospace",
-                color="red" if w else "black", va="center", transform=ax.transAxes)
+        ax.text(
+            0,
+            1 - (i + 0.5) / max(len(lines), 1),
+            line,
+            fontsize=8,
+            family="monospace",
+            color="red" if w else "black",
+            va="center",
+            transform=ax.transAxes,
+        )
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig

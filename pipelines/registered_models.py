@@ -47,8 +47,9 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
@@ -123,8 +124,13 @@ def _champion(client: MlflowClient, name: str, metric: str, greater_is_better: b
     except (KeyError, ValueError):
         comparable = False
     if not comparable:
-        log.warning("%s: champion version %s has no comparable %s value (tags %s); the new version replaces it",
-                    name, version, metric, {k: tags.get(k) for k in (METRIC_TAG, VALUE_TAG, DIRECTION_TAG)})
+        log.warning(
+            "%s: champion version %s has no comparable %s value (tags %s); the new version replaces it",
+            name,
+            version,
+            metric,
+            {k: tags.get(k) for k in (METRIC_TAG, VALUE_TAG, DIRECTION_TAG)},
+        )
         return None
     return int(version), value
 
@@ -142,9 +148,18 @@ def _link_logged_model(client: MlflowClient, model_id: str, name: str, version: 
         log.warning("could not tag logged model %s with its registered version (%s)", model_id, exc)
 
 
-def register(client: MlflowClient, *, name: str, model_uri: str, run_id: str, metric: str, value: float,
-             greater_is_better: bool, tags: dict[str, object] | None = None,
-             description: str | None = None) -> RegistrationResult | None:
+def register(
+    client: MlflowClient,
+    *,
+    name: str,
+    model_uri: str,
+    run_id: str,
+    metric: str,
+    value: float,
+    greater_is_better: bool,
+    tags: dict[str, object] | None = None,
+    description: str | None = None,
+) -> RegistrationResult | None:
     """Register a logged model as a new version of ``name`` and move the ``champion``/``challenger`` aliases.
 
     Creates the registered model if missing, then a version from ``model_uri`` linked to ``run_id`` (the version's
@@ -185,8 +200,11 @@ def register(client: MlflowClient, *, name: str, model_uri: str, run_id: str, me
     match = _LOGGED_MODEL_URI.fullmatch(model_uri)
     if match is None:
         if model_uri.startswith("runs:/"):
-            log.warning("%s: %s is a plain artifact (a weights-only state_dict), not an MLflow model; nothing is "
-                        "registered", name, model_uri)
+            log.warning(
+                "%s: %s is a plain artifact (a weights-only state_dict), not an MLflow model; nothing is registered",
+                name,
+                model_uri,
+            )
             return None
         raise ValueError(f"{model_uri!r} is not a logged model URI (models:/m-<id>)")
     model_id = match.group(1)
@@ -203,8 +221,9 @@ def register(client: MlflowClient, *, name: str, model_uri: str, run_id: str, me
     version_tags = {str(k): str(v) for k, v in (tags or {}).items()}
     version_tags |= {METRIC_TAG: metric, VALUE_TAG: repr(value), DIRECTION_TAG: str(greater_is_better).lower()}
     source = model_uri if mlflow.get_tracking_uri() == client.tracking_uri else logged.artifact_location
-    created = client.create_model_version(name, source, run_id=run_id, tags=version_tags, description=description,
-                                          model_id=model_id)
+    created = client.create_model_version(
+        name, source, run_id=run_id, tags=version_tags, description=description, model_id=model_id
+    )
     version = int(created.version)
     _link_logged_model(client, model_id, name, version)
 
@@ -213,13 +232,20 @@ def register(client: MlflowClient, *, name: str, model_uri: str, run_id: str, me
         client.set_registered_model_alias(name, CHAMPION, str(version))
         if str(client.get_registered_model(name).aliases.get(CHALLENGER)) == str(version):
             client.delete_registered_model_alias(name, CHALLENGER)
-        result = RegistrationResult(name, version, CHAMPION, value, version, value,
-                                    champion[0] if champion else None)
+        result = RegistrationResult(name, version, CHAMPION, value, version, value, champion[0] if champion else None)
     else:
         client.set_registered_model_alias(name, CHALLENGER, str(version))
         result = RegistrationResult(name, version, CHALLENGER, value, champion[0], champion[1])
-    log.info("%s version %d (%s=%.6g) is the %s; champion: version %d (%.6g)", name, version, metric, value,
-             result.alias, result.champion_version, result.champion_value)
+    log.info(
+        "%s version %d (%s=%.6g) is the %s; champion: version %d (%.6g)",
+        name,
+        version,
+        metric,
+        value,
+        result.alias,
+        result.champion_version,
+        result.champion_value,
+    )
     return result
 
 

@@ -90,8 +90,9 @@ def write_run_link(experiment: str, run_id: str, uri: str, experiment_id: str) -
     """Record ``run_id`` as ``experiment``'s training run (atomically, in :data:`RUN_LINKS`)."""
     from pipelines.io import atomic_write_json
 
-    atomic_write_json(RUN_LINKS / f"{experiment}.json",
-                      {"run_id": run_id, "tracking_uri": uri, "experiment_id": experiment_id})
+    atomic_write_json(
+        RUN_LINKS / f"{experiment}.json", {"run_id": run_id, "tracking_uri": uri, "experiment_id": experiment_id}
+    )
 
 
 def read_run_link(experiment: str) -> dict[str, str] | None:
@@ -120,10 +121,16 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def git_commit() -> str:
     """The current git commit (with ``-dirty`` when tracked files changed), or ``unknown`` outside a checkout."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                             check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return f"{sha}-dirty" if dirty else sha
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -169,13 +176,13 @@ def _installed(lib: str) -> bool:
         return False
 
 
-def run_params(exp: ExperimentConfig, *, seed: int, profile: str, meta: dict[str, Any], num_params: int,
-               versions: dict[str, str]) -> dict[str, Any]:
+def run_params(
+    exp: ExperimentConfig, *, seed: int, profile: str, meta: dict[str, Any], num_params: int, versions: dict[str, str]
+) -> dict[str, Any]:
     """The MLflow params of a training run: the resolved experiment flattened to dotted keys, the seed, profile,
     task, parameter count, split sizes, the md5 of the data stages' outputs, and what the architecture describes
     of itself (:meth:`models.registry.Architecture.describe`, as ``model.<key>``)."""
     from models.registry import REGISTRY
-
     from pipelines.training.module import network_spec
 
     flat = flatten(exp.model_dump(mode="json")) | {"seed": seed, "profile": profile, "num_params": num_params}
@@ -192,7 +199,7 @@ def log_params(client, run_id: str, flat: dict[str, Any]) -> None:
 
     items = sorted(flat.items())
     for start in range(0, len(items), 100):  # log_batch takes at most 100 params per call
-        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in items[start:start + 100]])
+        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in items[start : start + 100]])
 
 
 @contextlib.contextmanager
@@ -204,8 +211,9 @@ def system_metrics(params: Params, run_id: str, enabled: bool = True):
         return
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-    monitor = SystemMetricsMonitor(run_id, sampling_interval=params.tracking.system_metrics_interval,
-                                   tracking_uri=tracking_uri(params))
+    monitor = SystemMetricsMonitor(
+        run_id, sampling_interval=params.tracking.system_metrics_interval, tracking_uri=tracking_uri(params)
+    )
     monitor.start()
     try:
         yield
@@ -234,12 +242,20 @@ def log_model(network, example, run_id: str) -> tuple[str, str]:
         output = network(torch.as_tensor(example)).numpy()
     try:
         with mlflow.start_run(run_id=run_id):
-            info = mlflow.pytorch.log_model(network, name="model", signature=infer_signature(example, output),
-                                            input_example=example, pip_requirements=pip_requirements())
+            info = mlflow.pytorch.log_model(
+                network,
+                name="model",
+                signature=infer_signature(example, output),
+                input_example=example,
+                pip_requirements=pip_requirements(),
+            )
         return "pytorch", info.model_uri
     except Exception as exc:  # export of some modules (recurrent, dynamic shapes) is not supported
-        log.warning("mlflow.pytorch.log_model failed (%s: %s); logging a state_dict instead",
-                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        log.warning(
+            "mlflow.pytorch.log_model failed (%s: %s); logging a state_dict instead",
+            type(exc).__name__,
+            str(exc).splitlines()[0] if str(exc) else "",
+        )
         buffer = io.BytesIO()
         torch.save(network.state_dict(), buffer)
         client = mlflow.MlflowClient()

@@ -37,9 +37,15 @@ def mirror() -> Path:
 def _env(mirror: Path) -> dict[str, str]:
     """A clean environment for subprocesses: no inherited MLFLOW_/DEEPNOTES_ settings, the venv first on PATH."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DEEPNOTES_"))}
-    env |= {"PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "DEEPNOTES_DATA_MIRROR": str(mirror),
-            "PYTHONUNBUFFERED": "1", "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@localhost",
-            "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@localhost"}
+    env |= {
+        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        "DEEPNOTES_DATA_MIRROR": str(mirror),
+        "PYTHONUNBUFFERED": "1",
+        "GIT_AUTHOR_NAME": "ci",
+        "GIT_AUTHOR_EMAIL": "ci@localhost",
+        "GIT_COMMITTER_NAME": "ci",
+        "GIT_COMMITTER_EMAIL": "ci@localhost",
+    }
     return env
 
 
@@ -47,8 +53,10 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 1200) ->
     """Run ``cmd``; fail the test with the tail of its output if it exits non-zero."""
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} exited {result.returncode}\n--- stdout\n{result.stdout[-6000:]}\n"
-                    f"--- stderr\n{result.stderr[-6000:]}")
+        pytest.fail(
+            f"{' '.join(cmd)} exited {result.returncode}\n--- stdout\n{result.stdout[-6000:]}\n"
+            f"--- stderr\n{result.stderr[-6000:]}"
+        )
     return result
 
 
@@ -69,8 +77,11 @@ def tiny_repo(tmp_path_factory, mirror) -> tuple[Path, dict[str, str], str]:
     (repo / ".dvc").mkdir()
     shutil.copy2(REPO_ROOT / ".dvc" / "config", repo / ".dvc" / "config")
     params = repo / "params.yaml"
-    params.write_text(params.read_text().replace("\nprofile: default\n", "\nprofile: tiny\n", 1)
-                      .replace("\n  n_trials: 20 ", "\n  n_trials: 4 ", 1))
+    params.write_text(
+        params.read_text()
+        .replace("\nprofile: default\n", "\nprofile: tiny\n", 1)
+        .replace("\n  n_trials: 20 ", "\n  n_trials: 4 ", 1)
+    )
     assert yaml.safe_load(params.read_text())["profile"] == "tiny"
     assert yaml.safe_load(params.read_text())["tuning"]["n_trials"] == 4
     env = _env(mirror)
@@ -96,13 +107,32 @@ def mlflow_server(tiny_repo) -> Iterator[str]:
     """
     repo, env, _ = tiny_repo
     port, artifacts = _free_port(), str(repo / "mlflow" / "artifacts")
-    cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{repo / 'mlflow' / 'mlflow.db'}",
-           "--default-artifact-root", artifacts, "--artifacts-destination", artifacts]
+    cmd = [
+        str(BIN / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{repo / 'mlflow' / 'mlflow.db'}",
+        "--default-artifact-root",
+        artifacts,
+        "--artifacts-destination",
+        artifacts,
+    ]
     log = repo.parent / "mlflow-server.log"  # a file, not a pipe: a long-lived server would fill a pipe and stall
     with log.open("wb") as sink:
-        server = subprocess.Popen(cmd, cwd=repo, env=env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-                                  stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            cmd,
+            cwd=repo,
+            env=env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -125,8 +155,15 @@ def mlflow_server(tiny_repo) -> Iterator[str]:
 
 #: Debian's chromium (apt), driven by Playwright with no browser download; the flags keep it off the closed network.
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="session")
@@ -140,8 +177,11 @@ def browser():
         from playwright.sync_api import sync_playwright
     except ImportError:
         sync_playwright = None
-    missing = [name for name, ok in (("playwright (pip)", sync_playwright), (f"{CHROMIUM} (apt)", CHROMIUM.is_file()))
-               if not ok]
+    missing = [
+        name
+        for name, ok in (("playwright (pip)", sync_playwright), (f"{CHROMIUM} (apt)", CHROMIUM.is_file()))
+        if not ok
+    ]
     if missing:
         reason = f"browser test needs {' and '.join(missing)}"
         if os.environ.get("DEEPNOTES_REQUIRE_BROWSER") == "1":

@@ -10,12 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-from pipelines.data.augmentation import augment_arrays, augment_images, select_samples
-from pipelines.stages.augment import augment, main
-from pipelines.data.catalog import get_dataset
 from pipelines.config import AugmentConfig, ConfigError, DatasetConfig, load_params, validate
-from pipelines.data.preparers import channel_statistics, prepare_dataset
-from pipelines.errors import DataError
+from pipelines.data.augmentation import augment_arrays, augment_images, select_samples
+from pipelines.data.catalog import get_dataset
 from pipelines.data.prepared import (
     CHANNEL_STANDARDIZATION,
     from_unit_range,
@@ -24,7 +21,10 @@ from pipelines.data.prepared import (
     to_unit_range,
     write_prepared,
 )
+from pipelines.data.preparers import channel_statistics, prepare_dataset
 from pipelines.data.readers import read_cifar_batch, read_idx
+from pipelines.errors import DataError
+from pipelines.stages.augment import augment, main
 
 SEED = 42
 
@@ -64,10 +64,20 @@ def test_disabled_writes_only_meta_and_replaces_stale_output(tmp_path: Path) -> 
     assert sorted(p.name for p in out.iterdir()) == ["mnist"]  # no temporary directories left
 
 
-def test_enabled_images_deterministic_in_range_labels_kept(tmp_path: Path, prepared_mnist: Path,
-                                                           mnist_slice: tuple[np.ndarray, np.ndarray]) -> None:
-    section = {"mnist": {"enabled": True, "copies": 2, "fraction": 0.25, "rotation_degrees": 10, "zoom": 0.1,
-                         "brightness": 0.1, "noise_std": 0.05}}
+def test_enabled_images_deterministic_in_range_labels_kept(
+    tmp_path: Path, prepared_mnist: Path, mnist_slice: tuple[np.ndarray, np.ndarray]
+) -> None:
+    section = {
+        "mnist": {
+            "enabled": True,
+            "copies": 2,
+            "fraction": 0.25,
+            "rotation_degrees": 10,
+            "zoom": 0.1,
+            "brightness": 0.1,
+            "noise_std": 0.05,
+        }
+    }
     params = write_params(tmp_path / "params.yaml", section)
     runs = []
     for name in ("first", "second"):
@@ -110,8 +120,12 @@ def test_tabular_noise_touches_only_numeric_columns(tmp_path: Path, mirror: Path
     root = tmp_path / "prepared"
     write_prepared(root / "churn", arrays, meta)
     section = {"churn": {"enabled": True, "copies": 1, "fraction": 0.5, "noise_std": 0.1}}
-    out = augment("churn", params_path=write_params(tmp_path / "params.yaml", section), prepared_root=root,
-                  out_root=tmp_path / "augmented")
+    out = augment(
+        "churn",
+        params_path=write_params(tmp_path / "params.yaml", section),
+        prepared_root=root,
+        out_root=tmp_path / "augmented",
+    )
     aug = load_prepared(out, splits=("train",))
     x_train, y_train = arrays["train"]
     index = select_samples(len(x_train), AugmentConfig(**section["churn"]), SEED)
@@ -161,7 +175,7 @@ def find_shift(out: np.ndarray, image: np.ndarray, pad: int, flips: tuple[bool, 
         padded = np.pad(image[..., ::-1] if flipped else image, ((0, 0), (pad, pad), (pad, pad)))
         for dy in range(-pad, pad + 1):
             for dx in range(-pad, pad + 1):
-                if np.allclose(out, padded[:, pad + dy:pad + dy + h, pad + dx:pad + dx + w], atol=1e-5):
+                if np.allclose(out, padded[:, pad + dy : pad + dy + h, pad + dx : pad + dx + w], atol=1e-5):
                     return dy, dx, flipped
     return None
 
@@ -190,7 +204,10 @@ def test_flips_allowed_for_cifar10_and_fashion_mnist_rejected_for_mnist() -> Non
         validate({"seed": SEED, "datasets": datasets, "augment": {"churn": {"enabled": True, "crop_padding": 2}}})
     real = load_params(profile="default")  # the repo's params.yaml: the usual CIFAR-10 recipe
     assert real.augmentation("cifar10").model_dump(include={"enabled", "hflip", "crop_padding"}) == {
-        "enabled": True, "hflip": True, "crop_padding": 4}
+        "enabled": True,
+        "hflip": True,
+        "crop_padding": 4,
+    }
     assert not real.augmentation("mnist").hflip
 
 
@@ -200,8 +217,12 @@ def test_standardised_images_are_augmented_as_pixels(tmp_path: Path, mirror: Pat
     images = read_cifar_batch(mirror / "cifar10/test_batch.bin.gz")[0][:256]
     labels = read_cifar_batch(mirror / "cifar10/test_batch.bin.gz")[1][:256]
     mean, std = channel_statistics(images)
-    meta = {"dataset": "cifar10", "task": "multiclass", "modality": "image",
-            "normalization": {"method": CHANNEL_STANDARDIZATION, "fitted_on": "train", "mean": mean, "std": std}}
+    meta = {
+        "dataset": "cifar10",
+        "task": "multiclass",
+        "modality": "image",
+        "normalization": {"method": CHANNEL_STANDARDIZATION, "fitted_on": "train", "mean": mean, "std": std},
+    }
     pixels = (images / np.float32(255)).astype(np.float32)
     x = from_unit_range(pixels, meta)
     np.testing.assert_allclose(x.mean(axis=(0, 2, 3)), 0, atol=1e-5)

@@ -7,7 +7,7 @@ import copy
 import pytest
 import yaml
 
-from pipelines.config import ConfigError, DEFAULT_PARAMS_PATH, load_params, validate
+from pipelines.config import DEFAULT_PARAMS_PATH, ConfigError, load_params, validate
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,9 @@ def with_change(raw: dict, path: str, value) -> dict:
 def test_real_params_load_in_every_profile(profile):
     params = load_params(profile=profile)
     assert params.profile == profile
-    assert {"perceptron_and", "mlp_churn", "keras_convnet_mnist", "lenet5_mnist", "lstm_imdb"} <= set(params.experiments)
+    assert {"perceptron_and", "mlp_churn", "keras_convnet_mnist", "lenet5_mnist", "lstm_imdb"} <= set(
+        params.experiments
+    )
 
 
 def test_profiles_merge_most_specific_last():

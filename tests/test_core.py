@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.training.module import SupervisedModule
+from pipelines.data.datamodule import TensorBatches
 from pipelines.diagnostics.bias_variance import REMEDIES
 from pipelines.diagnostics.bias_variance import verdict as bias_variance_verdict
-from pipelines.data.datamodule import TensorBatches
 from pipelines.tasks import get_task
+from pipelines.training.module import SupervisedModule
 
 
 def _mnist_test_slice(mirror, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,8 +40,9 @@ def test_batches_cover_every_sample_once_per_epoch():
 
 def test_batches_shard_across_ranks_like_distributed_sampler():
     x, y = torch.zeros(10, 1), torch.arange(10)
-    shards = [torch.cat([b[1] for b in TensorBatches(x, y, 2, shuffle=True, seed=1, rank=r, world_size=3)])
-              for r in range(3)]
+    shards = [
+        torch.cat([b[1] for b in TensorBatches(x, y, 2, shuffle=True, seed=1, rank=r, world_size=3)]) for r in range(3)
+    ]
     assert {len(s) for s in shards} == {4}  # ceil(10 / 3), padded by wrapping
     assert set(torch.cat(shards).tolist()) == set(range(10))
     assert len(TensorBatches(x, y, 2, rank=0, world_size=3)) == 2
@@ -56,10 +57,25 @@ def test_batches_reject_mismatched_inputs():
 
 
 def _module(regularization: dict) -> SupervisedModule:
-    spec = {"input_shape": [1, 28, 28], "num_outputs": 10, "activation": "relu", "dropout": 0.0,
-            "batch_norm": False, "vocab_size": None}
-    return SupervisedModule("lenet5", spec, {"pooling": "max"}, "multiclass", {"num_classes": 10}, "ce",
-                           {"name": "adam", "lr": 1e-3}, regularization, "he_uniform")
+    spec = {
+        "input_shape": [1, 28, 28],
+        "num_outputs": 10,
+        "activation": "relu",
+        "dropout": 0.0,
+        "batch_norm": False,
+        "vocab_size": None,
+    }
+    return SupervisedModule(
+        "lenet5",
+        spec,
+        {"pooling": "max"},
+        "multiclass",
+        {"num_classes": 10},
+        "ce",
+        {"name": "adam", "lr": 1e-3},
+        regularization,
+        "he_uniform",
+    )
 
 
 def test_training_loss_is_data_loss_plus_penalty_on_real_mnist(mirror):
@@ -83,7 +99,7 @@ def test_module_learns_real_digits_in_a_few_steps(mirror):
     module = _module({"type": "none"})
     module.log = module.log_dict = lambda *a, **kw: None
     optimizer = module.configure_optimizers()
-    for epoch in range(3):
+    for _epoch in range(3):
         for i in range(0, 1500, 100):
             optimizer.zero_grad()
             module.training_step((x[i : i + 100], y[i : i + 100]), i).backward()
@@ -118,8 +134,12 @@ def test_metric_sets_per_task():
 
 @pytest.mark.parametrize(
     ("train", "val", "verdict"),
-    [(0.01, 0.015, "good"), (0.20, 0.21, "high_bias"), (0.01, 0.10, "high_variance"),
-     (0.20, 0.35, "high_bias_and_variance")],
+    [
+        (0.01, 0.015, "good"),
+        (0.20, 0.21, "high_bias"),
+        (0.01, 0.10, "high_variance"),
+        (0.20, 0.35, "high_bias_and_variance"),
+    ],
 )
 def test_verdicts(train, val, verdict):
     d = bias_variance_verdict(train, val, val + 0.01, reference_error=0.0, tolerance=0.02)

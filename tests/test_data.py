@@ -22,8 +22,10 @@ import pandas as pd
 import pytest
 
 from pipelines import REPO_ROOT
-from pipelines.data.catalog import RawFile, get_dataset
 from pipelines.config import DatasetConfig
+from pipelines.data.catalog import RawFile, get_dataset
+from pipelines.data.fetch import MIRROR_ENV, URL_ENV, fetch, sha256_file, verify
+from pipelines.data.prepared import load_prepared, to_unit_range
 from pipelines.data.preparers import (
     CHURN_NUMERIC,
     IMDB_COLUMNS,
@@ -34,19 +36,19 @@ from pipelines.data.preparers import (
     daily_series,
     prepare_dataset,
 )
-from pipelines.errors import DataError, DataFormatError, DataIntegrityError, DataNotFoundError
-from pipelines.data.fetch import MIRROR_ENV, URL_ENV, fetch, sha256_file, verify
-from pipelines.stages.prepare import main as prepare_main
-from pipelines.data.prepared import load_prepared, to_unit_range
 from pipelines.data.readers import read_cifar_batch, read_csv, read_idx
+from pipelines.errors import DataError, DataFormatError, DataIntegrityError, DataNotFoundError
+from pipelines.stages.prepare import main as prepare_main
 
 MNIST = {raw.name: raw for raw in get_dataset("mnist").files}
 T10K_IMAGES, T10K_LABELS = MNIST["t10k-images-idx3-ubyte.gz"], MNIST["t10k-labels-idx1-ubyte.gz"]
 TRAIN_IMAGES = MNIST["train-images-idx3-ubyte.gz"]
 CHURN = get_dataset("churn").files[0]
 TEMPERATURES = get_dataset("melbourne_temp").files[0]
-CHURN_HEADER = ("RowNumber,CustomerId,Surname,CreditScore,Geography,Gender,Age,Tenure,Balance,NumOfProducts,"
-                "HasCrCard,IsActiveMember,EstimatedSalary,Exited").split(",")
+CHURN_HEADER = (
+    "RowNumber,CustomerId,Surname,CreditScore,Geography,Gender,Age,Tenure,Balance,NumOfProducts,"
+    "HasCrCard,IsActiveMember,EstimatedSalary,Exited"
+).split(",")
 # Published facts about the real files (shared/data/README.md).
 MNIST_TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 MNIST_TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -114,7 +116,7 @@ def test_read_idx_reads_the_repacked_train_images(mirror: Path) -> None:
 def test_read_idx_rejects_truncated_payload(mirror: Path, tmp_path: Path) -> None:
     raw_idx = gzip.decompress((mirror / T10K_IMAGES.path).read_bytes())
     path = tmp_path / "t10k-images-idx3-ubyte"
-    path.write_bytes(raw_idx[:16 + 123])
+    path.write_bytes(raw_idx[: 16 + 123])
     with pytest.raises(DataFormatError, match=r"truncated: header says 10000x28x28 = 7840000 bytes, found 123") as exc:
         read_idx(path)
     assert str(path) in str(exc.value)
@@ -152,9 +154,12 @@ def test_read_cifar_batch_real_test_batch(mirror: Path) -> None:
 def test_read_cifar_batch_rejects_a_truncated_batch(mirror: Path, tmp_path: Path) -> None:
     content = gzip.decompress((mirror / CIFAR_TEST.path).read_bytes())
     path = tmp_path / CIFAR_TEST.name
-    path.write_bytes(gzip.compress(content[:100 * 3073 + 1000]))  # a valid gzip of 100 records and part of one
-    with pytest.raises(DataFormatError, match=r"truncated or malformed CIFAR-10 batch: 308300 bytes is not a whole "
-                                              r"number of 3073-byte records .*100 records and 1000 bytes left") as exc:
+    path.write_bytes(gzip.compress(content[: 100 * 3073 + 1000]))  # a valid gzip of 100 records and part of one
+    with pytest.raises(
+        DataFormatError,
+        match=r"truncated or malformed CIFAR-10 batch: 308300 bytes is not a whole "
+        r"number of 3073-byte records .*100 records and 1000 bytes left",
+    ) as exc:
         read_cifar_batch(path)
     assert str(path) in str(exc.value)
 
@@ -165,7 +170,7 @@ def test_read_cifar_batch_rejects_a_truncated_batch(mirror: Path, tmp_path: Path
 
 
 def test_read_cifar_batch_rejects_a_bad_label(mirror: Path, tmp_path: Path) -> None:
-    content = bytearray(gzip.decompress((mirror / CIFAR_TEST.path).read_bytes())[:20 * 3073])
+    content = bytearray(gzip.decompress((mirror / CIFAR_TEST.path).read_bytes())[: 20 * 3073])
     content[5 * 3073] = 10  # record 5's label byte
     path = tmp_path / "test_batch.bin"
     path.write_bytes(bytes(content))
@@ -229,7 +234,9 @@ def test_verify_accepts_canonical_and_repacked_mirror_files(mirror: Path) -> Non
             if raw.required or (mirror / raw.path).exists():  # the mirror has CIFAR-10 train batches 1-3 of 5
                 assert verify(mirror / raw.path, raw) == mirror / raw.path
     assert [raw.name for raw in CIFAR.values() if not (mirror / raw.path).exists()] == [
-        "data_batch_4.bin.gz", "data_batch_5.bin.gz"]
+        "data_batch_4.bin.gz",
+        "data_batch_5.bin.gz",
+    ]
 
 
 def test_verify_cifar_batches_by_payload(mirror: Path, tmp_path: Path) -> None:
@@ -298,8 +305,9 @@ def test_fetch_uses_the_mirror_in_place(mirror: Path, tmp_path: Path) -> None:
     assert not cache.exists()
 
 
-def test_fetch_reads_the_mirror_from_the_environment(mirror: Path, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fetch_reads_the_mirror_from_the_environment(
+    mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(MIRROR_ENV, str(mirror))
     assert fetch(CHURN, cache_dir=tmp_path / "cache") == mirror / CHURN.path
 
@@ -361,8 +369,9 @@ def test_fetch_downloads_verifies_and_then_uses_the_cache(mirror: Path, tmp_path
     assert files_under(cache) == [path]  # no temporary files left
 
 
-def test_fetch_falls_back_from_base_url_to_catalog_urls(mirror: Path, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fetch_falls_back_from_base_url_to_catalog_urls(
+    mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     with serve(empty) as (base, base_requests), serve(mirror) as (good, _):
@@ -396,8 +405,9 @@ def test_fetch_replaces_a_corrupt_cached_copy(mirror: Path, tmp_path: Path) -> N
 # ------------------------------------------------------------------------------------------------ prepare
 
 
-@pytest.mark.parametrize(("name", "truth"), [("logic_and", [0, 0, 0, 1]), ("logic_or", [0, 1, 1, 1]),
-                                             ("logic_xor", [0, 1, 1, 0])])
+@pytest.mark.parametrize(
+    ("name", "truth"), [("logic_and", [0, 0, 0, 1]), ("logic_or", [0, 1, 1, 1]), ("logic_xor", [0, 1, 1, 0])]
+)
 def test_prepare_logic_gates(name: str, truth: list[int]) -> None:
     arrays, meta, extra = prepare_dataset(name, DatasetConfig(), seed=0)
     assert set(arrays) == {"train", "val", "test"}
@@ -424,8 +434,9 @@ def test_prepare_mnist(mirror: Path) -> None:
 
 
 def test_prepare_fashion_mnist(mirror: Path) -> None:
-    arrays, meta, _ = prepare_dataset("fashion_mnist", DatasetConfig(val_fraction=0.1, max_train_samples=500), 7,
-                                      mirror=mirror)
+    arrays, meta, _ = prepare_dataset(
+        "fashion_mnist", DatasetConfig(val_fraction=0.1, max_train_samples=500), 7, mirror=mirror
+    )
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = arrays["train"], arrays["val"], arrays["test"]
     assert x_train.shape == (500, 1, 28, 28) and x_val.shape == (6000, 1, 28, 28) and x_test.shape == (10000, 1, 28, 28)
     assert x_train.dtype == np.float32 and y_train.dtype == np.int64
@@ -450,7 +461,10 @@ def cifar_prepared(mirror: Path):
 def test_prepare_cifar10_splits(mirror: Path, cifar_prepared) -> None:
     arrays, meta, extra = cifar_prepared
     assert {s: arrays[s][0].shape for s in arrays} == {
-        "train": (1000, 3, 32, 32), "val": (3000, 3, 32, 32), "test": (10000, 3, 32, 32)}
+        "train": (1000, 3, 32, 32),
+        "val": (3000, 3, 32, 32),
+        "test": (10000, 3, 32, 32),
+    }
     assert all(x.dtype == np.float32 and y.dtype == np.int64 for x, y in arrays.values()) and extra == {}
     assert meta["train_batches"] == [1, 2, 3] and meta["train_images_available"] == 30000
     assert meta["raw_files"] == [f"cifar10/data_batch_{k}.bin.gz" for k in (1, 2, 3)] + ["cifar10/test_batch.bin.gz"]
@@ -465,11 +479,13 @@ def test_prepare_cifar10_splits(mirror: Path, cifar_prepared) -> None:
     for values in pixels.values():
         np.testing.assert_allclose(values, np.round(values), atol=2e-3)
     np.testing.assert_array_equal(np.round(pixels["test"]).astype(np.uint8), test_images)
-    train_images = np.concatenate([read_cifar_batch(mirror / CIFAR[f"data_batch_{k}.bin.gz"].path)[0]
-                                   for k in (1, 2, 3)])
+    train_images = np.concatenate(
+        [read_cifar_batch(mirror / CIFAR[f"data_batch_{k}.bin.gz"].path)[0] for k in (1, 2, 3)]
+    )
     known = {image.tobytes() for image in train_images}  # 30,000 distinct images
-    keys = {s: {np.round(pixels[s][i]).astype(np.uint8).tobytes() for i in range(len(pixels[s]))}
-            for s in ("train", "val")}
+    keys = {
+        s: {np.round(pixels[s][i]).astype(np.uint8).tobytes() for i in range(len(pixels[s]))} for s in ("train", "val")
+    }
     assert len(keys["train"]) == 1000 and len(keys["val"]) == 3000
     assert keys["train"] <= known and keys["val"] <= known and not keys["train"] & keys["val"]
 
@@ -499,14 +515,16 @@ def test_prepare_cifar10_uses_whichever_train_batches_exist(mirror: Path, tmp_pa
         prepare_dataset("cifar10", DatasetConfig(max_train_samples=100), 42, mirror=partial)
     batch2 = CIFAR["data_batch_2.bin.gz"].path
     (partial / batch2).symlink_to(mirror / batch2)
-    arrays, meta, _ = prepare_dataset("cifar10", DatasetConfig(val_fraction=0.1, max_train_samples=100), 42,
-                                      mirror=partial)
+    arrays, meta, _ = prepare_dataset(
+        "cifar10", DatasetConfig(val_fraction=0.1, max_train_samples=100), 42, mirror=partial
+    )
     assert meta["train_batches"] == [2] and meta["train_images_available"] == 10000
     assert {s: len(y) for s, (_, y) in arrays.items()} == {"train": 100, "val": 1000, "test": 10000}
 
 
-@pytest.mark.parametrize(("dataset", "name"), [("fashion_mnist", "train-images-idx3-ubyte.gz"),
-                                               ("cifar10", "data_batch_1.bin.gz")])
+@pytest.mark.parametrize(
+    ("dataset", "name"), [("fashion_mnist", "train-images-idx3-ubyte.gz"), ("cifar10", "data_batch_1.bin.gz")]
+)
 def test_prepare_image_datasets_verify_the_sha256(mirror: Path, tmp_path: Path, dataset: str, name: str) -> None:
     """One pixel changed in a well-formed gzip copy of the dataset's first file: its checksum and payload checksum
     both fail, and prepare stops there, naming the file and the expected digests."""
@@ -532,7 +550,7 @@ def test_prepare_churn(mirror: Path) -> None:
     geo = [names.index(f"Geography_{c}") for c in ("France", "Germany", "Spain")]
     numeric = meta["numeric_features"]
     assert [names[i] for i in numeric] == list(CHURN_NUMERIC)
-    for split, (x, y) in arrays.items():
+    for x, y in arrays.values():
         assert x.dtype == np.float32 and y.dtype == np.int64
         assert np.isin(x[:, geo], [0, 1]).all() and (x[:, geo].sum(axis=1) == 1).all()  # one-hot
         assert np.isin(x[:, names.index("Gender")], [0, 1]).all()
@@ -621,8 +639,7 @@ def temp_prepared(mirror: Path):
 def expected_target_dates(series: pd.Series, window: int) -> list[pd.Timestamp]:
     """Every date whose ``window`` previous calendar days are all in the file, in order."""
     dates = set(series.index)
-    return [day for day in series.index
-            if all(day - pd.Timedelta(days=lag) in dates for lag in range(1, window + 1))]
+    return [day for day in series.index if all(day - pd.Timedelta(days=lag) in dates for lag in range(1, window + 1))]
 
 
 def test_read_csv_melbourne_temperatures(mirror: Path) -> None:
@@ -642,13 +659,18 @@ def test_melbourne_temp_prepare_verifies_the_sha256(mirror: Path, tmp_path: Path
     assert str(bad_mirror / TEMPERATURES.path) in message and TEMPERATURES.sha256[0] in message
 
 
-@pytest.mark.parametrize(("line", "replacement", "message"), [
-    ('"1981-01-05",15.8', '"1981-01-05",?15.8', r"line 6: Temp is '\?15.8'; expected a finite number"),
-    ('"1981-01-05",15.8', '"1981-01-03",15.8', r"line 6: Date is '1981-01-03'; expected a date after"),
-    ('"1981-01-05",15.8', '"1981-13-05",15.8', r"line 6: Date is '1981-13-05'; expected a date YYYY-MM-DD"),
-], ids=["temperature", "order", "date"])
-def test_daily_series_names_the_bad_line(mirror: Path, tmp_path: Path, line: str, replacement: str,
-                                         message: str) -> None:
+@pytest.mark.parametrize(
+    ("line", "replacement", "message"),
+    [
+        ('"1981-01-05",15.8', '"1981-01-05",?15.8', r"line 6: Temp is '\?15.8'; expected a finite number"),
+        ('"1981-01-05",15.8', '"1981-01-03",15.8', r"line 6: Date is '1981-01-03'; expected a date after"),
+        ('"1981-01-05",15.8', '"1981-13-05",15.8', r"line 6: Date is '1981-13-05'; expected a date YYYY-MM-DD"),
+    ],
+    ids=["temperature", "order", "date"],
+)
+def test_daily_series_names_the_bad_line(
+    mirror: Path, tmp_path: Path, line: str, replacement: str, message: str
+) -> None:
     text = (mirror / TEMPERATURES.path).read_text()
     assert line in text
     path = tmp_path / TEMPERATURES.name
@@ -675,7 +697,7 @@ def test_prepare_melbourne_temp_windows_are_the_raw_series(temp_prepared, temp_s
     assert len(targets) == len(y) == 3650 - 14 - 28 and meta["dropped_windows"] == 28
     assert pd.Timestamp("1985-01-14") not in targets and pd.Timestamp("1985-01-15") in targets
     for k, day in enumerate(targets):  # row k: the 14 days before its target, then the target day itself, in °C
-        past = temp_series[day - pd.Timedelta(days=14): day - pd.Timedelta(days=1)].to_numpy()
+        past = temp_series[day - pd.Timedelta(days=14) : day - pd.Timedelta(days=1)].to_numpy()
         np.testing.assert_allclose(x[k] * std + mean, past, atol=1e-4)
         assert y[k] == np.float32(temp_series[day])
     # The first sample: the file's first 14 days predict 1981-01-15.
@@ -683,22 +705,24 @@ def test_prepare_melbourne_temp_windows_are_the_raw_series(temp_prepared, temp_s
     assert arrays["train"][1][0] == np.float32(temp_series["1981-01-15"])
 
 
-def test_prepare_melbourne_temp_splits_are_chronological_and_disjoint(mirror: Path, temp_prepared,
-                                                                      temp_series: pd.Series) -> None:
+def test_prepare_melbourne_temp_splits_are_chronological_and_disjoint(
+    mirror: Path, temp_prepared, temp_series: pd.Series
+) -> None:
     arrays, meta, _ = temp_prepared
     sizes = {split: len(arrays[split][1]) for split in ("train", "val", "test")}
     assert sizes == {"train": 2525, "val": 361, "test": 722}  # 722 = ceil(0.2 * 3608), 361 = ceil(0.125 * 2886)
     targets = expected_target_dates(temp_series, 14)
     bounds = np.cumsum([0, sizes["train"], sizes["val"], sizes["test"]])
-    dates = {split: targets[bounds[i]:bounds[i + 1]] for i, split in enumerate(("train", "val", "test"))}
+    dates = {split: targets[bounds[i] : bounds[i + 1]] for i, split in enumerate(("train", "val", "test"))}
     assert meta["split_dates"] == {split: [str(d[0].date()), str(d[-1].date())] for split, d in dates.items()}
     # Disjoint and in time order. A window precedes its target, so the latest day any train sample sees is the last
     # train target: no val or test target reaches the training data.
     assert dates["train"][-1] < dates["val"][0] and dates["val"][-1] < dates["test"][0]
     assert meta["split_dates"]["test"] == ["1988-12-25", "1990-12-31"]
 
-    latest = prepare_dataset("melbourne_temp", TEMP_CONFIG.model_copy(update={"max_train_samples": 500}), 42,
-                             mirror=mirror)
+    latest = prepare_dataset(
+        "melbourne_temp", TEMP_CONFIG.model_copy(update={"max_train_samples": 500}), 42, mirror=mirror
+    )
     assert len(latest.arrays["train"][1]) == 500  # the 500 windows just before val, not a random subset
     np.testing.assert_array_equal(latest.arrays["train"][1], arrays["train"][1][-500:])
     np.testing.assert_array_equal(latest.arrays["test"][1], arrays["test"][1])
@@ -707,9 +731,10 @@ def test_prepare_melbourne_temp_splits_are_chronological_and_disjoint(mirror: Pa
 def test_prepare_melbourne_temp_standardises_with_train_statistics(temp_prepared, temp_series: pd.Series) -> None:
     arrays, meta, _ = temp_prepared
     assert meta["normalization"]["method"] == "standard" and meta["normalization"]["fitted_on"] == "train"
-    targets = expected_target_dates(temp_series, 14)[:len(arrays["train"][1])]
-    raw_train = np.stack([temp_series[day - pd.Timedelta(days=14): day - pd.Timedelta(days=1)].to_numpy()
-                          for day in targets])
+    targets = expected_target_dates(temp_series, 14)[: len(arrays["train"][1])]
+    raw_train = np.stack(
+        [temp_series[day - pd.Timedelta(days=14) : day - pd.Timedelta(days=1)].to_numpy() for day in targets]
+    )
     for j, name in enumerate(meta["feature_names"]):
         stats = meta["normalization"]["features"][name]
         assert stats["mean"] == pytest.approx(raw_train[:, j].mean())
@@ -752,8 +777,14 @@ def test_prepare_stage_subprocess_corrupt_mirror_exits_2(mirror: Path, tmp_path:
     out = tmp_path / "prepared"
     env = {k: v for k, v in os.environ.items() if k not in (MIRROR_ENV, URL_ENV)}
     env[MIRROR_ENV] = str(bad_mirror)
-    result = subprocess.run([sys.executable, "-m", "pipelines.stages.prepare", "churn", "--out", str(out)],
-                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.stages.prepare", "churn", "--out", str(out)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -770,4 +801,3 @@ def test_prepare_module_does_not_import_torch() -> None:
 def test_no_hard_coded_shared_path() -> None:
     for module in ("data/fetch", "data/readers", "data/preparers", "stages/prepare", "stages/augment", "errors"):
         assert "../shared" not in (REPO_ROOT / "pipelines" / f"{module}.py").read_text()
-

@@ -27,26 +27,36 @@ def _write(root: Path, files: dict[str, str]) -> None:
 
 
 def test_import_closure_follows_static_imports_anywhere_but_not_imports_by_name(tmp_path):
-    _write(tmp_path, {
-        "pipelines/__init__.py": "",
-        "pipelines/stage.py": "import os\nfrom pipelines import core\n\ndef run():\n    from pipelines.lazy import f\n"
-                              "    import importlib\n    importlib.import_module('pipelines.by_name')\n",
-        "pipelines/core.py": "from .sub import leaf\nimport torch\n",
-        "pipelines/sub/__init__.py": "",
-        "pipelines/sub/leaf.py": "from ..core import x\n",
-        "pipelines/lazy.py": "",
-        "pipelines/by_name.py": "",
-        "pipelines/unused.py": "",
-        "models/__init__.py": "",
-    })
+    _write(
+        tmp_path,
+        {
+            "pipelines/__init__.py": "",
+            "pipelines/stage.py": "import os\nfrom pipelines import core\n\ndef run():\n    from pipelines.lazy import f\n"
+            "    import importlib\n    importlib.import_module('pipelines.by_name')\n",
+            "pipelines/core.py": "from .sub import leaf\nimport torch\n",
+            "pipelines/sub/__init__.py": "",
+            "pipelines/sub/leaf.py": "from ..core import x\n",
+            "pipelines/lazy.py": "",
+            "pipelines/by_name.py": "",
+            "pipelines/unused.py": "",
+            "models/__init__.py": "",
+        },
+    )
     found = {p.relative_to(tmp_path).as_posix() for p in import_closure(["pipelines.stage"], root=tmp_path)}
-    assert found == {"pipelines/__init__.py", "pipelines/stage.py", "pipelines/core.py", "pipelines/sub/__init__.py",
-                     "pipelines/sub/leaf.py", "pipelines/lazy.py"}
+    assert found == {
+        "pipelines/__init__.py",
+        "pipelines/stage.py",
+        "pipelines/core.py",
+        "pipelines/sub/__init__.py",
+        "pipelines/sub/leaf.py",
+        "pipelines/lazy.py",
+    }
     with pytest.raises(ModuleNotFoundError, match="pipelines.missing"):
         import_closure(["pipelines.missing"], root=tmp_path)
 
 
 # -------------------------------------------------------------------------------- acceptance on the tiny repro
+
 
 @pytest.fixture(scope="module")
 def repo(tiny_repo, tmp_path_factory):
@@ -135,11 +145,20 @@ def test_a_new_architecture_and_experiment_leave_every_other_stage_unchanged(rep
     root, env = repo
     specs = (root / "models" / "dense" / "specs.py").read_text()
     edit("models/dense/linear.py", NEW_MODULE)
-    edit("models/dense/specs.py", specs + '\n\nregister(Architecture("linear_test", "models.dense.linear:Linear", '
-                                          'NoParams, "test", "test", frozenset({"tabular"}), frozenset({"binary"})))\n')
+    edit(
+        "models/dense/specs.py",
+        specs + '\n\nregister(Architecture("linear_test", "models.dense.linear:Linear", '
+        'NoParams, "test", "test", frozenset({"tabular"}), frozenset({"binary"})))\n',
+    )
     params = (root / "params.yaml").read_text()
-    edit("params.yaml", params.replace("\nexperiments:\n", "\nexperiments:\n  linear_churn:\n"
-                                       "    architecture: linear_test\n    dataset: churn\n    loss: bce\n", 1))
+    edit(
+        "params.yaml",
+        params.replace(
+            "\nexperiments:\n",
+            "\nexperiments:\n  linear_churn:\n    architecture: linear_test\n    dataset: churn\n    loss: bce\n",
+            1,
+        ),
+    )
     changed = _changed(root, env)
     assert changed == {"train@linear_churn", "evaluate@linear_churn", "diagnose@linear_churn", "report"}, changed
 
@@ -192,6 +211,7 @@ def test_a_finished_search_leaves_train_up_to_date_while_use_tuned_is_false(repo
 def test_retraining_with_the_same_params_gives_the_same_bytes(repo):
     """No run id or time stamp in what DVC hashes: a forced retrain leaves evaluate and diagnose up to date."""
     root, env = repo
+
     def outs() -> list[dict]:  # metrics/train holds the run id and fit time: for the report, a leaf
         entries = yaml.safe_load((root / "dvc.lock").read_text())["stages"]["train@perceptron_and"]["outs"]
         return [e for e in entries if not e["path"].startswith("metrics/")]

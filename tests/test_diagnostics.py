@@ -14,14 +14,20 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.training.module import SupervisedModule
 from pipelines.config import DatasetConfig, ExperimentConfig, GradientDiagnosticsConfig
 from pipelines.data.datamodule import TensorBatches
-from pipelines.data.preparers import prepare_churn, prepare_melbourne_temp
-from pipelines.diagnostics.refits import bootstrap, bootstrap_decomposition, learning_curve, more_data_verdict, seed_spread
-from pipelines.training.gradient_flow import GradientDiagnostics, dead_fraction, layer_weights
 from pipelines.data.prepared import load_prepared, write_prepared
+from pipelines.data.preparers import prepare_churn, prepare_melbourne_temp
 from pipelines.data.readers import read_idx
+from pipelines.diagnostics.refits import (
+    bootstrap,
+    bootstrap_decomposition,
+    learning_curve,
+    more_data_verdict,
+    seed_spread,
+)
+from pipelines.training.gradient_flow import GradientDiagnostics, dead_fraction, layer_weights
+from pipelines.training.module import SupervisedModule
 
 DEFAULTS = GradientDiagnosticsConfig()
 
@@ -36,17 +42,43 @@ def mnist(mirror):
 
 def deep_mlp(activation: str, initializer: str, *, optimizer: dict | None = None) -> SupervisedModule:
     """A 10-layer MLP (9 hidden layers of 64 units and the output layer) for MNIST."""
-    spec = {"input_shape": [1, 28, 28], "num_outputs": 10, "activation": activation, "dropout": 0.0,
-            "batch_norm": False, "vocab_size": None}
-    return SupervisedModule("mlp", spec, {"hidden_sizes": [64] * 9}, "multiclass", {"num_classes": 10}, "ce",
-                           optimizer or {"name": "adam", "lr": 1e-3}, {"type": "none", "strength": 0.0}, initializer)
+    spec = {
+        "input_shape": [1, 28, 28],
+        "num_outputs": 10,
+        "activation": activation,
+        "dropout": 0.0,
+        "batch_norm": False,
+        "vocab_size": None,
+    }
+    return SupervisedModule(
+        "mlp",
+        spec,
+        {"hidden_sizes": [64] * 9},
+        "multiclass",
+        {"num_classes": 10},
+        "ce",
+        optimizer or {"name": "adam", "lr": 1e-3},
+        {"type": "none", "strength": 0.0},
+        initializer,
+    )
 
 
 def fit_with_diagnostics(module, data, steps: int = 48, every: int = 4) -> GradientDiagnostics:
-    callback = GradientDiagnostics(every_n_steps=every, vanishing_ratio=DEFAULTS.vanishing_ratio,
-                                   exploding_norm=DEFAULTS.exploding_norm, exploding_ratio=DEFAULTS.exploding_ratio)
-    trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[callback], num_sanity_val_steps=0)
+    callback = GradientDiagnostics(
+        every_n_steps=every,
+        vanishing_ratio=DEFAULTS.vanishing_ratio,
+        exploding_norm=DEFAULTS.exploding_norm,
+        exploding_ratio=DEFAULTS.exploding_ratio,
+    )
+    trainer = L.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+        num_sanity_val_steps=0,
+    )
     trainer.fit(module, TensorBatches(*data, batch_size=64, shuffle=True, seed=0))
     return callback
 
@@ -122,11 +154,20 @@ def churn(mirror, tmp_path_factory):
 
 
 def churn_experiment(**diagnostics) -> ExperimentConfig:
-    return ExperimentConfig.model_validate({
-        "architecture": "mlp", "dataset": "churn", "model": {"hidden_sizes": [16]}, "loss": "bce",
-        "initializer": "he_uniform", "optimizer": {"name": "adam", "lr": 0.01}, "batch_size": 128,
-        "trainer": {"max_epochs": 3},
-        "early_stopping": {"enabled": False}, "diagnostics": diagnostics})
+    return ExperimentConfig.model_validate(
+        {
+            "architecture": "mlp",
+            "dataset": "churn",
+            "model": {"hidden_sizes": [16]},
+            "loss": "bce",
+            "initializer": "he_uniform",
+            "optimizer": {"name": "adam", "lr": 0.01},
+            "batch_size": 128,
+            "trainer": {"max_epochs": 3},
+            "early_stopping": {"enabled": False},
+            "diagnostics": diagnostics,
+        }
+    )
 
 
 def test_learning_curve_has_one_point_per_fraction(churn):
@@ -140,8 +181,10 @@ def test_learning_curve_has_one_point_per_fraction(churn):
 
 
 def test_more_data_verdict():
-    falling = [{"train_samples": 100, "train_error": 0.05, "val_error": 0.30},
-               {"train_samples": 200, "train_error": 0.08, "val_error": 0.22}]
+    falling = [
+        {"train_samples": 100, "train_error": 0.05, "val_error": 0.30},
+        {"train_samples": 200, "train_error": 0.08, "val_error": 0.22},
+    ]
     assert more_data_verdict(falling, 0.02)[0] is True
     flat = [dict(falling[0], val_error=0.22), falling[1]]
     assert more_data_verdict(flat, 0.02)[0] is False
@@ -159,10 +202,18 @@ def test_seed_spread_gives_one_fit_per_seed_and_differs(churn):
 def test_bootstrap_decomposition_adds_up_on_real_temperatures(mirror, tmp_path):
     prepared = prepare_melbourne_temp(DatasetConfig(val_fraction=0.125, test_fraction=0.2), 0, mirror=mirror)
     data = load_prepared(write_prepared(tmp_path / "melbourne_temp", *prepared), mmap=False)
-    exp = ExperimentConfig.model_validate({
-        "architecture": "mlp", "dataset": "melbourne_temp", "model": {"hidden_sizes": [8]}, "loss": "mse",
-        "optimizer": {"name": "adam", "lr": 0.01}, "trainer": {"max_epochs": 2}, "early_stopping": {"enabled": False},
-        "diagnostics": {"bootstrap": {"enabled": True, "rounds": 3}}})
+    exp = ExperimentConfig.model_validate(
+        {
+            "architecture": "mlp",
+            "dataset": "melbourne_temp",
+            "model": {"hidden_sizes": [8]},
+            "loss": "mse",
+            "optimizer": {"name": "adam", "lr": 0.01},
+            "trainer": {"max_epochs": 2},
+            "early_stopping": {"enabled": False},
+            "diagnostics": {"bootstrap": {"enabled": True, "rounds": 3}},
+        }
+    )
     result = bootstrap(exp, data, seed=0)
     assert result["rounds"] == 3
     parts = result["bias_squared"] + result["variance"] + result["noise"]

@@ -106,13 +106,15 @@ def test_conv_fan_in_counts_the_kernel():
 @pytest.mark.parametrize("name", sorted(INITIALIZERS))
 def test_biases_are_zero_and_embeddings_and_norms_untouched(name):
     torch.manual_seed(0)
-    net = nn.ModuleDict({
-        "emb": nn.Embedding(10, 4),
-        "lstm": nn.LSTM(4, 3, batch_first=True),
-        "conv": nn.Conv1d(4, 5, 3),
-        "bn": nn.BatchNorm1d(5),
-        "fc": nn.Linear(5, 2),
-    })
+    net = nn.ModuleDict(
+        {
+            "emb": nn.Embedding(10, 4),
+            "lstm": nn.LSTM(4, 3, batch_first=True),
+            "conv": nn.Conv1d(4, 5, 3),
+            "bn": nn.BatchNorm1d(5),
+            "fc": nn.Linear(5, 2),
+        }
+    )
     with torch.no_grad():
         net["bn"].weight.fill_(3.0)
     emb_before = net["emb"].weight.detach().clone()
@@ -299,8 +301,9 @@ def test_losses_are_picklable_scalars(name):
     targets = torch.tensor([0, 2, 1, 0]) if name == "ce" else torch.tensor([0, 1, 1, 0])
     if name.startswith("ce_"):  # localization: 3 logits and a box; targets (class, x1, y1, x2, y2)
         outputs = torch.cat([torch.randn(4, 3), torch.tensor([[0.1, 0.1, 0.5, 0.5]]).repeat(4, 1)], dim=1)
-        targets = torch.tensor([[0, 0.2, 0.2, 0.6, 0.6], [2, 0.0, 0.0, 0.3, 0.4], [1, 0.5, 0.5, 0.9, 0.9],
-                                [0, 0.1, 0.1, 0.5, 0.5]])
+        targets = torch.tensor(
+            [[0, 0.2, 0.2, 0.6, 0.6], [2, 0.0, 0.0, 0.3, 0.4], [1, 0.5, 0.5, 0.9, 0.9], [0, 0.1, 0.1, 0.5, 0.5]]
+        )
     value = loss_fn(outputs, targets)
     assert value.shape == () and torch.isfinite(value)
 

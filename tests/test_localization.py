@@ -27,8 +27,9 @@ def _t(rows) -> torch.Tensor:
 
 
 def _close(actual, expected, atol=1e-6):
-    torch.testing.assert_close(torch.as_tensor(actual, dtype=torch.float32),
-                               torch.as_tensor(expected, dtype=torch.float32), atol=atol, rtol=0)
+    torch.testing.assert_close(
+        torch.as_tensor(actual, dtype=torch.float32), torch.as_tensor(expected, dtype=torch.float32), atol=atol, rtol=0
+    )
 
 
 # ------------------------------------------------------------------------------------------------ IoU / GIoU
@@ -106,16 +107,15 @@ def _outputs(classes, boxes, num_classes=C, big=10.0):
     return torch.cat([logits, _t(boxes)], dim=1)
 
 
-TRUE = _t([[1, 0.0, 0.0, 0.5, 0.5],
-           [2, 0.0, 0.0, 0.5, 0.5],
-           [3, 0.2, 0.2, 0.6, 0.6],
-           [4, 0.5, 0.5, 1.0, 1.0]])
+TRUE = _t([[1, 0.0, 0.0, 0.5, 0.5], [2, 0.0, 0.0, 0.5, 0.5], [3, 0.2, 0.2, 0.6, 0.6], [4, 0.5, 0.5, 1.0, 1.0]])
 PRED = _outputs(
     [1, 2, 5, 0],
-    [[0.0, 0.0, 0.5, 0.5],  # right class, IoU 1
-     [0.0, 0.0, 0.25, 0.5],  # right class, IoU 0.125/0.25 = 0.5 exactly (dyadic: at the threshold)
-     [0.2, 0.2, 0.6, 0.5],  # wrong class, IoU 0.12/0.16 = 0.75
-     [0.0, 0.0, 0.5, 0.5]],  # wrong class, touching corner: IoU 0
+    [
+        [0.0, 0.0, 0.5, 0.5],  # right class, IoU 1
+        [0.0, 0.0, 0.25, 0.5],  # right class, IoU 0.125/0.25 = 0.5 exactly (dyadic: at the threshold)
+        [0.2, 0.2, 0.6, 0.5],  # wrong class, IoU 0.12/0.16 = 0.75
+        [0.0, 0.0, 0.5, 0.5],
+    ],  # wrong class, touching corner: IoU 0
 )
 IOUS = [1.0, 0.5, 0.75, 0.0]
 
@@ -133,8 +133,13 @@ def test_metrics_on_hand_built_outputs():
 
 def test_metrics_right_class_low_iou_and_wrong_class_high_iou():
     y = _t([[0, 0.0, 0.0, 0.5, 0.5], [1, 0.0, 0.0, 0.5, 0.5]])
-    out = _outputs([0, 2], [[0.25, 0.25, 0.75, 0.75],  # right class, IoU 0.0625/0.4375 = 1/7
-                            [0.0, 0.0, 0.5, 0.5]])  # wrong class, IoU 1
+    out = _outputs(
+        [0, 2],
+        [
+            [0.25, 0.25, 0.75, 0.75],  # right class, IoU 0.0625/0.4375 = 1/7
+            [0.0, 0.0, 0.5, 0.5],
+        ],
+    )  # wrong class, IoU 1
     at = AccuracyAtIoU(C)
     at.update(out, y)
     _close(at.compute(), 0.0)
@@ -253,8 +258,9 @@ def test_localizer_on_mnist_and_cifar_sizes(input_shape, spatial):
     """28 -> 14 -> 7 -> 3 -> 1 and 32 -> 16 -> 8 -> 4 -> 2 after four 2x2 poolings (floor)."""
     net = Localizer(NetworkSpec(input_shape, C, batch_norm=True))
     assert net(torch.rand(3, *input_shape)).shape == (3, C + 4)
-    assert sum(p.numel() for p in net.parameters()) == _expected_params(input_shape[0], [16, 32, 64, 64], 128, C,
-                                                                        spatial, True)
+    assert sum(p.numel() for p in net.parameters()) == _expected_params(
+        input_shape[0], [16, 32, 64, 64], 128, C, spatial, True
+    )
 
 
 def test_localizer_other_sizes_and_errors():
@@ -262,7 +268,8 @@ def test_localizer_other_sizes_and_errors():
     net = Localizer(NetworkSpec((3, 32, 48), 3), channels=[8, 8, 8], hidden_size=16)
     assert net(torch.rand(2, 3, 32, 48)).shape == (2, 3 + 4)
     assert sum(p.numel() for p in net.parameters()) == (
-        (27 + 1) * 8 + 2 * (72 + 1) * 8 + (8 * 4 * 6 + 1) * 16 + 17 * 3 + 17 * 4)
+        (27 + 1) * 8 + 2 * (72 + 1) * 8 + (8 * 4 * 6 + 1) * 16 + 17 * 3 + 17 * 4
+    )
     with pytest.raises(ValueError):
         Localizer(NetworkSpec((1, 8, 8), C))  # four poolings need H, W >= 16
     with pytest.raises(ValueError):
@@ -272,8 +279,10 @@ def test_localizer_other_sizes_and_errors():
 
 
 def test_centre_size_to_corners():
-    _close(centre_size_to_corners(_t([[0.5, 0.5, 0.2, 0.4], [0.05, 0.95, 0.3, 0.3]])),
-           [[0.4, 0.3, 0.6, 0.7], [0.0, 0.8, 0.2, 1.0]])
+    _close(
+        centre_size_to_corners(_t([[0.5, 0.5, 0.2, 0.4], [0.05, 0.95, 0.3, 0.3]])),
+        [[0.4, 0.3, 0.6, 0.7], [0.0, 0.8, 0.2, 1.0]],
+    )
 
 
 def test_localizer_backward_reaches_both_heads_and_trunk():
@@ -304,8 +313,12 @@ def canvases(mirror):
     from pipelines.config import DatasetConfig
     from pipelines.data.preparers import prepare_dataset
 
-    return prepare_dataset("mnist_localization", DatasetConfig(max_train_samples=64, max_test_samples=32,
-                                                              val_fraction=0.001), 7, mirror=mirror)
+    return prepare_dataset(
+        "mnist_localization",
+        DatasetConfig(max_train_samples=64, max_test_samples=32, val_fraction=0.001),
+        7,
+        mirror=mirror,
+    )
 
 
 def test_prepare_places_real_digits_inside_their_boxes(canvases, mirror):
@@ -317,11 +330,12 @@ def test_prepare_places_real_digits_inside_their_boxes(canvases, mirror):
     x, y = arrays["train"]
     assert x.shape == (64, 1, 64, 64) and x.dtype == np.float32 and y.shape == (64, 5)
     assert 0 <= x.min() and x.max() <= 1
-    _, labels = _read_idx_pair(mirror / "mnist" / "train-images-idx3-ubyte.gz",
-                               mirror / "mnist" / "train-labels-idx1-ubyte.gz")
+    _, labels = _read_idx_pair(
+        mirror / "mnist" / "train-images-idx3-ubyte.gz", mirror / "mnist" / "train-labels-idx1-ubyte.gz"
+    )
     assert set(y[:, 0].astype(int)) <= set(range(10)) and len(set(y[:, 0].astype(int))) >= 8
     sides = []
-    for image, (label, x1, y1, x2, y2) in zip(x[:, 0], y):
+    for image, (_label, x1, y1, x2, y2) in zip(x[:, 0], y):
         assert 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1
         c1, r1, c2, r2 = (int(round(v * 64)) for v in (x1, y1, x2, y2))
         inside = image[r1:r2, c1:c2].sum()
@@ -334,12 +348,20 @@ def test_prepare_is_seeded(canvases, mirror):
     from pipelines.config import DatasetConfig
     from pipelines.data.preparers import prepare_dataset
 
-    again, _, _ = prepare_dataset("mnist_localization", DatasetConfig(max_train_samples=64, max_test_samples=32,
-                                                                     val_fraction=0.001), 7, mirror=mirror)
+    again, _, _ = prepare_dataset(
+        "mnist_localization",
+        DatasetConfig(max_train_samples=64, max_test_samples=32, val_fraction=0.001),
+        7,
+        mirror=mirror,
+    )
     assert np.array_equal(again["train"][0], canvases[0]["train"][0])
     assert np.array_equal(again["test"][1], canvases[0]["test"][1])
-    other, _, _ = prepare_dataset("mnist_localization", DatasetConfig(max_train_samples=64, max_test_samples=32,
-                                                                     val_fraction=0.001), 8, mirror=mirror)
+    other, _, _ = prepare_dataset(
+        "mnist_localization",
+        DatasetConfig(max_train_samples=64, max_test_samples=32, val_fraction=0.001),
+        8,
+        mirror=mirror,
+    )
     assert not np.array_equal(other["test"][1][:, 1:], canvases[0]["test"][1][:, 1:])
 
 
@@ -350,14 +372,29 @@ def test_localization_module_trains_and_reports_iou(canvases, tmp_path):
 
     arrays, meta, _ = canvases
     x, y = (torch.from_numpy(a) for a in arrays["train"])
-    module = SupervisedModule("localizer", {"input_shape": (1, 64, 64), "num_outputs": 10, "batch_norm": True},
-                             {}, task="localization", task_meta={"num_classes": 10}, loss="ce_smooth_l1_giou",
-                             optimizer={"name": "adam", "lr": 1e-3}, regularization={"type": "none"},
-                             initializer="he_uniform")
+    module = SupervisedModule(
+        "localizer",
+        {"input_shape": (1, 64, 64), "num_outputs": 10, "batch_norm": True},
+        {},
+        task="localization",
+        task_meta={"num_classes": 10},
+        loss="ce_smooth_l1_giou",
+        optimizer={"name": "adam", "lr": 1e-3},
+        regularization={"type": "none"},
+        initializer="he_uniform",
+    )
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
     before = {k: v.clone() for k, v in module.network.state_dict().items()}
-    trainer = L.Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, loader)
     after = module.network.state_dict()
     assert not torch.equal(before["box_head.weight"], after["box_head.weight"])

@@ -130,22 +130,43 @@ def test_champion_moves_only_to_a_strictly_better_accuracy(store):
     assert worst.accuracy < mid.accuracy < best.accuracy, [m.accuracy for m in store.models]
 
     def reg(model: Logged):
-        return register(client, name=name, model_uri=model.model_uri, run_id=model.run_id, metric=metric,
-                        value=model.accuracy, greater_is_better=greater, tags={"experiment": "mlp_churn"})
+        return register(
+            client,
+            name=name,
+            model_uri=model.model_uri,
+            run_id=model.run_id,
+            metric=metric,
+            value=model.accuracy,
+            greater_is_better=greater,
+            tags={"experiment": "mlp_churn"},
+        )
 
     first = reg(mid)  # no champion yet
     assert (first.version, first.alias, first.champion_version, first.previous_champion_version) == (
-        1, CHAMPION, 1, None)
+        1,
+        CHAMPION,
+        1,
+        None,
+    )
     assert (_alias_version(client, name, CHAMPION), _alias_version(client, name, CHALLENGER)) == (1, None)
 
     worse = reg(worst)
     assert (worse.version, worse.alias, worse.champion_version, worse.champion_value) == (
-        2, CHALLENGER, 1, mid.accuracy)
+        2,
+        CHALLENGER,
+        1,
+        mid.accuracy,
+    )
     assert (_alias_version(client, name, CHAMPION), _alias_version(client, name, CHALLENGER)) == (1, 2)
 
     better = reg(best)
-    assert (better.version, better.alias, better.champion_version, better.champion_value,
-            better.previous_champion_version) == (3, CHAMPION, 3, best.accuracy, 1)
+    assert (
+        better.version,
+        better.alias,
+        better.champion_version,
+        better.champion_value,
+        better.previous_champion_version,
+    ) == (3, CHAMPION, 3, best.accuracy, 1)
     assert (_alias_version(client, name, CHAMPION), _alias_version(client, name, CHALLENGER)) == (3, 2)
     assert client.get_model_version(name, "1").aliases == []  # the former champion lost its alias
 
@@ -156,8 +177,12 @@ def test_champion_moves_only_to_a_strictly_better_accuracy(store):
     # Each version is linked to its run and logged model, and carries its metric.
     v3 = client.get_model_version(name, "3")
     assert v3.run_id == best.run_id and v3.source == best.model_uri
-    assert v3.tags == {"metric": "test_acc", "metric_value": repr(best.accuracy), "greater_is_better": "true",
-                       "experiment": "mlp_churn"}
+    assert v3.tags == {
+        "metric": "test_acc",
+        "metric_value": repr(best.accuracy),
+        "greater_is_better": "true",
+        "experiment": "mlp_churn",
+    }
     links = json.loads(client.get_logged_model(best.model_uri.split("/")[-1]).tags["mlflow.modelVersions"])
     assert {"name": name, "version": 3} in links and {"name": name, "version": 4} in links
 
@@ -180,8 +205,15 @@ def test_champion_moves_only_to_a_strictly_better_accuracy(store):
             torch.testing.assert_close(load_champion(name, tracking_uri=store.uri)(store.x_test), expected)
         assert mlflow.get_tracking_uri().endswith("elsewhere.db")
         # Registering through a client whose URI is not the process-wide one records the artifact location.
-        other = register(client, name=name, model_uri=worst.model_uri, run_id=worst.run_id, metric=metric,
-                         value=worst.accuracy, greater_is_better=greater)
+        other = register(
+            client,
+            name=name,
+            model_uri=worst.model_uri,
+            run_id=worst.run_id,
+            metric=metric,
+            value=worst.accuracy,
+            greater_is_better=greater,
+        )
         version = client.get_model_version(name, str(other.version))
         assert other.alias == CHALLENGER and version.run_id == worst.run_id
         assert version.source == client.get_logged_model(worst.model_uri.split("/")[-1]).artifact_location
@@ -194,14 +226,30 @@ def test_lower_is_better_for_regression(store):
     client, name = store.client, registered_name("regression_direction")
     metric, greater = primary_metric("regression")
     # Plain RMSE values on the real logged models: 0.5 first, 0.7 worse, 0.3 better, 0.3 a tie, NaN never wins.
-    plan = [(0.5, CHAMPION, 1, None), (0.7, CHALLENGER, 1, None), (0.3, CHAMPION, 3, 1), (0.3, CHALLENGER, 3, None),
-            (math.nan, CHALLENGER, 3, None)]
+    plan = [
+        (0.5, CHAMPION, 1, None),
+        (0.7, CHALLENGER, 1, None),
+        (0.3, CHAMPION, 3, 1),
+        (0.3, CHALLENGER, 3, None),
+        (math.nan, CHALLENGER, 3, None),
+    ]
     for i, (rmse, alias, champion_version, previous) in enumerate(plan):
         model = store.models[i % len(store.models)]
-        result = register(client, name=name, model_uri=model.model_uri, run_id=model.run_id, metric=metric,
-                          value=rmse, greater_is_better=greater)
+        result = register(
+            client,
+            name=name,
+            model_uri=model.model_uri,
+            run_id=model.run_id,
+            metric=metric,
+            value=rmse,
+            greater_is_better=greater,
+        )
         assert (result.version, result.alias, result.champion_version, result.previous_champion_version) == (
-            i + 1, alias, champion_version, previous), rmse
+            i + 1,
+            alias,
+            champion_version,
+            previous,
+        ), rmse
         assert _alias_version(client, name, CHAMPION) == champion_version
         assert _alias_version(client, name, alias) == (champion_version if alias == CHAMPION else i + 1)
     assert client.get_model_version(name, "3").tags["greater_is_better"] == "false"
@@ -226,18 +274,36 @@ def test_state_dict_fallback_and_bad_uris_are_not_registered(store, caplog):
     assert (fmt, uri) == ("state_dict", f"runs:/{run_id}/model_state_dict/state_dict.pt")
     name = registered_name("state_dict_only")
     with caplog.at_level(logging.WARNING, logger="deepnotes.registry"):
-        assert register(client, name=name, model_uri=uri, run_id=run_id, metric=metric, value=0.9,
-                        greater_is_better=greater) is None
+        assert (
+            register(
+                client, name=name, model_uri=uri, run_id=run_id, metric=metric, value=0.9, greater_is_better=greater
+            )
+            is None
+        )
     assert "not an MLflow model" in caplog.text
     assert client.search_registered_models(f"name = '{name}'") == []
 
     logged = store.models[0]
     with pytest.raises(ValueError, match="not a logged model URI"):
-        register(client, name=name, model_uri="/tmp/model.pt", run_id=run_id, metric=metric, value=0.9,
-                 greater_is_better=greater)
+        register(
+            client,
+            name=name,
+            model_uri="/tmp/model.pt",
+            run_id=run_id,
+            metric=metric,
+            value=0.9,
+            greater_is_better=greater,
+        )
     with pytest.raises(ValueError, match="was logged by run"):
-        register(client, name=name, model_uri=logged.model_uri, run_id=run_id, metric=metric, value=0.9,
-                 greater_is_better=greater)
+        register(
+            client,
+            name=name,
+            model_uri=logged.model_uri,
+            run_id=run_id,
+            metric=metric,
+            value=0.9,
+            greater_is_better=greater,
+        )
     assert client.search_registered_models(f"name = '{name}'") == []
 
 
@@ -266,11 +332,25 @@ def test_pickled_and_tampered_models_are_refused(store, tmp_path, monkeypatch):
     # A model saved in MLflow's "pickle" format is refused outright.
     run_id = client.create_run(store.experiment_id).info.run_id
     with mlflow.start_run(run_id=run_id):
-        info = mlflow.pytorch.log_model(nn.Linear(store.x_test.shape[1], 1), name="pickled",
-                                        serialization_format="pickle", pip_requirements=["torch"])
+        info = mlflow.pytorch.log_model(
+            nn.Linear(store.x_test.shape[1], 1),
+            name="pickled",
+            serialization_format="pickle",
+            pip_requirements=["torch"],
+        )
     name = registered_name("pickled")
-    assert register(client, name=name, model_uri=info.model_uri, run_id=run_id, metric=metric, value=0.5,
-                    greater_is_better=greater).alias == CHAMPION
+    assert (
+        register(
+            client,
+            name=name,
+            model_uri=info.model_uri,
+            run_id=run_id,
+            metric=metric,
+            value=0.5,
+            greater_is_better=greater,
+        ).alias
+        == CHAMPION
+    )
     with pytest.raises(MlflowException, match="pickle"):
         load_champion(name)
     assert os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == "true"  # restored after the load

@@ -82,8 +82,14 @@ def test_every_registered_architecture_is_buildable():
 
 def test_importing_the_registry_does_not_import_torch():
     code = "import sys, models.registry as r; assert 'torch' not in sys.modules; print(len(r.REGISTRY))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
     assert out.returncode == 0, out.stderr
     assert int(out.stdout) == len(REGISTRY)
 
@@ -208,8 +214,11 @@ def test_lstm_counts_and_shapes(hidden_size, num_layers, bidirectional, num_outp
 
 
 def test_lstm_backward_direction_reads_only_real_text():
-    net = build_network("lstm_classifier", NetworkSpec((10,), 1, vocab_size=30),
-                        {"embedding_dim": 4, "hidden_size": 3, "bidirectional": True}).eval()
+    net = build_network(
+        "lstm_classifier",
+        NetworkSpec((10,), 1, vocab_size=30),
+        {"embedding_dim": 4, "hidden_size": 3, "bidirectional": True},
+    ).eval()
     text = torch.tensor([5, 9, 2, 7])
     short = torch.cat([torch.zeros(6, dtype=torch.long), text])[None]  # left-padded to 10
     outputs, _ = net.lstm(net.embedding(torch.cat([torch.zeros(2, dtype=torch.long), text])[None]))
@@ -244,8 +253,9 @@ def _train_full_batch(net: nn.Module, targets: torch.Tensor, loss: str, cfg: Opt
 @pytest.mark.parametrize(("gate", "learnable"), [("and", True), ("or", True), ("xor", False)])
 def test_perceptron_learns_and_or_but_not_xor(gate, learnable):
     net = initialize(build_network("perceptron", NetworkSpec((2,), 1)), "zeros")
-    accuracy = _train_full_batch(net, torch.tensor(GATES[gate], dtype=torch.float32), "hinge",
-                                 OptimizerConfig(name="gd", lr=0.1), epochs=200)
+    accuracy = _train_full_batch(
+        net, torch.tensor(GATES[gate], dtype=torch.float32), "hinge", OptimizerConfig(name="gd", lr=0.1), epochs=200
+    )
     if learnable:
         assert accuracy == 1.0
     else:
@@ -253,10 +263,12 @@ def test_perceptron_learns_and_or_but_not_xor(gate, learnable):
 
 
 def test_one_hidden_layer_solves_xor():
-    net = initialize(build_network("mlp", NetworkSpec((2,), 1, activation="tanh"), {"hidden_sizes": [4]}),
-                     "xavier_uniform")
-    accuracy = _train_full_batch(net, torch.tensor(GATES["xor"], dtype=torch.float32), "bce",
-                                 OptimizerConfig(name="adam", lr=0.05), epochs=300)
+    net = initialize(
+        build_network("mlp", NetworkSpec((2,), 1, activation="tanh"), {"hidden_sizes": [4]}), "xavier_uniform"
+    )
+    accuracy = _train_full_batch(
+        net, torch.tensor(GATES["xor"], dtype=torch.float32), "bce", OptimizerConfig(name="adam", lr=0.05), epochs=300
+    )
     assert accuracy == 1.0
 
 
@@ -268,7 +280,7 @@ def read_idx(path: Path) -> np.ndarray:
     with gzip.open(path, "rb") as f:
         raw = f.read()
     ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -312,8 +324,16 @@ def test_convnets_forward_and_backward_on_real_mnist(mnist_test_split):
 @needs_data
 def test_mlp_beats_majority_on_real_churn():
     df = pd.read_csv(DATA / "churn" / "Churn_Modelling.csv")
-    numeric = ["CreditScore", "Age", "Tenure", "Balance", "NumOfProducts", "HasCrCard", "IsActiveMember",
-               "EstimatedSalary"]
+    numeric = [
+        "CreditScore",
+        "Age",
+        "Tenure",
+        "Balance",
+        "NumOfProducts",
+        "HasCrCard",
+        "IsActiveMember",
+        "EstimatedSalary",
+    ]
     features = pd.concat([df[numeric], pd.get_dummies(df[["Geography", "Gender"]])], axis=1).astype("float32")
     x = torch.tensor(features.to_numpy())
     y = torch.tensor(df["Exited"].to_numpy(), dtype=torch.float32)
@@ -342,8 +362,12 @@ def _autoencoder_count(size: int, hidden_sizes: list[int], bottleneck: int, batc
 
 @pytest.mark.parametrize(
     ("input_shape", "hidden_sizes", "bottleneck", "batch_norm"),
-    [((1, 28, 28), [256], 32, False), ((1, 28, 28), [100], 10, True), ((3, 32, 32), [128, 64], 16, False),
-     ((20,), [], 4, False)],
+    [
+        ((1, 28, 28), [256], 32, False),
+        ((1, 28, 28), [100], 10, True),
+        ((3, 32, 32), [128, 64], 16, False),
+        ((20,), [], 4, False),
+    ],
 )
 def test_autoencoder_parameter_count_and_shapes(input_shape, hidden_sizes, bottleneck, batch_norm):
     spec = NetworkSpec(input_shape, 10, batch_norm=batch_norm, dropout=0.1)
@@ -374,8 +398,10 @@ def test_autoencoder_must_be_undercomplete():
 @needs_data
 def test_autoencoder_reconstructs_real_mnist_in_pixel_range(mnist_test_split):
     x, _ = mnist_test_split
-    net = initialize(build_network("autoencoder", NetworkSpec((1, 28, 28), 10), {"hidden_sizes": [128],
-                                                                                "bottleneck": 32}), "he_uniform")
+    net = initialize(
+        build_network("autoencoder", NetworkSpec((1, 28, 28), 10), {"hidden_sizes": [128], "bottleneck": 32}),
+        "he_uniform",
+    )
     out = net(x[:256])
     assert out.shape == (256, 1, 28, 28)
     assert out.min().item() >= 0.0 and out.max().item() <= 1.0

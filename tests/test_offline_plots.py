@@ -43,14 +43,18 @@ def _empty_plot_ids() -> set[str]:
     definitions = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["plots"]
     paths = [REPO_ROOT / (next(iter(d)) if isinstance(d, dict) else d) for d in definitions]
     files = [f for p in paths for f in (p.rglob("*.csv") if p.is_dir() else [p]) if f.suffix == ".csv"]
-    return {re.sub(r"[/.]", "_", str(f.relative_to(REPO_ROOT))) for f in files
-            if f.is_file() and len(f.read_text().strip().splitlines()) <= 1}
+    return {
+        re.sub(r"[/.]", "_", str(f.relative_to(REPO_ROOT)))
+        for f in files
+        if f.is_file() and len(f.read_text().strip().splitlines()) <= 1
+    }
 
 
 def _dvc(*args: str) -> subprocess.CompletedProcess:
     env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
-    return subprocess.run([str(BIN / "dvc"), *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [str(BIN / "dvc"), *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture(scope="module")

@@ -59,8 +59,11 @@ def test_repro_tracks_every_experiment(tiny_repo):
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"checkpoints", "plots"} <= artifacts, (name, artifacts)
         if tags["model_format"] == "pytorch":  # MLflow 3 logs models as LoggedModels linked to the run
-            models = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list",
-                                                 filter_string=f"source_run_id = '{run.info.run_id}'")
+            models = mlflow.search_logged_models(
+                experiment_ids=[exp.experiment_id],
+                output_format="list",
+                filter_string=f"source_run_id = '{run.info.run_id}'",
+            )
             assert [m.model_uri for m in models] == [tags["model_uri"]], name
         else:
             assert "model_state_dict" in artifacts, (name, artifacts)
@@ -114,8 +117,17 @@ def test_dvc_metrics_show_reads_the_metrics(tiny_repo):
     table = _run([str(BIN / "dvc"), "metrics", "show"], repo, env)
     assert "failed to load" not in table.stdout + table.stderr, table.stderr
     header = table.stdout.splitlines()[0].split()
-    assert header == ["Path", "headline", "primary", "task", "test_error", "train_error", "val_error", "value",
-                      "verdict"], header
+    assert header == [
+        "Path",
+        "headline",
+        "primary",
+        "task",
+        "test_error",
+        "train_error",
+        "val_error",
+        "value",
+        "verdict",
+    ], header
     shown = _run([str(BIN / "dvc"), "metrics", "show", "--json"], repo, env)
     files = json.loads(shown.stdout)[""]["data"]
     assert set(files) == {f"metrics/{name}.json" for name in _experiments(repo)}
@@ -130,12 +142,16 @@ def test_dvc_metrics_show_reads_the_metrics(tiny_repo):
 def test_mlflow_server_answers_rest_search(tiny_repo, mlflow_server):
     repo, _, _ = tiny_repo
     base = mlflow_server
-    with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=deepnotes",
-                                timeout=10) as response:
+    with urllib.request.urlopen(
+        f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=deepnotes", timeout=10
+    ) as response:
         experiment_id = json.load(response)["experiment"]["experiment_id"]
     request = urllib.request.Request(
-        f"{base}/api/2.0/mlflow/runs/search", method="POST", headers={"Content-Type": "application/json"},
-        data=json.dumps({"experiment_ids": [experiment_id], "max_results": 100}).encode())
+        f"{base}/api/2.0/mlflow/runs/search",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+        data=json.dumps({"experiment_ids": [experiment_id], "max_results": 100}).encode(),
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         runs = json.load(response)["runs"]
     names = sorted(next(t["value"] for t in r["data"]["tags"] if t["key"] == "experiment") for r in runs)

@@ -49,7 +49,9 @@ def test_every_run_has_gradient_and_system_metrics_and_plots(store):
     assert sorted(runs) == sorted(experiments)
     for name, run in runs.items():
         metrics, tags = run.data.metrics, run.data.tags
-        assert {"grad_norm_total", "grad_ratio_first_last", "gradients.vanishing", "gradients.exploding"} <= set(metrics), name
+        assert {"grad_norm_total", "grad_ratio_first_last", "gradients.vanishing", "gradients.exploding"} <= set(
+            metrics
+        ), name
         assert any(k.startswith("grad_norm/") for k in metrics) and any(k.startswith("weight_norm/") for k in metrics)
         assert tags["gradient_flags"] in {"ok", "vanishing", "exploding", "vanishing+exploding"}, name
         assert any(k.startswith("system/cpu_utilization") for k in metrics), (name, sorted(metrics))
@@ -63,7 +65,11 @@ def test_every_run_has_gradient_and_system_metrics_and_plots(store):
         assert layers and [int(r["order"]) for r in layers] == list(range(len(layers)))
         assert (repo / "plots" / "evaluate" / name / "predictions.png").read_bytes()[:4] == b"\x89PNG"
         assert {r["component"] for r in _rows(repo / "plots" / "bias_variance" / f"{name}.csv")} == {
-            "reference_error", "avoidable_bias", "variance", "test_gap"}
+            "reference_error",
+            "avoidable_bias",
+            "variance",
+            "test_gap",
+        }
     relu_mlp = runs["mlp_churn"].data.metrics
     assert 0.0 <= relu_mlp["dead_relu_fraction"] <= 1.0
     history = client.get_metric_history(runs["mlp_churn"].info.run_id, "grad_norm_total")
@@ -77,7 +83,11 @@ def test_diagnose_runs_the_opt_in_studies(store):
     assert [float(r["fraction"]) for r in curve] == sorted(churn["learning_curve"]["fractions"])  # one point each
     summary = json.loads((repo / "metrics" / "diagnose" / "mlp_churn.json").read_text())
     assert summary["learning_curve"]["points"] == len(curve) and summary["learning_curve"]["note"]
-    assert summary["seeds"]["count"] == churn["seeds"]["count"] == len(_rows(repo / "plots" / "diagnostics" / "seeds" / "mlp_churn.csv"))
+    assert (
+        summary["seeds"]["count"]
+        == churn["seeds"]["count"]
+        == len(_rows(repo / "plots" / "diagnostics" / "seeds" / "mlp_churn.csv"))
+    )
     metrics = runs["mlp_churn"].data.metrics
     assert "diagnose.seeds.test_error_std" in metrics and "diagnose.learning_curve.more_data_helps" in metrics
     logged = {Path(a.path).name for a in client.list_artifacts(runs["mlp_churn"].info.run_id, "plots")}
@@ -96,8 +106,12 @@ def test_every_experiment_is_registered_with_a_champion(store):
         version = client.get_model_version_by_alias(f"deepnotes-{name}", "champion")
         assert version.run_id == run.info.run_id, name  # the only version so far
         registry = json.loads((repo / "metrics" / "evaluate" / f"{name}.json").read_text())["registry"]
-        assert registry == {"name": f"deepnotes-{name}", "version": int(version.version), "alias": "champion",
-                            "champion_version": int(version.version)}
+        assert registry == {
+            "name": f"deepnotes-{name}",
+            "version": int(version.version),
+            "alias": "champion",
+            "champion_version": int(version.version),
+        }
 
 
 def test_report_lists_every_experiment(store):

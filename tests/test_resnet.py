@@ -19,10 +19,10 @@ from pydantic import ValidationError
 from torch import nn
 
 from models.layers import OutputLayer
-from pipelines.training.module import SupervisedModule
 from models.registry import REGISTRY, NetworkSpec, build_network
 from models.vision.resnet import BottleneckBlock, PlainCNN, ResidualBlock, ResNet, parameter_reduction
 from pipelines.data.datamodule import TensorBatches
+from pipelines.training.module import SupervisedModule
 
 
 def n_params(module: nn.Module) -> int:
@@ -48,8 +48,14 @@ def block_count(in_channels: int, out_channels: int, stride: int, residual: bool
     return body + (conv_bn(in_channels, out_channels, 1) if projection else 0)
 
 
-def expected_count(in_channels: int, classes: int, depth: int, width: int | None = None, residual: bool = True,
-                   ratio: int | None = None) -> int:
+def expected_count(
+    in_channels: int,
+    classes: int,
+    depth: int,
+    width: int | None = None,
+    residual: bool = True,
+    ratio: int | None = None,
+) -> int:
     """He et al. section 4.2 (depth = 6n + 2: 3 stages of n blocks, 16/32/64) or ResNet-18 (4 stages of 2)."""
     if depth == 18:
         blocks, width = [2, 2, 2, 2], width or 64
@@ -220,8 +226,12 @@ def test_bottleneck_reduces_parameters_exactly(input_shape, depth, width, ratio,
     reduction = parameter_reduction(spec, params, residual=residual)
     basic = expected_count(input_shape[0], 10, depth, width, residual)
     bottleneck = expected_count(input_shape[0], 10, depth, width, residual, ratio)
-    assert reduction == {"params_basic": basic, "params_bottleneck": bottleneck, "ratio": bottleneck / basic,
-                         "bottleneck_ratio": ratio}
+    assert reduction == {
+        "params_basic": basic,
+        "params_bottleneck": bottleneck,
+        "ratio": bottleneck / basic,
+        "bottleneck_ratio": ratio,
+    }
     assert reduction["ratio"] < 1
     net = build_network("resnet" if residual else "plain_cnn", spec, params)
     assert n_params(net) == bottleneck
@@ -262,13 +272,36 @@ def cifar_batch(mirror):
 @pytest.mark.parametrize("name", ["resnet", "plain_cnn"])
 def test_one_training_step_on_real_cifar10(cifar_batch, name):
     L.seed_everything(0, verbose=False)
-    spec = {"input_shape": [3, 32, 32], "num_outputs": 10, "activation": "relu", "dropout": 0.0,
-            "batch_norm": False, "vocab_size": None}
-    module = SupervisedModule(name, spec, {"depth": 20}, "multiclass", {"num_classes": 10}, "ce",
-                             {"name": "sgd_momentum", "lr": 0.05}, {"type": "l2", "strength": 1e-4}, "he_normal")
+    spec = {
+        "input_shape": [3, 32, 32],
+        "num_outputs": 10,
+        "activation": "relu",
+        "dropout": 0.0,
+        "batch_norm": False,
+        "vocab_size": None,
+    }
+    module = SupervisedModule(
+        name,
+        spec,
+        {"depth": 20},
+        "multiclass",
+        {"num_classes": 10},
+        "ce",
+        {"name": "sgd_momentum", "lr": 0.05},
+        {"type": "l2", "strength": 1e-4},
+        "he_normal",
+    )
     before = {k: v.clone() for k, v in module.network.state_dict().items()}
-    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu", devices=1)
+    trainer = L.Trainer(
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        devices=1,
+    )
     trainer.fit(module, TensorBatches(*cifar_batch, batch_size=64))
     assert trainer.global_step == 1
     loss = float(trainer.callback_metrics["train_data_loss"])

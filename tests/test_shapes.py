@@ -94,8 +94,16 @@ def test_parameter_formulas():
 # --------------------------------------------------------------------------------- AlexNet (notes 001)
 
 #: Krizhevsky et al. (2012) as one tower: (kind, filters or units, kernel, stride, padding).
-ALEXNET_227 = [("conv", 96, 11, 4, 0), ("pool", None, 3, 2, 0), ("conv", 256, 5, 1, 2), ("pool", None, 3, 2, 0),
-               ("conv", 384, 3, 1, 1), ("conv", 384, 3, 1, 1), ("conv", 256, 3, 1, 1), ("pool", None, 3, 2, 0)]
+ALEXNET_227 = [
+    ("conv", 96, 11, 4, 0),
+    ("pool", None, 3, 2, 0),
+    ("conv", 256, 5, 1, 2),
+    ("pool", None, 3, 2, 0),
+    ("conv", 384, 3, 1, 1),
+    ("conv", 384, 3, 1, 1),
+    ("conv", 256, 3, 1, 1),
+    ("pool", None, 3, 2, 0),
+]
 
 
 def test_alexnet_arithmetic_of_the_notes():
@@ -128,8 +136,17 @@ def test_alexnet_arithmetic_of_the_notes():
         for kind, n, f, s, p in ALEXNET_227:
             layers += [nn.Conv2d(d, n, f, s, p), nn.ReLU()] if kind == "conv" else [nn.MaxPool2d(f, s, p)]
             d = n or d
-        net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(9216, 4096), nn.ReLU(), nn.Dropout(0.5),
-                            nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4096, 1000))
+        net = nn.Sequential(
+            *layers,
+            nn.Flatten(),
+            nn.Linear(9216, 4096),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(4096, 4096),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(4096, 1000),
+        )
     rows = summarize(net, (3, 227, 227))
     spatial = [r.output_shape[-1] for r in rows if r.type in ("Conv2d", "MaxPool2d")]
     assert spatial == sizes
@@ -147,8 +164,14 @@ def test_summarize_keras_convnet_reproduces_the_notes_summary():
     assert all(isinstance(r, LayerRow) for r in rows)
     assert [r.params for r in rows if r.params] == [320, 18_496, 36_928, 36_928, 650]
     assert [(r.type, r.output_shape) for r in rows if r.type != "ReLU"] == [
-        ("Conv2d", (32, 26, 26)), ("MaxPool2d", (32, 13, 13)), ("Conv2d", (64, 11, 11)), ("MaxPool2d", (64, 5, 5)),
-        ("Conv2d", (64, 3, 3)), ("Flatten", (576,)), ("Linear", (64,)), ("OutputLayer", (10,)),
+        ("Conv2d", (32, 26, 26)),
+        ("MaxPool2d", (32, 13, 13)),
+        ("Conv2d", (64, 11, 11)),
+        ("MaxPool2d", (64, 5, 5)),
+        ("Conv2d", (64, 3, 3)),
+        ("Flatten", (576,)),
+        ("Linear", (64,)),
+        ("OutputLayer", (10,)),
     ]  # the notes' (None, 26, 26, 32), (None, 13, 13, 32), ..., (None, 576), (None, 64), (None, 10), channels first
     assert rows[0].name == "features.0.0"
     assert sum(r.params for r in rows) == 93_322 == n_params(net)

@@ -13,16 +13,18 @@ import pytest
 import torch
 
 from pipelines.config import load_params
-from pipelines.data.preparers import prepare_dataset
 from pipelines.data.prepared import PreparedData
+from pipelines.data.preparers import prepare_dataset
 from pipelines.tasks import get_task, task_names
 from pipelines.tasks.base import Evaluation, Task
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: A branch on a task's name: ``task == ...``, ``task.name in (...)``, ``== "regression"`` and the like.
-BRANCH = re.compile(r"(\btask(\.name|_name)?\s*(==|!=|\bin\s*[(\[{]|\bnot\s+in\b))"
-                    r"|((==|!=)\s*[\"'](" + "|".join(task_names()) + r")[\"'])"
-                    r"|([\"'](" + "|".join(task_names()) + r")[\"']\s*(==|!=|in\b))")
+BRANCH = re.compile(
+    r"(\btask(\.name|_name)?\s*(==|!=|\bin\s*[(\[{]|\bnot\s+in\b))"
+    r"|((==|!=)\s*[\"'](" + "|".join(task_names()) + r")[\"'])"
+    r"|([\"'](" + "|".join(task_names()) + r")[\"']\s*(==|!=|in\b))"
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +41,11 @@ def _experiment_of(params, task: str) -> str:
 
 def _slice(prepared, n: int = 256) -> PreparedData:
     arrays, meta, _ = prepared
-    return PreparedData(meta, {s: np.asarray(x[:n]) for s, (x, _) in arrays.items()},
-                        {s: np.asarray(y[:n]) for s, (_, y) in arrays.items()})
+    return PreparedData(
+        meta,
+        {s: np.asarray(x[:n]) for s, (x, _) in arrays.items()},
+        {s: np.asarray(y[:n]) for s, (_, y) in arrays.items()},
+    )
 
 
 def test_no_task_branches_outside_the_task_modules():
@@ -62,9 +67,11 @@ def test_the_branch_rule_catches_a_branch():
 
 
 def test_registry_lists_every_task_and_imports_no_torch():
-    code = ("import sys; from pipelines.tasks import get_task, task_names; "
-            "[get_task(t).monitors() for t in task_names()]; print(','.join(task_names())); "
-            "assert 'torch' not in sys.modules, 'a task module imported torch at import time'")
+    code = (
+        "import sys; from pipelines.tasks import get_task, task_names; "
+        "[get_task(t).monitors() for t in task_names()]; print(','.join(task_names())); "
+        "assert 'torch' not in sys.modules, 'a task module imported torch at import time'"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip().split(",") == ["binary", "localization", "multiclass", "reconstruction", "regression"]
     for name in task_names():
@@ -88,10 +95,21 @@ def test_every_task_trains_one_step_and_evaluates_on_real_data(task_name, params
     module = build_module(exp, data.meta)
     assert type(module) is get_task(task_name).module_class()
     before = {k: v.clone() for k, v in module.network.state_dict().items()}
-    exp = exp.model_copy(update={"trainer": exp.trainer.model_copy(update={"max_epochs": 1, "limit_train_batches": 1,
-                                                                          "limit_val_batches": 1})})
-    trainer = make_trainer(exp, logger=False, callbacks=[], default_root_dir=tmp_path, enable_checkpointing=False,
-                           enable_progress_bar=False)
+    exp = exp.model_copy(
+        update={
+            "trainer": exp.trainer.model_copy(
+                update={"max_epochs": 1, "limit_train_batches": 1, "limit_val_batches": 1}
+            )
+        }
+    )
+    trainer = make_trainer(
+        exp,
+        logger=False,
+        callbacks=[],
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
     trainer.fit(module, datamodule=make_datamodule(exp, data, 0))
     assert any(not torch.equal(before[k], v) for k, v in module.network.state_dict().items()), "no weight moved"
     assert f"train_{module.task.headline}" in trainer.callback_metrics
@@ -126,8 +144,14 @@ def test_autoencoder_learns_to_reconstruct_and_beats_the_mean_image(params, mirr
     module = build_module(exp, data.meta)
     untrained = task.split_metrics(*vars(split_outputs(module.network, data, ("val",))["val"]).values())
     module.train()
-    trainer = make_trainer(exp, logger=False, callbacks=[], default_root_dir=tmp_path, enable_checkpointing=False,
-                           enable_progress_bar=False)
+    trainer = make_trainer(
+        exp,
+        logger=False,
+        callbacks=[],
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
     trainer.fit(module, datamodule=make_datamodule(exp, data, 0))
     splits = split_outputs(module.network, data)
     trained = {s: task.split_metrics(o.outputs, o.x, o.y) for s, o in splits.items()}
@@ -142,8 +166,9 @@ def test_autoencoder_learns_to_reconstruct_and_beats_the_mean_image(params, mirr
 
 
 def test_reconstruction_targets_undo_the_channel_standardisation():
-    meta = {"normalization": {"method": "per-channel standardization", "mean": [0.5, 0.25, 0.0],
-                              "std": [0.5, 0.25, 1.0]}}
+    meta = {
+        "normalization": {"method": "per-channel standardization", "mean": [0.5, 0.25, 0.0], "std": [0.5, 0.25, 1.0]}
+    }
     x = torch.tensor([[[[1.0]], [[-1.0]], [[0.5]]]])
     target = get_task("reconstruction")(meta).loss_targets(x, torch.zeros(1))
     assert target.flatten().tolist() == [1.0, 0.0, 0.5]

@@ -15,15 +15,21 @@ import yaml
 from models.transfer import PretrainedWeightsError, backbone_of, load_backbone, read_state_dict
 from pipelines.config import ConfigError, DatasetConfig, ExperimentConfig, load_params, validate
 from pipelines.data.datamodule import ArrayDataModule
-from pipelines.data.preparers import prepare_dataset
 from pipelines.data.prepared import PreparedData
+from pipelines.data.preparers import prepare_dataset
 from pipelines.training.trainer import build_module, make_trainer, save_network, seed_everything, transfer_callbacks
 
-EXPERIMENT = {"architecture": "resnet", "dataset": "cifar10_5to9", "model": {"depth": 20}, "initializer": "he_normal",
-              "loss": "ce", "optimizer": {"name": "adam", "lr": 0.01}, "batch_size": 32,
-              "trainer": {"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 1,
-                          "accelerator": "cpu", "devices": 1},
-              "early_stopping": {"enabled": False}}
+EXPERIMENT = {
+    "architecture": "resnet",
+    "dataset": "cifar10_5to9",
+    "model": {"depth": 20},
+    "initializer": "he_normal",
+    "loss": "ce",
+    "optimizer": {"name": "adam", "lr": 0.01},
+    "batch_size": 32,
+    "trainer": {"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 1, "accelerator": "cpu", "devices": 1},
+    "early_stopping": {"enabled": False},
+}
 
 
 def _prepared(name: str, mirror, **config) -> PreparedData:
@@ -46,8 +52,9 @@ def upstream(mirror, tmp_path_factory):
     seed_everything(0)
     module = build_module(exp, data.meta)
     folder = tmp_path_factory.mktemp("upstream")
-    trainer = make_trainer(exp, logger=False, callbacks=[], default_root_dir=folder, enable_checkpointing=False,
-                           enable_progress_bar=False)
+    trainer = make_trainer(
+        exp, logger=False, callbacks=[], default_root_dir=folder, enable_checkpointing=False, enable_progress_bar=False
+    )
     trainer.fit(module, datamodule=ArrayDataModule(data, batch_size=32, seed=0))
     save_network(module.network, folder / "network.pt")
     trainer.save_checkpoint(folder / "best.ckpt", weights_only=True)
@@ -108,13 +115,18 @@ def test_external_state_dict_with_a_prefix(upstream, tmp_path):
 
 def test_weights_that_do_not_fit_are_named(upstream, target, tmp_path):
     _, state_dict_file, _ = upstream
-    wider = ExperimentConfig.model_validate(EXPERIMENT | {"model": {"depth": 20, "width": 8},
-                                                          "pretrained": {"path": str(state_dict_file)}})
-    with pytest.raises(ConfigError, match=r"pretrained.path: .*network.pt: .*do not fit the backbone of ResNet: "
-                                          r"shape mismatch stage1"):
+    wider = ExperimentConfig.model_validate(
+        EXPERIMENT | {"model": {"depth": 20, "width": 8}, "pretrained": {"path": str(state_dict_file)}}
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"pretrained.path: .*network.pt: .*do not fit the backbone of ResNet: "
+        r"shape mismatch stage1",
+    ):
         build_module(wider, target.meta)
-    deeper = ExperimentConfig.model_validate(EXPERIMENT | {"model": {"depth": 32},
-                                                           "pretrained": {"path": str(state_dict_file)}})
+    deeper = ExperimentConfig.model_validate(
+        EXPERIMENT | {"model": {"depth": 32}, "pretrained": {"path": str(state_dict_file)}}
+    )
     with pytest.raises(ConfigError, match=r"missing stage1.3"):
         build_module(deeper, target.meta)
     with pytest.raises(PretrainedWeightsError, match="no such weights file"):
@@ -136,10 +148,12 @@ class _Grads(L.Callback):
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         net = pl_module.network
-        self.backbone_grads.append(any(p.grad is not None and bool(p.grad.abs().sum() > 0)
-                                       for p in net.features.parameters()))
-        self.head_grads.append(all(p.grad is not None and bool(p.grad.abs().sum() > 0)
-                                   for p in net.classifier.parameters()))
+        self.backbone_grads.append(
+            any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in net.features.parameters())
+        )
+        self.head_grads.append(
+            all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in net.classifier.parameters())
+        )
 
 
 def _fit(exp: ExperimentConfig, data: PreparedData, tmp_path, epochs: int):
@@ -148,8 +162,14 @@ def _fit(exp: ExperimentConfig, data: PreparedData, tmp_path, epochs: int):
     before = {k: v.clone() for k, v in module.network.state_dict().items()}
     grads = _Grads()
     exp = exp.model_copy(update={"trainer": exp.trainer.model_copy(update={"max_epochs": epochs})})
-    trainer = make_trainer(exp, logger=False, callbacks=[grads, *transfer_callbacks(exp)], default_root_dir=tmp_path,
-                           enable_checkpointing=False, enable_progress_bar=False)
+    trainer = make_trainer(
+        exp,
+        logger=False,
+        callbacks=[grads, *transfer_callbacks(exp)],
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
     trainer.fit(module, datamodule=ArrayDataModule(data, batch_size=16, seed=2))
     return module, before, grads, trainer
 
@@ -173,8 +193,9 @@ def test_a_frozen_backbone_gets_no_gradient_and_does_not_change(upstream, target
 
 def test_unfreezing_trains_the_backbone_at_the_lower_rate(upstream, target, tmp_path):
     _, state_dict_file, _ = upstream
-    exp = ExperimentConfig.model_validate(EXPERIMENT | {"pretrained": {
-        "path": str(state_dict_file), "unfreeze_at_epoch": 1, "backbone_lr_ratio": 0.25}})
+    exp = ExperimentConfig.model_validate(
+        EXPERIMENT | {"pretrained": {"path": str(state_dict_file), "unfreeze_at_epoch": 1, "backbone_lr_ratio": 0.25}}
+    )
     module, before, grads, trainer = _fit(exp, target, tmp_path, epochs=2)
     assert grads.backbone_grads == [False, False, True, True]  # epoch 0 frozen, epoch 1 trained
     groups = trainer.optimizers[0].param_groups
@@ -185,8 +206,9 @@ def test_unfreezing_trains_the_backbone_at_the_lower_rate(upstream, target, tmp_
 
 def test_without_freezing_everything_trains_from_the_first_step(upstream, target, tmp_path):
     _, state_dict_file, _ = upstream
-    exp = ExperimentConfig.model_validate(EXPERIMENT | {"pretrained": {"path": str(state_dict_file),
-                                                                       "freeze_backbone": False}})
+    exp = ExperimentConfig.model_validate(
+        EXPERIMENT | {"pretrained": {"path": str(state_dict_file), "freeze_backbone": False}}
+    )
     assert transfer_callbacks(exp) == []
     _, _, grads, _ = _fit(exp, target, tmp_path, epochs=1)
     assert all(grads.backbone_grads)

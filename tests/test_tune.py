@@ -55,26 +55,41 @@ def test_every_experiment_has_a_valid_space_and_a_tuned_file():
     assert (settings.metric, settings.direction, settings.sampler) == ("val_loss", "minimize", "tpe")
 
 
-@pytest.mark.parametrize("mutate, expected", [
-    (lambda r: r["tuning"]["space"]["initializer"].update(choices=["he_normal", "glorot"]),
-     "initializer: value 'glorot' is not valid"),
-    (lambda r: r["tuning"]["space"]["optimizer.lr"].update(low=0.1, high=0.01),
-     "tuning.space.optimizer.lr: low must be below high"),
-    (lambda r: r["tuning"]["space"]["optimizer.lr"].update(low=0.0),
-     "log: true needs low > 0"),
-    (lambda r: r["tuning"]["space"]["dropout"].update(high=1.0),
-     "dropout: value 1.0 is not valid"),
-    (lambda r: r["tuning"]["space"].update({"optimizer.lrr": {"type": "float", "low": 0.1, "high": 1.0}}),
-     "optimizer.lrr: the experiment has no setting 'optimizer.lrr'"),
-    (lambda r: r["tuning"]["space"]["optimizer.momentum"].update(when={"optimizer.name": ["sgdd"]}),
-     "'sgdd' is not a value of optimizer.name"),
-    (lambda r: r["tuning"]["space"]["optimizer.momentum"].update(when={"optimizer.lr": [0.1]}),
-     "'optimizer.lr' must be a categorical parameter"),
-    (lambda r: r["tuning"]["space"].update({"x": {"type": "floaty", "low": 0, "high": 1}}),
-     "does not match any of the expected tags"),
-    (lambda r: r["tuning"]["space"]["regularization.strength"].update(low=0.0, log=False),
-     "regularization.type is 'l1' but regularization.strength is 0"),
-])
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (
+            lambda r: r["tuning"]["space"]["initializer"].update(choices=["he_normal", "glorot"]),
+            "initializer: value 'glorot' is not valid",
+        ),
+        (
+            lambda r: r["tuning"]["space"]["optimizer.lr"].update(low=0.1, high=0.01),
+            "tuning.space.optimizer.lr: low must be below high",
+        ),
+        (lambda r: r["tuning"]["space"]["optimizer.lr"].update(low=0.0), "log: true needs low > 0"),
+        (lambda r: r["tuning"]["space"]["dropout"].update(high=1.0), "dropout: value 1.0 is not valid"),
+        (
+            lambda r: r["tuning"]["space"].update({"optimizer.lrr": {"type": "float", "low": 0.1, "high": 1.0}}),
+            "optimizer.lrr: the experiment has no setting 'optimizer.lrr'",
+        ),
+        (
+            lambda r: r["tuning"]["space"]["optimizer.momentum"].update(when={"optimizer.name": ["sgdd"]}),
+            "'sgdd' is not a value of optimizer.name",
+        ),
+        (
+            lambda r: r["tuning"]["space"]["optimizer.momentum"].update(when={"optimizer.lr": [0.1]}),
+            "'optimizer.lr' must be a categorical parameter",
+        ),
+        (
+            lambda r: r["tuning"]["space"].update({"x": {"type": "floaty", "low": 0, "high": 1}}),
+            "does not match any of the expected tags",
+        ),
+        (
+            lambda r: r["tuning"]["space"]["regularization.strength"].update(low=0.0, log=False),
+            "regularization.type is 'l1' but regularization.strength is 0",
+        ),
+    ],
+)
 def test_bad_search_space_is_named_before_any_trial(mutate, expected):
     assert expected in _config_error(mutate)
 
@@ -116,8 +131,9 @@ def test_overrides_are_nested_and_fill_lists_from_the_experiment():
     with pytest.raises(ValueError, match="out of range"):
         set_path({}, "optimizer.betas.2", 1, base)
     with pytest.raises(ValueError, match="declared earlier"):
-        SearchSpace.from_raw({"optimizer.momentum": {"type": "float", "low": 0.1, "high": 0.9,
-                                                     "when": {"optimizer.name": ["sgd"]}}})
+        SearchSpace.from_raw(
+            {"optimizer.momentum": {"type": "float", "low": 0.1, "high": 0.9, "when": {"optimizer.name": ["sgd"]}}}
+        )
 
 
 def test_use_tuned_merges_the_tuned_file_and_fails_clearly_without_it(tmp_path):
@@ -144,16 +160,22 @@ def test_use_tuned_merges_the_tuned_file_and_fails_clearly_without_it(tmp_path):
 
 def _env(mirror: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DEEPNOTES_"))}
-    return env | {"PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "DEEPNOTES_DATA_MIRROR": str(mirror),
-                  "PYTHONUNBUFFERED": "1"}
+    return env | {
+        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        "DEEPNOTES_DATA_MIRROR": str(mirror),
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def _run(repo: Path, *args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", *args], cwd=repo, env=env, capture_output=True, text=True,
-                            timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=900
+    )
     if check and result.returncode != 0:
-        pytest.fail(f"{' '.join(args)} exited {result.returncode}\n--- stdout\n{result.stdout[-5000:]}\n"
-                    f"--- stderr\n{result.stderr[-8000:]}")
+        pytest.fail(
+            f"{' '.join(args)} exited {result.returncode}\n--- stdout\n{result.stdout[-5000:]}\n"
+            f"--- stderr\n{result.stderr[-8000:]}"
+        )
     return result
 
 
@@ -224,8 +246,12 @@ def test_search_prunes_tracks_every_trial_and_writes_the_best_params(repo):
     assert metrics["study_pruned"] == states.count("PRUNED") and metrics["study_complete"] == states.count("COMPLETE")
     assert parent.data.params["best.optimizer.lr"] == str(study.best_params["optimizer.lr"])
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
-    assert {"plots/optimization_history.png", "plots/param_importances.png", "plots/parallel_coordinate.png",
-            "plots/slice.png"} <= plots
+    assert {
+        "plots/optimization_history.png",
+        "plots/param_importances.png",
+        "plots/parallel_coordinate.png",
+        "plots/slice.png",
+    } <= plots
 
     tuned = yaml.safe_load((root / "params" / "tuned" / f"{EXPERIMENT}.yaml").read_text())
     assert tuned["trial"] == study.best_trial.number and tuned["value"] == pytest.approx(study.best_value)
@@ -251,8 +277,20 @@ def test_resume_continues_the_numbering_and_never_reruns_a_trial(repo):
 
 def test_two_workers_run_exactly_the_target_without_duplicates(repo):
     root, env = repo
-    _run(root, "pipelines.stages.tune", EXPERIMENT, "--n-trials", "6", "--workers", "2", "--study-name", "parallel",
-         "--pruner", "none", env=env)
+    _run(
+        root,
+        "pipelines.stages.tune",
+        EXPERIMENT,
+        "--n-trials",
+        "6",
+        "--workers",
+        "2",
+        "--study-name",
+        "parallel",
+        "--pruner",
+        "none",
+        env=env,
+    )
     trials = _study(root, "parallel").get_trials()
     numbers = [t.number for t in trials]
     assert sorted(numbers) == list(range(6)) and len(set(numbers)) == 6
@@ -279,19 +317,42 @@ def test_nan_loss_is_pruned_with_a_reason_and_an_exception_is_a_failed_trial(rep
     params = root / "params.yaml"
     raw = yaml.safe_load(params.read_text())
     injected = dict(raw)
-    injected["tuning"] = dict(raw["tuning"], experiments={EXPERIMENT: {"trial": TRIAL, "space": {
-        "optimizer.name": {"type": "categorical", "choices": ["sgd"]},
-        "optimizer.lr": {"type": "float", "low": 1.0e-3, "high": 1.0e30, "log": True},
-        "trainer.precision": {"type": "categorical", "choices": ["32-true", "no-such-precision"]},
-    }}})
+    injected["tuning"] = dict(
+        raw["tuning"],
+        experiments={
+            EXPERIMENT: {
+                "trial": TRIAL,
+                "space": {
+                    "optimizer.name": {"type": "categorical", "choices": ["sgd"]},
+                    "optimizer.lr": {"type": "float", "low": 1.0e-3, "high": 1.0e30, "log": True},
+                    "trainer.precision": {"type": "categorical", "choices": ["32-true", "no-such-precision"]},
+                },
+            }
+        },
+    )
     params_injected = root / "params-injected.yaml"
     params_injected.write_text(yaml.safe_dump(injected, sort_keys=False))
-    _enqueue(root, "injected",
-             {"optimizer.lr": 1.0e30, "trainer.precision": "32-true"},          # NaN after one step
-             {"optimizer.lr": 0.05, "trainer.precision": "32-true"},            # fine
-             {"optimizer.lr": 0.05, "trainer.precision": "no-such-precision"})  # Lightning raises
-    result = _run(root, "pipelines.stages.tune", EXPERIMENT, "--n-trials", "3", "--study-name", "injected",
-                  "--params", str(params_injected), "--pruner", "none", env=env)
+    _enqueue(
+        root,
+        "injected",
+        {"optimizer.lr": 1.0e30, "trainer.precision": "32-true"},  # NaN after one step
+        {"optimizer.lr": 0.05, "trainer.precision": "32-true"},  # fine
+        {"optimizer.lr": 0.05, "trainer.precision": "no-such-precision"},
+    )  # Lightning raises
+    result = _run(
+        root,
+        "pipelines.stages.tune",
+        EXPERIMENT,
+        "--n-trials",
+        "3",
+        "--study-name",
+        "injected",
+        "--params",
+        str(params_injected),
+        "--pruner",
+        "none",
+        env=env,
+    )
     trials = sorted(_study(root, "injected").get_trials(), key=lambda t: t.number)
     assert [t.state.name for t in trials] == ["PRUNED", "COMPLETE", "FAIL"], result.stderr[-3000:]
     assert re.search(r"non-finite training loss \((nan|inf|-inf)\) at epoch 0", trials[0].user_attrs["prune_reason"])
@@ -308,14 +369,31 @@ def test_nan_loss_is_pruned_with_a_reason_and_an_exception_is_a_failed_trial(rep
 def test_a_killed_worker_trial_is_failed_and_retried_on_the_next_start(repo):
     root, env = repo
     slow = dict(yaml.safe_load((root / "params.yaml").read_text()))
-    slow["tuning"] = dict(slow["tuning"], experiments={EXPERIMENT: {
-        "trial": {"trainer": {"max_epochs": 200, "limit_train_batches": 6, "limit_val_batches": 2}}}})
+    slow["tuning"] = dict(
+        slow["tuning"],
+        experiments={
+            EXPERIMENT: {"trial": {"trainer": {"max_epochs": 200, "limit_train_batches": 6, "limit_val_batches": 2}}}
+        },
+    )
     params_slow = root / "params-slow.yaml"
     params_slow.write_text(yaml.safe_dump(slow, sort_keys=False))
-    argv = [sys.executable, "-m", "pipelines.stages.tune", EXPERIMENT, "--n-trials", "1", "--study-name", "killed",
-            "--params", str(params_slow), "--pruner", "none"]
-    proc = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "pipelines.stages.tune",
+        EXPERIMENT,
+        "--n-trials",
+        "1",
+        "--study-name",
+        "killed",
+        "--params",
+        str(params_slow),
+        "--pruner",
+        "none",
+    ]
+    proc = subprocess.Popen(
+        argv, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -336,8 +414,20 @@ def test_a_killed_worker_trial_is_failed_and_retried_on_the_next_start(repo):
     params_quick = root / "params-quick.yaml"
     quick = dict(slow, tuning=dict(slow["tuning"], experiments={EXPERIMENT: {"trial": TRIAL}}))
     params_quick.write_text(yaml.safe_dump(quick, sort_keys=False))
-    _run(root, "pipelines.stages.tune", EXPERIMENT, "--n-trials", "1", "--study-name", "killed", "--params",
-         str(params_quick), "--pruner", "none", env=env)
+    _run(
+        root,
+        "pipelines.stages.tune",
+        EXPERIMENT,
+        "--n-trials",
+        "1",
+        "--study-name",
+        "killed",
+        "--params",
+        str(params_quick),
+        "--pruner",
+        "none",
+        env=env,
+    )
     trials = sorted(_study(root, "killed").get_trials(), key=lambda t: t.number)
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
     assert trials[1].system_attrs["failed_trial"] == 0 and trials[1].params == trials[0].params
@@ -356,8 +446,20 @@ def test_train_with_use_tuned_reproduces_the_winning_trial(repo):
     raw["tuning"] = dict(raw["tuning"], experiments={})
     params_exact = root / "params-exact.yaml"
     params_exact.write_text(yaml.safe_dump(raw, sort_keys=False))
-    _run(root, "pipelines.stages.tune", EXPERIMENT, "--n-trials", "3", "--study-name", "exact", "--params",
-         str(params_exact), "--pruner", "none", env=env)
+    _run(
+        root,
+        "pipelines.stages.tune",
+        EXPERIMENT,
+        "--n-trials",
+        "3",
+        "--study-name",
+        "exact",
+        "--params",
+        str(params_exact),
+        "--pruner",
+        "none",
+        env=env,
+    )
     study = _study(root, "exact")
     raw["experiments"][EXPERIMENT]["use_tuned"] = True
     params_exact.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -372,11 +474,24 @@ def test_scheduled_sessions_run_concurrently_on_one_study(repo):
     """Two overlapping runs of the scheduling wrapper (what cron, systemd and SLURM start) share the study: the
     target total holds and no trial number repeats."""
     root, env = repo
-    argv = ["bash", "scheduling/tune-session.sh", EXPERIMENT, "--n-trials", "4", "--study-name", "scheduled",
-            "--pruner", "none", "--timeout", "600"]
+    argv = [
+        "bash",
+        "scheduling/tune-session.sh",
+        EXPERIMENT,
+        "--n-trials",
+        "4",
+        "--study-name",
+        "scheduled",
+        "--pruner",
+        "none",
+        "--timeout",
+        "600",
+    ]
     session_env = env | {"DEEPNOTES_PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen(argv, cwd=root, env=session_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(argv, cwd=root, env=session_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
     outputs = [proc.communicate(timeout=600)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], "\n".join(o[-3000:] for o in outputs)
     trials = _study(root, "scheduled").get_trials()
@@ -391,8 +506,20 @@ def test_scheduled_sessions_run_concurrently_on_one_study(repo):
 def test_every_sampler_and_pruner_runs_a_search(repo, sampler, pruner):
     root, env = repo
     name = f"{sampler}-{pruner}"
-    _run(root, "pipelines.stages.tune", EXPERIMENT, "--n-trials", "7", "--study-name", name, "--sampler", sampler,
-         "--pruner", pruner, env=env)
+    _run(
+        root,
+        "pipelines.stages.tune",
+        EXPERIMENT,
+        "--n-trials",
+        "7",
+        "--study-name",
+        name,
+        "--sampler",
+        sampler,
+        "--pruner",
+        pruner,
+        env=env,
+    )
     trials = _study(root, name).get_trials()
     assert len(trials) == 7 and not [t for t in trials if t.state.name == "FAIL"]
     assert any(t.state.name == "COMPLETE" for t in trials)

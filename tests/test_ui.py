@@ -26,8 +26,17 @@ VIEWPORT = {"width": 1600, "height": 1000}
 RUN = "mlp_churn"
 #: What the run's pages must show: add a name to a list to check one more chart or plot.
 METRIC_CHARTS = ["train_loss", "val_loss", "grad_norm_total", "grad_ratio_first_last", "dead_relu_fraction"]
-PLOTS = ["history.png", "confusion_matrix.png", "roc.png", "pr.png", "grad_flow.png", "bias_variance.png",
-         "predictions.png", "learning_curve.png", "seeds.png"]
+PLOTS = [
+    "history.png",
+    "confusion_matrix.png",
+    "roc.png",
+    "pr.png",
+    "grad_flow.png",
+    "bias_variance.png",
+    "predictions.png",
+    "learning_curve.png",
+    "seeds.png",
+]
 #: The plot shown in the artifacts screenshot.
 PREVIEW = "grad_flow.png"
 #: Without it MLflow 3 opens an experiment on its GenAI overview (no ``mlflow.experimentKind`` tag is set).

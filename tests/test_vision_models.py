@@ -20,10 +20,10 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from pipelines.training.module import SupervisedModule
 from models.registry import REGISTRY, NetworkSpec, build_network
 from models.shapes import summarize
 from pipelines import REPO_ROOT
+from pipelines.training.module import SupervisedModule
 
 DATA = Path(os.environ.get("DEEPNOTES_DATA_MIRROR") or REPO_ROOT.parent / "shared" / "data")
 CIFAR_TEST = DATA / "cifar10" / "test_batch.bin.gz"
@@ -52,8 +52,14 @@ def _seed():
 ALEXNET_CHANNELS = (24, 64, 96, 96, 64)  # a quarter of Krizhevsky et al.'s 96, 256, 384, 384, 256
 
 
-def alexnet_count(in_channels: int, size: int, classes: int, batch_norm: bool,
-                  channels: tuple[int, ...] = ALEXNET_CHANNELS, hidden: int = 1024) -> int:
+def alexnet_count(
+    in_channels: int,
+    size: int,
+    classes: int,
+    batch_norm: bool,
+    channels: tuple[int, ...] = ALEXNET_CHANNELS,
+    hidden: int = 1024,
+) -> int:
     """3x3, 5x5, 3x3, 3x3, 3x3 'same' convolutions; three 2x2 poolings rounding down; fc6, fc7, output."""
     c1, c2, c3, c4, c5 = channels
     total = conv(in_channels, c1, 3) + conv(c1, c2, 5) + conv(c2, c3, 3) + conv(c3, c4, 3) + conv(c4, c5, 3)
@@ -71,8 +77,9 @@ VGG = {
 }
 
 
-def vgg_count(depth: int, in_channels: int, size: int, classes: int, batch_norm: bool, divisor: int = 1,
-              hidden: int = 512) -> int:
+def vgg_count(
+    depth: int, in_channels: int, size: int, classes: int, batch_norm: bool, divisor: int = 1, hidden: int = 512
+) -> int:
     """3x3 'same' convolutions; five 2x2 poolings rounding up (28 -> 14 -> 7 -> 4 -> 2 -> 1); two hidden dense."""
     total, d, side = 0, in_channels, size
     for v in VGG[depth]:
@@ -110,15 +117,17 @@ def expected_count(name: str, params: dict, in_channels: int, size: int, classes
     return vgg_count(params["depth"], in_channels, size, classes, batch_norm, params.get("width_divisor", 1))
 
 
-@pytest.mark.parametrize(("name", "params", "batch_norm"), CASES,
-                         ids=["alexnet", "alexnet-bn", "vgg11", "vgg11-bn", "vgg16", "vgg16-bn"])
+@pytest.mark.parametrize(
+    ("name", "params", "batch_norm"), CASES, ids=["alexnet", "alexnet-bn", "vgg11", "vgg11-bn", "vgg16", "vgg16-bn"]
+)
 @pytest.mark.parametrize("input_shape", [(1, 28, 28), (3, 32, 32)], ids=["mnist", "cifar"])
 def test_shapes_and_counts(name, params, batch_norm, input_shape):
     net = build_network(name, NetworkSpec(input_shape, 10, batch_norm=batch_norm, dropout=0.5), params)
     assert n_params(net) == expected_count(name, params, input_shape[0], input_shape[1], 10, batch_norm)
     assert net(torch.rand(2, *input_shape)).shape == (2, 10)
     assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == (
-        (5 if name == "alexnet" else sum(v != "M" for v in VGG[params["depth"]])) if batch_norm else 0)
+        (5 if name == "alexnet" else sum(v != "M" for v in VGG[params["depth"]])) if batch_norm else 0
+    )
     assert sum(isinstance(m, nn.Dropout) for m in net.modules()) == 2
 
 
@@ -136,8 +145,9 @@ def test_feature_map_sizes_on_both_inputs():
 
 def test_options():
     spec = NetworkSpec((3, 32, 32), 1, activation="elu")
-    net = build_network("alexnet", spec, {"channels": [8, 16, 24, 24, 16], "hidden_size": 64,
-                                          "local_response_norm": True})
+    net = build_network(
+        "alexnet", spec, {"channels": [8, 16, 24, 24, 16], "hidden_size": 64, "local_response_norm": True}
+    )
     assert n_params(net) == alexnet_count(3, 32, 1, False, (8, 16, 24, 24, 16), 64)
     assert sum(isinstance(m, nn.LocalResponseNorm) for m in net.modules()) == 2
     assert sum(isinstance(m, nn.ELU) for m in net.modules()) == 7
@@ -148,8 +158,9 @@ def test_options():
         convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
         assert len(convs) + 3 == depth  # the paper's depth counts the weight layers
         assert max(c.out_channels for c in convs) == 128 and convs[0].out_channels == 16
-    assert n_params(build_network("vgg", NetworkSpec((3, 32, 32), 10), {"width_divisor": 4})) == \
-        vgg_count(11, 3, 32, 10, False, divisor=4)
+    assert n_params(build_network("vgg", NetworkSpec((3, 32, 32), 10), {"width_divisor": 4})) == vgg_count(
+        11, 3, 32, 10, False, divisor=4
+    )
 
 
 def test_params_are_validated():
@@ -201,26 +212,44 @@ class _Losses(L.Callback):
 
 @needs_cifar
 @pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
-@pytest.mark.parametrize(("name", "params", "batch_norm"), [
-    ("alexnet", {}, False),
-    ("vgg", {"depth": 11, "width_divisor": 4}, True),
-    ("vgg", {"depth": 16, "width_divisor": 4}, True),
-], ids=["alexnet", "vgg11-bn", "vgg16-bn"])
+@pytest.mark.parametrize(
+    ("name", "params", "batch_norm"),
+    [
+        ("alexnet", {}, False),
+        ("vgg", {"depth": 11, "width_divisor": 4}, True),
+        ("vgg", {"depth": 16, "width_divisor": 4}, True),
+    ],
+    ids=["alexnet", "vgg11-bn", "vgg16-bn"],
+)
 def test_one_training_step_on_real_cifar10(cifar_batch, tmp_path, name, params, batch_norm):
     images, labels = cifar_batch
     assert images.shape == (64, 3, 32, 32) and labels.max() <= 9
     assert labels[:4].tolist() == [3, 8, 8, 0]  # cat, ship, ship, airplane: the test batch's first records
     module = SupervisedModule(
-        name, {"input_shape": (3, 32, 32), "num_outputs": 10, "dropout": 0.5, "batch_norm": batch_norm},
-        params, task="multiclass", task_meta={"num_classes": 10}, loss="ce", optimizer={"name": "adam", "lr": 1e-3},
-        regularization={"type": "none"}, initializer="he_normal",
+        name,
+        {"input_shape": (3, 32, 32), "num_outputs": 10, "dropout": 0.5, "batch_norm": batch_norm},
+        params,
+        task="multiclass",
+        task_meta={"num_classes": 10},
+        loss="ce",
+        optimizer={"name": "adam", "lr": 1e-3},
+        regularization={"type": "none"},
+        initializer="he_normal",
     )
     before = {k: v.clone() for k, v in module.network.state_dict().items()}
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=64)
     losses = _Losses()
-    trainer = L.Trainer(max_steps=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[losses],
-                        default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[losses],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, loader)
     assert trainer.global_step == 1 and len(losses.losses) == 1
     assert math.isfinite(losses.losses[0]) and 0 < losses.losses[0] < 50

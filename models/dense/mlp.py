@@ -36,10 +36,12 @@ class MLP(nn.Module):
         super().__init__()
         widths = [flat_size(spec.input_shape), *hidden_sizes]
         self.flatten = nn.Flatten()
-        self.hidden = nn.Sequential(*(
-            dense_block(fan_in, fan_out, spec.activation, spec.batch_norm, spec.dropout)
-            for fan_in, fan_out in zip(widths[:-1], widths[1:])
-        ))
+        self.hidden = nn.Sequential(
+            *(
+                dense_block(fan_in, fan_out, spec.activation, spec.batch_norm, spec.dropout)
+                for fan_in, fan_out in zip(widths[:-1], widths[1:])
+            )
+        )
         self.output = OutputLayer(widths[-1], spec.num_outputs)
 
     def forward(self, x: Tensor) -> Tensor:

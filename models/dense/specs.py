@@ -8,15 +8,17 @@ from models.registry import Architecture, ArchParams, NoParams, register
 
 _TASKS = frozenset({"binary", "multiclass", "regression"})
 
-register(Architecture(
-    "perceptron",
-    "models.dense.perceptron:Perceptron",
-    NoParams,
-    "notes 001, Perceptron (AND/OR gates; XOR gate)",
-    "Rosenblatt (1958), The perceptron",
-    frozenset({"table", "tabular"}),
-    frozenset({"binary"}),
-))
+register(
+    Architecture(
+        "perceptron",
+        "models.dense.perceptron:Perceptron",
+        NoParams,
+        "notes 001, Perceptron (AND/OR gates; XOR gate)",
+        "Rosenblatt (1958), The perceptron",
+        frozenset({"table", "tabular"}),
+        frozenset({"binary"}),
+    )
+)
 
 
 class MLPParams(ArchParams):
@@ -25,12 +27,14 @@ class MLPParams(ArchParams):
     hidden_sizes: list[PositiveInt] = Field(default_factory=lambda: [64, 32], description="units per hidden layer")
 
 
-register(Architecture(
-    "mlp",
-    "models.dense.mlp:MLP",
-    MLPParams,
-    "notes 004, Multi layer perceptron; notes 001, Activation Functions",
-    "Rumelhart, Hinton, Williams (1986), Learning representations by back-propagating errors",
-    frozenset({"table", "tabular", "image"}),
-    _TASKS,
-))
+register(
+    Architecture(
+        "mlp",
+        "models.dense.mlp:MLP",
+        MLPParams,
+        "notes 004, Multi layer perceptron; notes 001, Activation Functions",
+        "Rumelhart, Hinton, Williams (1986), Learning representations by back-propagating errors",
+        frozenset({"table", "tabular", "image"}),
+        _TASKS,
+    )
+)

@@ -61,9 +61,11 @@ class Autoencoder(nn.Module):
         if bottleneck < 1:
             raise ValueError(f"autoencoder needs bottleneck >= 1, got bottleneck={bottleneck}")
         if bottleneck >= size:
-            raise ValueError(f"autoencoder: bottleneck={bottleneck} is not below the input size {size} "
-                             f"(prod of input_shape {self.input_shape}); an undercomplete autoencoder needs a smaller "
-                             f"code")
+            raise ValueError(
+                f"autoencoder: bottleneck={bottleneck} is not below the input size {size} "
+                f"(prod of input_shape {self.input_shape}); an undercomplete autoencoder needs a smaller "
+                f"code"
+            )
         if hidden and min(hidden) < 1:
             raise ValueError(f"autoencoder needs positive hidden sizes, got hidden_sizes={hidden}")
         self.bottleneck = int(bottleneck)

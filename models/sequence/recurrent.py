@@ -43,8 +43,14 @@ class LSTMClassifier(nn.Module):
         ValueError: ``spec.vocab_size`` is None, or ``spec.input_shape`` is not ``(seq_len,)``.
     """
 
-    def __init__(self, spec: NetworkSpec, embedding_dim: int = 64, hidden_size: int = 64, num_layers: int = 1,
-                 bidirectional: bool = False) -> None:
+    def __init__(
+        self,
+        spec: NetworkSpec,
+        embedding_dim: int = 64,
+        hidden_size: int = 64,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+    ) -> None:
         super().__init__()
         if spec.vocab_size is None:
             raise ValueError("LSTMClassifier needs spec.vocab_size (token inputs); got None")

@@ -18,12 +18,14 @@ class LSTMParams(ArchParams):
     bidirectional: bool = False
 
 
-register(Architecture(
-    "lstm_classifier",
-    "models.sequence.recurrent:LSTMClassifier",
-    LSTMParams,
-    "notes 004, LSTM (long-term and short-term memory)",
-    "Hochreiter & Schmidhuber (1997), Long short-term memory",
-    frozenset({"text"}),
-    _TASKS,
-))
+register(
+    Architecture(
+        "lstm_classifier",
+        "models.sequence.recurrent:LSTMClassifier",
+        LSTMParams,
+        "notes 004, LSTM (long-term and short-term memory)",
+        "Hochreiter & Schmidhuber (1997), Long short-term memory",
+        frozenset({"text"}),
+        _TASKS,
+    )
+)

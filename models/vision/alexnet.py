@@ -16,7 +16,6 @@ from models.layers import OutputLayer, conv_block, dense_block, image_shape, out
 from models.registry import NetworkSpec
 from models.vision.convnets import _ConvClassifier
 
-
 #: The paper's AlexNet widths (Krizhevsky et al. 2012, Fig. 2, both GPUs together): 5 convolutions, 2 hidden dense.
 ALEXNET_PAPER_CHANNELS: tuple[int, ...] = (96, 256, 384, 384, 256)
 ALEXNET_PAPER_HIDDEN = 4096
@@ -79,8 +78,13 @@ class AlexNet(_ConvClassifier):
             ``alexnet``), or an unknown activation.
     """
 
-    def __init__(self, spec: NetworkSpec, channels: Sequence[int] = (24, 64, 96, 96, 64), hidden_size: int = 1024,
-                 local_response_norm: bool = False) -> None:
+    def __init__(
+        self,
+        spec: NetworkSpec,
+        channels: Sequence[int] = (24, 64, 96, 96, 64),
+        hidden_size: int = 1024,
+        local_response_norm: bool = False,
+    ) -> None:
         super().__init__()
         in_channels, height, width = image_shape(spec.input_shape, "alexnet")
         channels = tuple(int(c) for c in channels)
@@ -89,8 +93,10 @@ class AlexNet(_ConvClassifier):
         if hidden_size < 1:
             raise ValueError(f"alexnet needs hidden_size >= 1, got {hidden_size}")
         if min(height, width) < 8:
-            raise ValueError(f"alexnet: input_shape {spec.input_shape} is too small: its three 2x2 poolings need "
-                             f"H, W >= 8 (8 -> 4 -> 2 -> 1)")
+            raise ValueError(
+                f"alexnet: input_shape {spec.input_shape} is too small: its three 2x2 poolings need "
+                f"H, W >= 8 (8 -> 4 -> 2 -> 1)"
+            )
         act, bn = spec.activation, spec.batch_norm
         c1, c2, c3, c4, c5 = channels
 

@@ -115,4 +115,3 @@ class LeNet5(_ConvClassifier):
             dense_block(120, 84, act, bn, spec.dropout),  # F6
             OutputLayer(84, spec.num_outputs),
         )
-

@@ -72,8 +72,12 @@ class Localizer(nn.Module):
             ``num_outputs`` below 1, or an unknown activation.
     """
 
-    def __init__(self, spec: NetworkSpec, channels: list[int] = [16, 32, 64, 64],  # noqa: B006 (never mutated)
-                 hidden_size: int = 128) -> None:
+    def __init__(
+        self,
+        spec: NetworkSpec,
+        channels: list[int] = [16, 32, 64, 64],  # noqa: B006 (never mutated)
+        hidden_size: int = 128,
+    ) -> None:
         super().__init__()
         in_channels, height, width = image_shape(spec.input_shape, "localizer")
         widths: Sequence[int] = tuple(int(c) for c in channels)
@@ -88,8 +92,10 @@ class Localizer(nn.Module):
         h, w = height, width
         for i, c in enumerate(widths, start=1):
             if min(h, w) < 2:
-                raise ValueError(f"localizer: input_shape {tuple(spec.input_shape)} is too small: pooling {i} of "
-                                 f"{len(widths)} would see a {h}x{w} map; H, W must be >= {2 ** len(widths)}")
+                raise ValueError(
+                    f"localizer: input_shape {tuple(spec.input_shape)} is too small: pooling {i} of "
+                    f"{len(widths)} would see a {h}x{w} map; H, W must be >= {2 ** len(widths)}"
+                )
             layers += [conv_block(in_channels, c, 3, act, bn, padding=1), nn.MaxPool2d(2)]
             h, w = (conv_output_size(d, 2, s=2, rounding="floor") for d in (h, w))  # (W - 2)/2 + 1
             in_channels = c

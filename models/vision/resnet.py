@@ -64,8 +64,10 @@ def resnet_layout(depth: int, width: int | None = None) -> list[tuple[int, int, 
 
 def _conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> list[nn.Module]:
     """Conv2d ('same' padding for odd kernels, no bias: the BN's shift replaces it) -> BatchNorm2d."""
-    return [nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False),
-            nn.BatchNorm2d(out_channels)]
+    return [
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+    ]
 
 
 class _Block(nn.Module):
@@ -77,8 +79,9 @@ class _Block(nn.Module):
     ``shortcut`` module at all (``self.shortcut is None``): the plain network.
     """
 
-    def __init__(self, branch: nn.Sequential, in_channels: int, out_channels: int, stride: int, activation: str,
-                 residual: bool) -> None:
+    def __init__(
+        self, branch: nn.Sequential, in_channels: int, out_channels: int, stride: int, activation: str, residual: bool
+    ) -> None:
         super().__init__()
         self.branch = branch
         self.residual = residual
@@ -122,8 +125,9 @@ class ResidualBlock(_Block):
     ``in * out + 2 * out`` for a projection.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, activation: str, stride: int = 1,
-                 residual: bool = True) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, activation: str, stride: int = 1, residual: bool = True
+    ) -> None:
         branch = nn.Sequential(
             *_conv_bn(in_channels, out_channels, 3, stride),
             make_activation(activation),
@@ -150,8 +154,15 @@ class BottleneckBlock(_Block):
     plus ``in * out + 2 * out`` for a projection.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, activation: str, stride: int = 1,
-                 residual: bool = True, ratio: int = 4) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        activation: str,
+        stride: int = 1,
+        residual: bool = True,
+        ratio: int = 4,
+    ) -> None:
         if ratio < 1:
             raise ValueError(f"bottleneck_ratio must be >= 1, got {ratio}")
         mid = max(1, out_channels // ratio)
@@ -220,8 +231,15 @@ class ResNet(_ConvClassifier):
         ValueError: a non-image ``input_shape``, an unknown depth or activation, a width or ratio below 1.
     """
 
-    def __init__(self, spec: NetworkSpec, depth: Literal[18, 20, 32, 44, 56] = 20, width: int | None = None,
-                 bottleneck: bool = False, bottleneck_ratio: int = 4, residual: bool = True) -> None:
+    def __init__(
+        self,
+        spec: NetworkSpec,
+        depth: Literal[18, 20, 32, 44, 56] = 20,
+        width: int | None = None,
+        bottleneck: bool = False,
+        bottleneck_ratio: int = 4,
+        residual: bool = True,
+    ) -> None:
         super().__init__()
         in_channels = image_shape(spec.input_shape, "plain_cnn" if not residual else "resnet")[0]
         if bottleneck_ratio < 1:
@@ -260,13 +278,20 @@ class PlainCNN(ResNet):
     plain_cnn-20 has 269,434 (1x28x28) and 269,722 (3x32x32). Shapes, args and errors as :class:`ResNet`.
     """
 
-    def __init__(self, spec: NetworkSpec, depth: Literal[18, 20, 32, 44, 56] = 20, width: int | None = None,
-                 bottleneck: bool = False, bottleneck_ratio: int = 4) -> None:
+    def __init__(
+        self,
+        spec: NetworkSpec,
+        depth: Literal[18, 20, 32, 44, 56] = 20,
+        width: int | None = None,
+        bottleneck: bool = False,
+        bottleneck_ratio: int = 4,
+    ) -> None:
         super().__init__(spec, depth, width, bottleneck, bottleneck_ratio, residual=False)
 
 
-def parameter_reduction(spec: NetworkSpec, params: dict[str, Any] | ArchParams | None = None,
-                        residual: bool = True) -> dict[str, float | int]:
+def parameter_reduction(
+    spec: NetworkSpec, params: dict[str, Any] | ArchParams | None = None, residual: bool = True
+) -> dict[str, float | int]:
     """Parameter counts of the network of ``params`` with basic blocks and with 1x1 bottlenecks (notes 002
     "PURPOSE OF 1X1 CONVOLUTION"; He et al. section 4.1), for the train stage to log.
 
@@ -294,8 +319,12 @@ def parameter_reduction(spec: NetworkSpec, params: dict[str, Any] | ArchParams |
         for bottleneck in (False, True):
             net = ResNet(spec, **{**kwargs, "bottleneck": bottleneck}, residual=residual)
             counts[bottleneck] = sum(p.numel() for p in net.parameters())
-    return {"params_basic": counts[False], "params_bottleneck": counts[True],
-            "ratio": counts[True] / counts[False], "bottleneck_ratio": kwargs["bottleneck_ratio"]}
+    return {
+        "params_basic": counts[False],
+        "params_bottleneck": counts[True],
+        "ratio": counts[True] / counts[False],
+        "bottleneck_ratio": kwargs["bottleneck_ratio"],
+    }
 
 
 def describe_resnet(spec: NetworkSpec, params: dict[str, Any]) -> dict[str, float | int]:

@@ -18,7 +18,6 @@ from models.registry import NetworkSpec
 from models.shapes import conv_output_size
 from models.vision.convnets import _ConvClassifier
 
-
 #: Simonyan & Zisserman (2015), Table 1: the convolution widths of configurations A (11 weight layers), B (13),
 #: D (16) and E (19), all 3x3 'same' convolutions; "M" is a 2x2 stride-2 max pooling. Each depth counts the
 #: convolutions plus the 3 dense layers.
@@ -99,8 +98,9 @@ class VGG(_ConvClassifier):
             (naming ``vgg`` and the pooling that would see a 1x1 map), or an unknown activation.
     """
 
-    def __init__(self, spec: NetworkSpec, depth: Literal[11, 13, 16, 19] = 11, width_divisor: int = 1,
-                 hidden_size: int = 512) -> None:
+    def __init__(
+        self, spec: NetworkSpec, depth: Literal[11, 13, 16, 19] = 11, width_divisor: int = 1, hidden_size: int = 512
+    ) -> None:
         super().__init__()
         name = f"vgg (depth {depth})"
         in_channels, height, width = image_shape(spec.input_shape, "vgg")
@@ -116,7 +116,8 @@ class VGG(_ConvClassifier):
                 if min(h, w) < 2:
                     raise ValueError(
                         f"{name}: input_shape {spec.input_shape} is too small: pooling {pool} of 5 would see a "
-                        f"{h}x{w} map; VGG needs H, W >= {VGG_MIN_SIZE}")
+                        f"{h}x{w} map; VGG needs H, W >= {VGG_MIN_SIZE}"
+                    )
                 h, w = (conv_output_size(d, 2, s=2, rounding="ceil") for d in (h, w))
                 layers.append(nn.MaxPool2d(2, ceil_mode=True))
             else:

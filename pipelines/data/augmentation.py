@@ -66,8 +66,8 @@ def augment_images(x: np.ndarray, config: AugmentConfig, seed: int, batch_size: 
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         for start in range(0, len(x), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size], dtype=np.float32))
-            out[start:start + batch_size] = pipeline(batch).clamp_(0.0, 1.0).numpy()
+            batch = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size], dtype=np.float32))
+            out[start : start + batch_size] = pipeline(batch).clamp_(0.0, 1.0).numpy()
     return out
 
 
@@ -82,8 +82,9 @@ def augment_tabular(x: np.ndarray, numeric_features: Sequence[int], noise_std: f
     return out
 
 
-def augment_arrays(x: np.ndarray, y: np.ndarray, meta: dict[str, Any], config: AugmentConfig,
-                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+def augment_arrays(
+    x: np.ndarray, y: np.ndarray, meta: dict[str, Any], config: AugmentConfig, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The extra train samples for a prepared train split ``(x, y)`` described by ``meta``.
 
     Returns:

@@ -70,8 +70,9 @@ _FASHION_MNIST_URLS = (
 )
 
 
-def _raw(folder: str, bases: tuple[str, ...], name: str, *sha: str, payload: str | None = None,
-         required: bool = True) -> RawFile:
+def _raw(
+    folder: str, bases: tuple[str, ...], name: str, *sha: str, payload: str | None = None, required: bool = True
+) -> RawFile:
     """``<folder>/<name>`` with the accepted sha256s, and one URL per base URL (``base + name``)."""
     return RawFile(f"{folder}/{name}", tuple(sha), payload, tuple(base + name for base in bases), required)
 
@@ -114,9 +115,15 @@ def _cifar10(name: str, *, required: bool) -> RawFile:
 
 CATALOG: dict[str, DatasetEntry] = {
     # The truth tables of notes 001 ("Perceptron", "AND GATE", "XOR gate"): generated, no files.
-    "logic_and": DatasetEntry("logic_and", "binary", "truth-table", "table", source="notes 001, AND GATE", classes=("0", "1")),
-    "logic_or": DatasetEntry("logic_or", "binary", "truth-table", "table", source="notes 001, Perceptron", classes=("0", "1")),
-    "logic_xor": DatasetEntry("logic_xor", "binary", "truth-table", "table", source="notes 001, XOR gate", classes=("0", "1")),
+    "logic_and": DatasetEntry(
+        "logic_and", "binary", "truth-table", "table", source="notes 001, AND GATE", classes=("0", "1")
+    ),
+    "logic_or": DatasetEntry(
+        "logic_or", "binary", "truth-table", "table", source="notes 001, Perceptron", classes=("0", "1")
+    ),
+    "logic_xor": DatasetEntry(
+        "logic_xor", "binary", "truth-table", "table", source="notes 001, XOR gate", classes=("0", "1")
+    ),
     "mnist": DatasetEntry(
         "mnist",
         "multiclass",
@@ -149,22 +156,34 @@ CATALOG: dict[str, DatasetEntry] = {
                 "a26751d72d89606ffbfdd4dd5d16911f01e93a7ff4783c95da7307a073d79fa7",  # repacked mirror copy
                 payload="c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
             ),
-            _fashion_mnist("train-labels-idx1-ubyte.gz",
-                           "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
+            _fashion_mnist(
+                "train-labels-idx1-ubyte.gz", "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"
+            ),
             _fashion_mnist(
                 "t10k-images-idx3-ubyte.gz",
                 "78cb45a589ec14266eab4ac0cb2e9e10a4c076ae2d337fe86383d761bff83f32",  # repacked mirror copy
                 payload="5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
             ),
-            _fashion_mnist("t10k-labels-idx1-ubyte.gz",
-                           "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
+            _fashion_mnist(
+                "t10k-labels-idx1-ubyte.gz", "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"
+            ),
         ),
         source="https://github.com/zalandoresearch/fashion-mnist",
         citation="Xiao, Rasul, Vollgraf (2017), Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine "
-                 "Learning Algorithms, arXiv:1708.07747",
+        "Learning Algorithms, arXiv:1708.07747",
         license="MIT (Copyright 2017 Zalando SE)",
-        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                 "Ankle boot"),
+        classes=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
         flip_safe=True,  # clothes mirrored left-right are the same kind of clothes
     ),
     "cifar10": DatasetEntry(
@@ -179,7 +198,7 @@ CATALOG: dict[str, DatasetEntry] = {
         ),
         source="https://www.cs.toronto.edu/~kriz/cifar.html (binary version)",
         citation="Krizhevsky (2009), Learning Multiple Layers of Features from Tiny Images, technical report, "
-                 "University of Toronto",
+        "University of Toronto",
         license="no formal license; cite the report",
         classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
         flip_safe=True,
@@ -238,7 +257,7 @@ CATALOG: dict[str, DatasetEntry] = {
             ),
         ),
         source="Daily minimum temperatures in Melbourne, 1981-1990 (°C): Australian Bureau of Meteorology, via the "
-               "Time Series Data Library (TSDL); file from GitHub jbrownlee/Datasets",
+        "Time Series Data Library (TSDL); file from GitHub jbrownlee/Datasets",
         license="© Commonwealth of Australia (Bureau of Meteorology); widely redistributed for teaching",
     ),
 }
@@ -246,11 +265,20 @@ CATALOG: dict[str, DatasetEntry] = {
 
 def _cifar10_subset(name: str, classes: tuple[int, ...], role: str) -> DatasetEntry:
     base = CATALOG["cifar10"]
-    return DatasetEntry(name, "multiclass", base.format, base.modality, files=base.files,
-                        source=f"{base.source}; classes {', '.join(base.classes[c] for c in classes)} only ({role})",
-                        citation=base.citation, license=base.license,
-                        classes=tuple(base.classes[c] for c in classes), flip_safe=True, base="cifar10",
-                        class_subset=classes)
+    return DatasetEntry(
+        name,
+        "multiclass",
+        base.format,
+        base.modality,
+        files=base.files,
+        source=f"{base.source}; classes {', '.join(base.classes[c] for c in classes)} only ({role})",
+        citation=base.citation,
+        license=base.license,
+        classes=tuple(base.classes[c] for c in classes),
+        flip_safe=True,
+        base="cifar10",
+        class_subset=classes,
+    )
 
 
 CATALOG |= {
@@ -261,10 +289,17 @@ CATALOG |= {
     # Single-object localization (notes 000, "Image or Object localization"): each real MNIST digit pasted at a
     # seeded random position and scale on a blank canvas; the target is the digit's class and bounding box.
     "mnist_localization": DatasetEntry(
-        "mnist_localization", "localization", "idx-gz-canvas", "image", files=CATALOG["mnist"].files,
+        "mnist_localization",
+        "localization",
+        "idx-gz-canvas",
+        "image",
+        files=CATALOG["mnist"].files,
         source="MNIST digits (http://yann.lecun.com/exdb/mnist/) pasted on a 64x64 canvas by the prepare stage",
-        citation=CATALOG["mnist"].citation, license=CATALOG["mnist"].license,
-        classes=CATALOG["mnist"].classes, base="mnist"),
+        citation=CATALOG["mnist"].citation,
+        license=CATALOG["mnist"].license,
+        classes=CATALOG["mnist"].classes,
+        base="mnist",
+    ),
 }
 
 

@@ -16,7 +16,6 @@ import torch
 
 from pipelines.data.prepared import PreparedData
 
-
 #: Batch size for validation, test and prediction. Inference on a CPU is cache-bound: on 2 cores, 128 images per
 #: batch ran 1.5x (LSTM) to 2.2x (ResNet-20, LeNet-5) faster than 2,048 (``python -m benchmarks.eval_batch``,
 #: results in benchmarks/ZOO.md). The outputs are the same; only the batching differs.
@@ -36,8 +35,17 @@ class TensorBatches:
     ``limit_train_batches``.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 drop_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
         if batch_size < 1:
@@ -103,8 +111,15 @@ class ArrayDataModule(L.LightningDataModule):
         rank, world = 0, 1
         if self.trainer is not None:
             rank, world = self.trainer.global_rank, self.trainer.world_size
-        return TensorBatches(x, y, self.batch_size if train else self.eval_batch_size, shuffle=train,
-                             seed=self.seed, rank=rank, world_size=world)
+        return TensorBatches(
+            x,
+            y,
+            self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+        )
 
     def train_dataloader(self) -> TensorBatches:
         return self._loader("train", train=True)

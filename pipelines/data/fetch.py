@@ -123,8 +123,15 @@ def mirror_root(mirror: str | Path | None = None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def fetch(raw: RawFile, *, mirror: str | Path | None = None, cache_dir: str | Path = DEFAULT_CACHE_DIR,
-          base_url: str | None = None, retries: int = 3, timeout: float = 60) -> Path:
+def fetch(
+    raw: RawFile,
+    *,
+    mirror: str | Path | None = None,
+    cache_dir: str | Path = DEFAULT_CACHE_DIR,
+    base_url: str | None = None,
+    retries: int = 3,
+    timeout: float = 60,
+) -> Path:
     """Return a verified local path to ``raw`` (see the module docstring for the search order).
 
     Args:
@@ -177,8 +184,10 @@ def fetch(raw: RawFile, *, mirror: str | Path | None = None, cache_dir: str | Pa
         looked = f"not in the mirror at {root / raw.path}"
     tried = "" if urls else "; no download URL configured"
     problems = f"; {' | '.join(failures)}" if failures else ""
-    hint = (f"Set {MIRROR_ENV} to a folder holding the data (laid out as <dataset>/<file>, like shared/data) "
-            f"or {URL_ENV} to an HTTP(S) URL serving it")
+    hint = (
+        f"Set {MIRROR_ENV} to a folder holding the data (laid out as <dataset>/<file>, like shared/data) "
+        f"or {URL_ENV} to an HTTP(S) URL serving it"
+    )
     if integrity_error is not None:
         raise DataIntegrityError(f"{raw.path}: {looked}{tried}{problems}")
     raise DataNotFoundError(f"{raw.path}: {looked}, not in the cache at {cached}{tried}{problems}. {hint}")

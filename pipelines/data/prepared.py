@@ -98,8 +98,12 @@ def from_unit_range(x: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
     return out
 
 
-def write_prepared(out_dir: str | Path, arrays: dict[str, tuple[np.ndarray, np.ndarray]], meta: dict[str, Any],
-                   extra_files: dict[str, bytes] | None = None) -> Path:
+def write_prepared(
+    out_dir: str | Path,
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]],
+    meta: dict[str, Any],
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
     """Atomically write ``arrays`` (``{split: (x, y)}``) and ``meta`` to ``out_dir``.
 
     ``meta`` is completed with ``splits``, ``x_dtype`` and ``y_dtype``. ``extra_files`` (name to bytes), e.g. a
@@ -154,8 +158,9 @@ def load_prepared(directory: str | Path, splits: tuple[str, ...] = SPLITS, mmap:
     return data
 
 
-def load_training_data(dataset: str, prepared_root: Path = PREPARED_ROOT,
-                       augmented_root: Path = AUGMENTED_ROOT) -> PreparedData:
+def load_training_data(
+    dataset: str, prepared_root: Path = PREPARED_ROOT, augmented_root: Path = AUGMENTED_ROOT
+) -> PreparedData:
     """Load ``dataset``'s prepared splits with any augmented train samples appended to ``train``."""
     data = load_prepared(prepared_root / dataset)
     aug_dir = augmented_root / dataset

@@ -42,12 +42,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from pipelines.data.catalog import DatasetEntry, get_dataset
 from pipelines.config import DatasetConfig
-from pipelines.errors import DataError, DataFormatError, DataNotFoundError
+from pipelines.data.catalog import DatasetEntry, get_dataset
 from pipelines.data.fetch import MIRROR_ENV, URL_ENV, fetch, mirror_root
 from pipelines.data.prepared import CHANNEL_STANDARDIZATION, from_unit_range
 from pipelines.data.readers import read_cifar_batch, read_csv, read_idx
+from pipelines.errors import DataError, DataFormatError, DataNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,9 @@ def test_indices(y_test: np.ndarray, config: DatasetConfig, seed: int) -> np.nda
     return np.sort(subsample_indices(y_test, config.max_test_samples, seed))
 
 
-def keep_classes(images: np.ndarray, labels: np.ndarray, subset: tuple[int, ...] | None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def keep_classes(
+    images: np.ndarray, labels: np.ndarray, subset: tuple[int, ...] | None
+) -> tuple[np.ndarray, np.ndarray]:
     """The samples whose label is in ``subset``, relabelled by position in it (``subset[k]`` becomes ``k``);
     everything when ``subset`` is None."""
     if subset is None:
@@ -227,26 +228,33 @@ def _scale_images(images: np.ndarray) -> np.ndarray:
     return out
 
 
-def _idx_splits(entry: DatasetEntry, config: DatasetConfig, seed: int,
-                mirror: str | Path | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _idx_splits(
+    entry: DatasetEntry, config: DatasetConfig, seed: int, mirror: str | Path | None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The uint8 images (N, 28, 28) and int64 labels of each split of an MNIST-format dataset (the four IDX files
     ``{train,t10k}-{images,labels}``): val carved from the official train split, then ``max_train_per_class`` and
     ``max_train_samples``; the official test split, or ``max_test_samples`` of it."""
     files = _fetch_files(entry, mirror)
-    train_images, train_labels = _read_idx_pair(files["train-images-idx3-ubyte.gz"],
-                                                files["train-labels-idx1-ubyte.gz"])
+    train_images, train_labels = _read_idx_pair(
+        files["train-images-idx3-ubyte.gz"], files["train-labels-idx1-ubyte.gz"]
+    )
     test_images, test_labels = _read_idx_pair(files["t10k-images-idx3-ubyte.gz"], files["t10k-labels-idx1-ubyte.gz"])
     train, val = carve_train_val(train_labels, config, seed)
     test = test_indices(test_labels, config, seed)
-    return {"train": (train_images[train], train_labels[train]), "val": (train_images[val], train_labels[val]),
-            "test": (test_images[test], test_labels[test])}
+    return {
+        "train": (train_images[train], train_labels[train]),
+        "val": (train_images[val], train_labels[val]),
+        "test": (test_images[test], test_labels[test]),
+    }
 
 
 def _prepare_idx_images(name: str, config: DatasetConfig, seed: int, mirror: str | Path | None) -> Prepared:
     """An MNIST-format dataset ``name`` (see :func:`_idx_splits`); see :func:`prepare_mnist`."""
     entry = get_dataset(name)
-    arrays = {split: (_scale_images(images), labels)
-              for split, (images, labels) in _idx_splits(entry, config, seed, mirror).items()}
+    arrays = {
+        split: (_scale_images(images), labels)
+        for split, (images, labels) in _idx_splits(entry, config, seed, mirror).items()
+    }
     meta = base_meta(entry, seed)
     meta.update(input_shape=[1, 28, 28], normalization={"method": "min-max", "min": 0, "max": 255})
     return Prepared(arrays, meta, {})
@@ -284,8 +292,9 @@ def prepare_fashion_mnist(config: DatasetConfig, seed: int, *, mirror: str | Pat
 BOX_INK_THRESHOLD = 26
 
 
-def place_digits(digits: np.ndarray, canvas_size: int, min_scale: float, max_scale: float,
-                 seed: int) -> tuple[np.ndarray, np.ndarray]:
+def place_digits(
+    digits: np.ndarray, canvas_size: int, min_scale: float, max_scale: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Paste each digit at a seeded random scale and position on an empty canvas (notes 000, "Image or Object
     localization": one object per image, to be classified and located).
 
@@ -312,7 +321,7 @@ def place_digits(digits: np.ndarray, canvas_size: int, min_scale: float, max_sca
     for i in range(n):
         size = int(sizes[i])
         digit = np.asarray(Image.fromarray(digits[i]).resize((size, size), Image.Resampling.BILINEAR))
-        canvases[i, 0, y0[i]:y0[i] + size, x0[i]:x0[i] + size] = digit
+        canvases[i, 0, y0[i] : y0[i] + size, x0[i] : x0[i] + size] = digit
         rows, cols = np.nonzero(digit >= BOX_INK_THRESHOLD)
         if len(rows):
             boxes[i] = (x0[i] + cols.min(), y0[i] + rows.min(), x0[i] + cols.max() + 1, y0[i] + rows.max() + 1)
@@ -340,11 +349,13 @@ def prepare_mnist_localization(config: DatasetConfig, seed: int, *, mirror: str 
         canvases, boxes = place_digits(images, config.canvas_size, config.min_scale, config.max_scale, seed + offset)
         arrays[split] = (canvases, np.concatenate([labels[:, None].astype(np.float32), boxes], axis=1))
     meta = base_meta(entry, seed)
-    meta.update(input_shape=[1, config.canvas_size, config.canvas_size],
-                normalization={"method": "min-max", "min": 0, "max": 255},
-                target_columns=["class", "x1", "y1", "x2", "y2"],
-                box_format="xyxy, fractions of the canvas side (x right, y down)",
-                digit_size_pixels=[round(28 * config.min_scale), round(28 * config.max_scale)])
+    meta.update(
+        input_shape=[1, config.canvas_size, config.canvas_size],
+        normalization={"method": "min-max", "min": 0, "max": 255},
+        target_columns=["class", "x1", "y1", "x2", "y2"],
+        box_format="xyxy, fractions of the canvas side (x right, y down)",
+        digit_size_pixels=[round(28 * config.min_scale), round(28 * config.max_scale)],
+    )
     return Prepared(arrays, meta, {})
 
 
@@ -371,8 +382,9 @@ def channel_statistics(images: np.ndarray) -> tuple[list[float], list[float]]:
     return means, stds
 
 
-def prepare_cifar10(config: DatasetConfig, seed: int, *, mirror: str | Path | None = None,
-                    name: str = "cifar10") -> Prepared:
+def prepare_cifar10(
+    config: DatasetConfig, seed: int, *, mirror: str | Path | None = None, name: str = "cifar10"
+) -> Prepared:
     """CIFAR-10, binary version: x float32 (N, 3, 32, 32) (R, G, B) standardised per channel, y int64 0-9 in the order
     of ``meta['classes']`` (airplane, automobile, ..., truck).
 
@@ -409,8 +421,11 @@ def prepare_cifar10(config: DatasetConfig, seed: int, *, mirror: str | Path | No
             f"one is required"
         )
     parts = [read_cifar_batch(files[f"data_batch_{k}.bin.gz"]) for k in batches]
-    train_images, train_labels = keep_classes(np.concatenate([images for images, _ in parts]),
-                                              np.concatenate([labels for _, labels in parts]), entry.class_subset)
+    train_images, train_labels = keep_classes(
+        np.concatenate([images for images, _ in parts]),
+        np.concatenate([labels for _, labels in parts]),
+        entry.class_subset,
+    )
     del parts
     test_images, test_labels = keep_classes(*read_cifar_batch(files["test_batch.bin.gz"]), entry.class_subset)
     test = test_indices(test_labels, config, seed)
@@ -424,8 +439,14 @@ def prepare_cifar10(config: DatasetConfig, seed: int, *, mirror: str | Path | No
         train_batches=batches,
         train_images_available=int(len(train_labels)),  # of the kept classes
         **({"base": entry.base, "base_classes": list(entry.class_subset)} if entry.class_subset else {}),
-        normalization={"method": CHANNEL_STANDARDIZATION, "fitted_on": "train", "scale": "pixel / 255",
-                       "channels": ["R", "G", "B"], "mean": mean, "std": std},
+        normalization={
+            "method": CHANNEL_STANDARDIZATION,
+            "fitted_on": "train",
+            "scale": "pixel / 255",
+            "channels": ["R", "G", "B"],
+            "mean": mean,
+            "std": std,
+        },
     )
     arrays = {
         "train": (from_unit_range(_scale_images(train_images[train]), meta), train_labels[train]),
@@ -437,8 +458,22 @@ def prepare_cifar10(config: DatasetConfig, seed: int, *, mirror: str | Path | No
 
 # ------------------------------------------------------------------------------------------------- churn
 
-CHURN_COLUMNS = ("RowNumber", "CustomerId", "Surname", "CreditScore", "Geography", "Gender", "Age", "Tenure",
-                 "Balance", "NumOfProducts", "HasCrCard", "IsActiveMember", "EstimatedSalary", "Exited")
+CHURN_COLUMNS = (
+    "RowNumber",
+    "CustomerId",
+    "Surname",
+    "CreditScore",
+    "Geography",
+    "Gender",
+    "Age",
+    "Tenure",
+    "Balance",
+    "NumOfProducts",
+    "HasCrCard",
+    "IsActiveMember",
+    "EstimatedSalary",
+    "Exited",
+)
 CHURN_DROPPED = ("RowNumber", "CustomerId", "Surname")  # identifiers: no signal, only leakage
 CHURN_GEOGRAPHIES = ("France", "Germany", "Spain")
 CHURN_GENDERS = {"Female": 0, "Male": 1}
@@ -455,8 +490,7 @@ def _reject_rows(path: Path, bad: np.ndarray, column: Any, name: str, expected: 
 
 
 def _check_values(path: Path, column: Any, allowed: Any, name: str) -> None:
-    _reject_rows(path, (~column.isin(list(allowed))).to_numpy(), column, name,
-                 f"one of {', '.join(map(str, allowed))}")
+    _reject_rows(path, (~column.isin(list(allowed))).to_numpy(), column, name, f"one of {', '.join(map(str, allowed))}")
 
 
 def churn_features(frame, path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -578,8 +612,9 @@ def build_tokenizer(texts: list[str], vocab_size: int, seq_len: int):
 
     tokenizer = Tokenizer(models.WordLevel(unk_token=UNK_TOKEN))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=[PAD_TOKEN, UNK_TOKEN],
-                                        show_progress=False)
+    trainer = trainers.WordLevelTrainer(
+        vocab_size=vocab_size, special_tokens=[PAD_TOKEN, UNK_TOKEN], show_progress=False
+    )
     tokenizer.train_from_iterator((normalize_text(text) for text in texts), trainer=trainer, length=len(texts))
     if tokenizer.token_to_id(PAD_TOKEN) != PAD_ID:
         raise DataError(f"tokenizer: {PAD_TOKEN} got id {tokenizer.token_to_id(PAD_TOKEN)}, expected {PAD_ID}")
@@ -594,7 +629,7 @@ def build_tokenizer(texts: list[str], vocab_size: int, seq_len: int):
 def _tail_words(text: str, n: int) -> str:
     """The part of ``text`` after its ``n``-th last ASCII space (``text`` itself when it has fewer spaces)."""
     parts = text.rsplit(" ", n)
-    return text if len(parts) <= n else text[len(parts[0]) + 1:]
+    return text if len(parts) <= n else text[len(parts[0]) + 1 :]
 
 
 def encode_texts(tokenizer, texts: list[str]) -> np.ndarray:
@@ -664,8 +699,11 @@ def prepare_imdb(config: DatasetConfig, seed: int, *, mirror: str | Path | None 
         padding="pre",
         truncating="pre",
         tokenizer="tokenizer.json",
-        normalization={"method": "tokenizer", "text": "<br /> removed; NFD, lowercase, strip accents; "
-                                                      "whitespace/punctuation split; word-level vocab fitted on train"},
+        normalization={
+            "method": "tokenizer",
+            "text": "<br /> removed; NFD, lowercase, strip accents; "
+            "whitespace/punctuation split; word-level vocab fitted on train",
+        },
     )
     return Prepared(arrays, meta, {"tokenizer.json": tokenizer.to_str().encode("utf-8")})
 
@@ -746,8 +784,10 @@ def prepare_melbourne_temp(config: DatasetConfig, seed: int, *, mirror: str | Pa
     index = chronological_split(len(y), config)
     empty = [split for split, idx in index.items() if len(idx) == 0]
     if empty:
-        raise DataError(f"dataset 'melbourne_temp': {len(y)} windows of {window} days leave no sample for "
-                        f"{', '.join(empty)}; use a smaller window or other split fractions")
+        raise DataError(
+            f"dataset 'melbourne_temp': {len(y)} windows of {window} days leave no sample for "
+            f"{', '.join(empty)}; use a smaller window or other split fractions"
+        )
     names = [f"t-{lag}" for lag in range(window, 0, -1)]
     xs = {split: x[idx] for split, idx in index.items()}
     stats = standardize(xs, list(range(window)), names)

@@ -84,7 +84,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise DataFormatError(
             f"{path}: truncated IDX header: {ndim} dimensions need {header_len} bytes, found {len(data)}"
         )
-    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(IDX_DTYPES[type_code])
     expected = int(np.prod(dims)) * dtype.itemsize
     found = len(data) - header_len
@@ -123,8 +123,10 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     labels = table[:, 0].astype(np.int64)
     bad = np.flatnonzero(labels >= CIFAR10_NUM_CLASSES)
     if bad.size:
-        raise DataFormatError(f"{path}: record {int(bad[0])} (byte {int(bad[0]) * CIFAR_RECORD_BYTES}): label byte "
-                              f"is {int(labels[bad[0]])}; expected 0-{CIFAR10_NUM_CLASSES - 1}")
+        raise DataFormatError(
+            f"{path}: record {int(bad[0])} (byte {int(bad[0]) * CIFAR_RECORD_BYTES}): label byte "
+            f"is {int(labels[bad[0]])}; expected 0-{CIFAR10_NUM_CLASSES - 1}"
+        )
     return np.ascontiguousarray(table[:, 1:]).reshape(records, *CIFAR_IMAGE_SHAPE), labels
 
 
@@ -168,8 +170,9 @@ def read_csv(path: str | Path, expected_columns: Sequence[str], **kwargs) -> pd.
     path = Path(path)
     expected_columns = list(expected_columns)
     try:
-        frame = pd.read_csv(path, compression="gzip" if _is_gzip(path) else None, encoding="utf-8",
-                            on_bad_lines="error", **kwargs)
+        frame = pd.read_csv(
+            path, compression="gzip" if _is_gzip(path) else None, encoding="utf-8", on_bad_lines="error", **kwargs
+        )
         bad = None
     except FileNotFoundError:
         raise DataFormatError(f"{path}: file not found") from None

@@ -58,8 +58,9 @@ class Diagnosis:
         return out
 
 
-def verdict(train_error: float, val_error: float, test_error: float, reference_error: float = 0.0,
-            tolerance: float = 0.02) -> Diagnosis:
+def verdict(
+    train_error: float, val_error: float, test_error: float, reference_error: float = 0.0, tolerance: float = 0.02
+) -> Diagnosis:
     """Classify a model as high bias, high variance, both, or good.
 
     Args:
@@ -70,8 +71,13 @@ def verdict(train_error: float, val_error: float, test_error: float, reference_e
     Raises:
         ValueError: a negative error or tolerance.
     """
-    for name, value in (("train_error", train_error), ("val_error", val_error), ("test_error", test_error),
-                        ("reference_error", reference_error), ("tolerance", tolerance)):
+    for name, value in (
+        ("train_error", train_error),
+        ("val_error", val_error),
+        ("test_error", test_error),
+        ("reference_error", reference_error),
+        ("tolerance", tolerance),
+    ):
         if value < 0:
             raise ValueError(f"{name} must be non-negative, got {value}")
     bias = train_error - reference_error
@@ -86,5 +92,15 @@ def verdict(train_error: float, val_error: float, test_error: float, reference_e
         verdict, remedies = "high_variance", REMEDIES["high_variance"]
     else:
         verdict, remedies = "good", ()
-    return Diagnosis(verdict, train_error, val_error, test_error, reference_error, bias, variance,
-                     test_error - val_error, tolerance, remedies)
+    return Diagnosis(
+        verdict,
+        train_error,
+        val_error,
+        test_error,
+        reference_error,
+        bias,
+        variance,
+        test_error - val_error,
+        tolerance,
+        remedies,
+    )

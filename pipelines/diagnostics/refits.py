@@ -53,7 +53,9 @@ def more_data_verdict(rows: list[dict[str, float]], tolerance: float) -> tuple[b
         slope = (prev["val_error"] - last["val_error"]) / doublings
     else:
         slope = float("nan")
-    numbers = f"train/val gap {gap:.4f} at {int(last['train_samples'])} samples; val error falls {slope:.4f} per doubling"
+    numbers = (
+        f"train/val gap {gap:.4f} at {int(last['train_samples'])} samples; val error falls {slope:.4f} per doubling"
+    )
     if gap > tolerance and slope > 0:
         return True, f"more data is likely to help: {numbers}"
     if gap > tolerance:
@@ -89,8 +91,9 @@ def bootstrap_decomposition(predictions: np.ndarray, targets: np.ndarray, inputs
 
     predictions, targets = np.asarray(predictions, dtype=float), np.asarray(targets, dtype=float)
     if predictions.ndim != 2 or predictions.shape[0] < 2 or predictions.shape[1] != len(targets) or len(targets) < 2:
-        raise ValueError(f"predictions must be (rounds >= 2, N) with N = {len(targets)} >= 2 targets, "
-                         f"got {predictions.shape}")
+        raise ValueError(
+            f"predictions must be (rounds >= 2, N) with N = {len(targets)} >= 2 targets, got {predictions.shape}"
+        )
     main = predictions.mean(axis=0)
     expected_loss = float(((predictions - targets) ** 2).mean())
     variance = float(((predictions - main) ** 2).mean())
@@ -99,16 +102,25 @@ def bootstrap_decomposition(predictions: np.ndarray, targets: np.ndarray, inputs
     delta = float(0.5 * ((targets - targets[index[:, 1]]) ** 2).mean())
     main_loss = float(((main - targets) ** 2).mean())
     noise = min(delta, main_loss)
-    return {"expected_loss": expected_loss, "bias_squared": main_loss - noise, "variance": variance, "noise": noise,
-            "noise_delta_test": delta, "rounds": int(predictions.shape[0])}
+    return {
+        "expected_loss": expected_loss,
+        "bias_squared": main_loss - noise,
+        "variance": variance,
+        "noise": noise,
+        "noise_delta_test": delta,
+        "rounds": int(predictions.shape[0]),
+    }
 
 
 # --------------------------------------------------------------------------------------------------- fitting
 
 
 def _with_budget(exp: ExperimentConfig, budget: StudyBudget) -> ExperimentConfig:
-    update = {k: v for k, v in (("max_epochs", budget.max_epochs),
-                                ("limit_train_batches", budget.limit_train_batches)) if v is not None}
+    update = {
+        k: v
+        for k, v in (("max_epochs", budget.max_epochs), ("limit_train_batches", budget.limit_train_batches))
+        if v is not None
+    }
     return exp.model_copy(update={"trainer": exp.trainer.model_copy(update=update)})
 
 
@@ -124,8 +136,14 @@ def fit(exp: ExperimentConfig, data, seed: int):
     datamodule = make_datamodule(exp, data, seed)
     callbacks = fit_callbacks(exp)
     with tempfile.TemporaryDirectory(prefix="deepnotes-diagnose-") as tmp:
-        trainer = make_trainer(exp, logger=False, callbacks=callbacks, default_root_dir=Path(tmp),
-                               enable_checkpointing=False, enable_progress_bar=False)
+        trainer = make_trainer(
+            exp,
+            logger=False,
+            callbacks=callbacks,
+            default_root_dir=Path(tmp),
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+        )
         trainer.fit(module, datamodule=datamodule)
     return module.network
 
@@ -134,8 +152,10 @@ def _errors(task, network, data, splits: tuple[str, ...]) -> dict[str, float]:
     """``{<split>_error: the task's error}`` of ``network`` on ``splits`` of ``data``."""
     from pipelines.training.inference import split_outputs
 
-    return {f"{split}_error": task.error(task.split_metrics(out.outputs, out.x, out.y))
-            for split, out in split_outputs(network, data, splits).items()}
+    return {
+        f"{split}_error": task.error(task.split_metrics(out.outputs, out.x, out.y))
+        for split, out in split_outputs(network, data, splits).items()
+    }
 
 
 def _subset(data, index: np.ndarray):
@@ -169,15 +189,19 @@ def learning_curve(exp: ExperimentConfig, data, seed: int) -> list[dict[str, flo
         else:
             classes = len(np.unique(y)) if y is not None else 1
             if size < max(classes, 1) or n - size < max(classes, 1):
-                raise ConfigError(f"diagnostics.learning_curve.fractions: {fraction} of the {n} train samples of "
-                                  f"{exp.dataset!r} is {size}, too few to hold all {classes} classes")
-            index, _ = train_test_split(np.arange(n), train_size=size, random_state=seed,
-                                        stratify=y if classification else None)
+                raise ConfigError(
+                    f"diagnostics.learning_curve.fractions: {fraction} of the {n} train samples of "
+                    f"{exp.dataset!r} is {size}, too few to hold all {classes} classes"
+                )
+            index, _ = train_test_split(
+                np.arange(n), train_size=size, random_state=seed, stratify=y if classification else None
+            )
             index = np.sort(index)
         subset = _subset(data, index)
         network = fit(budgeted, subset, seed)
-        rows.append({"fraction": fraction, "train_samples": len(index)} | _errors(task, network, subset,
-                                                                                 ("train", "val")))
+        rows.append(
+            {"fraction": fraction, "train_samples": len(index)} | _errors(task, network, subset, ("train", "val"))
+        )
         log.info("learning curve: %.0f%% (%d samples): %s", 100 * fraction, len(index), rows[-1])
     return rows
 

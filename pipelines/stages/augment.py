@@ -32,8 +32,14 @@ from pipelines.stages.prepare import run_stage
 log = logging.getLogger("pipelines.stages.augment")
 
 
-def augment(dataset: str, *, params_path: str | Path | None = None, profile: str | None = None,
-            prepared_root: str | Path = PREPARED_ROOT, out_root: str | Path = AUGMENTED_ROOT) -> Path:
+def augment(
+    dataset: str,
+    *,
+    params_path: str | Path | None = None,
+    profile: str | None = None,
+    prepared_root: str | Path = PREPARED_ROOT,
+    out_root: str | Path = AUGMENTED_ROOT,
+) -> Path:
     """Write ``<out_root>/<dataset>`` from ``<prepared_root>/<dataset>`` as ``augment.<dataset>`` configures.
 
     Raises:
@@ -69,8 +75,14 @@ def augment(dataset: str, *, params_path: str | Path | None = None, profile: str
         "config": config.model_dump(),
     }
     write_prepared(out_dir, {"train": (x_aug, y_aug)}, meta)
-    log.info("augmented %s in %.1f s: %d extra train samples from %d -> %s", dataset,
-             time.perf_counter() - start, len(x_aug), len(x), out_dir)
+    log.info(
+        "augmented %s in %.1f s: %d extra train samples from %d -> %s",
+        dataset,
+        time.perf_counter() - start,
+        len(x_aug),
+        len(x),
+        out_dir,
+    )
     return out_dir
 
 
@@ -80,12 +92,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("dataset", help="a dataset under datasets: in params.yaml, e.g. mnist")
     parser.add_argument("--params", type=Path, default=None, help="params file (default: <repo>/params.yaml)")
     parser.add_argument("--profile", default=None, help="override the params file's profile")
-    parser.add_argument("--prepared", type=Path, default=PREPARED_ROOT,
-                        help="prepared data root (default: data/prepared)")
+    parser.add_argument(
+        "--prepared", type=Path, default=PREPARED_ROOT, help="prepared data root (default: data/prepared)"
+    )
     parser.add_argument("--out", type=Path, default=AUGMENTED_ROOT, help="output root (default: data/augmented)")
     args = parser.parse_args(argv)
-    return run_stage(augment, dataset=args.dataset, params_path=args.params, profile=args.profile,
-                     prepared_root=args.prepared, out_root=args.out)
+    return run_stage(
+        augment,
+        dataset=args.dataset,
+        params_path=args.params,
+        profile=args.profile,
+        prepared_root=args.prepared,
+        out_root=args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,9 @@ def diagnose(name: str, params: Params) -> dict[str, Any]:
     return results
 
 
-def _run_studies(name: str, params: Params, exp: ExperimentConfig, studies: list[str],
-                 tables: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def _run_studies(
+    name: str, params: Params, exp: ExperimentConfig, studies: list[str], tables: dict[str, list[dict[str, Any]]]
+) -> dict[str, Any]:
     from pipelines import plots
     from pipelines.data.prepared import PREPARED_ROOT, load_prepared
 
@@ -61,15 +62,23 @@ def _run_studies(name: str, params: Params, exp: ExperimentConfig, studies: list
     if "learning_curve" in studies:
         rows = tables["learning_curve"] = learning_curve(exp, data, seed)
         helps, note = more_data_verdict(rows, exp.bias_variance.tolerance)
-        results["learning_curve"] = {"points": len(rows), "more_data_helps": int(helps), "note": note,
-                                     "final_gap": rows[-1]["val_error"] - rows[-1]["train_error"]}
+        results["learning_curve"] = {
+            "points": len(rows),
+            "more_data_helps": int(helps),
+            "note": note,
+            "final_gap": rows[-1]["val_error"] - rows[-1]["train_error"],
+        }
         figures["learning_curve.png"] = plots.learning_curve_figure(rows, note, unit)
     if "seeds" in studies:
         rows = tables["seeds"] = seed_spread(exp, data, seed)
         test = [r["test_error"] for r in rows]
-        results["seeds"] = {"count": len(rows), "test_error_mean": statistics.fmean(test),
-                            "test_error_std": statistics.stdev(test), "test_error_min": min(test),
-                            "test_error_max": max(test)}
+        results["seeds"] = {
+            "count": len(rows),
+            "test_error_mean": statistics.fmean(test),
+            "test_error_std": statistics.stdev(test),
+            "test_error_min": min(test),
+            "test_error_max": max(test),
+        }
         figures["seeds.png"] = plots.seeds_figure(rows, f"test {unit}")
     if "bootstrap" in studies:
         decomposition = bootstrap(exp, data, seed)
@@ -77,8 +86,11 @@ def _run_studies(name: str, params: Params, exp: ExperimentConfig, studies: list
         components = {k: decomposition[k] for k in ("bias_squared", "variance", "noise")}
         tables["bootstrap"] = [{"component": k, "value": v} for k, v in components.items()]
         figures["bootstrap.png"] = plots.bias_variance_figure(
-            components, f"Bootstrap decomposition ({decomposition['rounds']} rounds): expected loss "
-                        f"{decomposition['expected_loss']:.4g}", "squared error")
+            components,
+            f"Bootstrap decomposition ({decomposition['rounds']} rounds): expected loss "
+            f"{decomposition['expected_loss']:.4g}",
+            "squared error",
+        )
     _log_to_run(name, params, results, figures)
     for fig in figures.values():
         plots.close(fig)
@@ -110,8 +122,13 @@ def _log_to_run(name: str, params: Params, results: dict[str, Any], figures: dic
 def main(argv: list[str] | None = None) -> int:
     from pipelines.cli import experiment_stage
 
-    return experiment_stage(argv, prog="python -m pipelines.stages.diagnose", description=__doc__.splitlines()[0],
-                            run=diagnose, done=lambda name, results: log.info("%s diagnostics: %s", name, results))
+    return experiment_stage(
+        argv,
+        prog="python -m pipelines.stages.diagnose",
+        description=__doc__.splitlines()[0],
+        run=diagnose,
+        done=lambda name, results: log.info("%s diagnostics: %s", name, results),
+    )
 
 
 if __name__ == "__main__":

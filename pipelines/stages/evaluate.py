@@ -41,9 +41,16 @@ def register_model(client, name: str, run_id: str, task, results: dict[str, Any]
     if not model_uri:
         return None
     metric, greater_is_better = task.primary_metric()
-    return register(client, name=registered_name(name), model_uri=model_uri, run_id=run_id, metric=metric,
-                    value=results["test"][task.primary], greater_is_better=greater_is_better,
-                    tags={"experiment": name})
+    return register(
+        client,
+        name=registered_name(name),
+        model_uri=model_uri,
+        run_id=run_id,
+        metric=metric,
+        value=results["test"][task.primary],
+        greater_is_better=greater_is_better,
+        tags={"experiment": name},
+    )
 
 
 def summary_metrics(results: dict[str, Any], task) -> dict[str, Any]:
@@ -52,9 +59,16 @@ def summary_metrics(results: dict[str, Any], task) -> dict[str, Any]:
     for every task, so the table stays a few columns wide."""
     bv = results["bias_variance"]
     others = ", ".join(f"{m}={results['test'][m]:.4g}" for m in task.summary if m != task.primary)
-    return {"task": task.name, "primary": f"test_{task.primary}", "value": results["test"][task.primary],
-            "headline": others, "train_error": bv["train_error"], "val_error": bv["val_error"],
-            "test_error": bv["test_error"], "verdict": bv["verdict"]}
+    return {
+        "task": task.name,
+        "primary": f"test_{task.primary}",
+        "value": results["test"][task.primary],
+        "headline": others,
+        "train_error": bv["train_error"],
+        "val_error": bv["val_error"],
+        "test_error": bv["test_error"],
+        "verdict": bv["verdict"],
+    }
 
 
 def evaluate(name: str, params: Params) -> dict[str, Any]:
@@ -62,27 +76,39 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
     import mlflow
 
     from pipelines import plots
-    from pipelines.diagnostics.bias_variance import verdict
     from pipelines.data.prepared import PREPARED_ROOT, load_prepared
+    from pipelines.diagnostics.bias_variance import verdict
     from pipelines.tasks.base import Evaluation
-    from pipelines.training.inference import load_module, split_outputs
     from pipelines.tracking import ensure_experiment, read_run_link, tracking_uri
+    from pipelines.training.inference import load_module, split_outputs
 
     exp = params.experiment(name)
     module, _ = load_module(name, exp)
     task = module.task
     data = load_prepared(PREPARED_ROOT / exp.dataset)  # the un-augmented train split: the error the model fits
     splits = split_outputs(module.network, data)
-    results: dict[str, Any] = {"experiment": name, "architecture": exp.architecture, "dataset": exp.dataset,
-                               "notes": exp.notes, "task": task.name}
+    results: dict[str, Any] = {
+        "experiment": name,
+        "architecture": exp.architecture,
+        "dataset": exp.dataset,
+        "notes": exp.notes,
+        "task": task.name,
+    }
     for split, out in splits.items():
         results[split] = task.split_metrics(out.outputs, out.x, out.y)
     bv = exp.bias_variance
-    diagnosis = verdict(task.error(results["train"]), task.error(results["val"]), task.error(results["test"]),
-                        bv.reference_error, bv.tolerance)
+    diagnosis = verdict(
+        task.error(results["train"]),
+        task.error(results["val"]),
+        task.error(results["test"]),
+        bv.reference_error,
+        bv.tolerance,
+    )
     # dvc metrics reads numbers and strings only: the remedies become one string.
-    results["bias_variance"] = diagnosis.as_dict() | {"remedies": "; ".join(diagnosis.remedies) or "none",
-                                                      "unit": task.error_unit}
+    results["bias_variance"] = diagnosis.as_dict() | {
+        "remedies": "; ".join(diagnosis.remedies) or "none",
+        "unit": task.error_unit,
+    }
     evaluation = Evaluation(name, data, splits)
     task.evaluate(evaluation)
     results["test"] |= evaluation.test_metrics
@@ -90,8 +116,13 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
     mlflow.set_tracking_uri(tracking_uri(params))  # the registry resolves models:/ sources through the global URI
     client = mlflow.MlflowClient(tracking_uri(params))
     link = read_run_link(name)
-    run_id = link["run_id"] if link else client.create_run(
-        ensure_experiment(params), tags={"experiment": name, "stage": "evaluate", "mlflow.runName": name}).info.run_id
+    run_id = (
+        link["run_id"]
+        if link
+        else client.create_run(
+            ensure_experiment(params), tags={"experiment": name, "stage": "evaluate", "mlflow.runName": name}
+        ).info.run_id
+    )
     results["run_id"] = run_id
     figures = dict(evaluation.figures)
     history_path = PLOTS_ROOT / "history" / f"{name}.csv"
@@ -99,12 +130,19 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
         with history_path.open() as file:
             rows = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(file)]
         figures["history.png"] = plots.history_figure(rows, task.headline)
-    components = {"reference_error": diagnosis.reference_error, "avoidable_bias": diagnosis.avoidable_bias,
-                  "variance": diagnosis.variance, "test_gap": diagnosis.test_gap}
-    atomic_write_text(PLOTS_ROOT / "bias_variance" / f"{name}.csv",
-                      "component,value\n" + "".join(f"{k},{v:.6f}\n" for k, v in components.items()))
-    figures["bias_variance.png"] = plots.bias_variance_figure(components, f"Bias/variance: {diagnosis.verdict}",
-                                                              task.error_unit)
+    components = {
+        "reference_error": diagnosis.reference_error,
+        "avoidable_bias": diagnosis.avoidable_bias,
+        "variance": diagnosis.variance,
+        "test_gap": diagnosis.test_gap,
+    }
+    atomic_write_text(
+        PLOTS_ROOT / "bias_variance" / f"{name}.csv",
+        "component,value\n" + "".join(f"{k},{v:.6f}\n" for k, v in components.items()),
+    )
+    figures["bias_variance.png"] = plots.bias_variance_figure(
+        components, f"Bias/variance: {diagnosis.verdict}", task.error_unit
+    )
     with atomic_dir(PLOTS_ROOT / "evaluate" / name) as tmp:  # the task's own figures, for `dvc plots`
         for file_name, fig in evaluation.figures.items():
             (tmp / file_name).write_bytes(plots.png_bytes(fig))
@@ -126,8 +164,12 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
     client.log_dict(run_id, results | evaluation.details, "evaluation/metrics.json")
     registration = register_model(client, name, run_id, task, results)
     if registration is not None:
-        results["registry"] = {"name": registration.name, "version": registration.version,
-                               "alias": registration.alias, "champion_version": registration.champion_version}
+        results["registry"] = {
+            "name": registration.name,
+            "version": registration.version,
+            "alias": registration.alias,
+            "champion_version": registration.champion_version,
+        }
         client.set_tag(run_id, "registered_model", f"{registration.model_uri} ({registration.alias})")
     client.set_terminated(run_id, "FINISHED")
     atomic_write_json(METRICS_ROOT / "evaluate" / f"{name}.json", results)
@@ -143,8 +185,13 @@ def _log_results(name: str, results: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     from pipelines.cli import experiment_stage
 
-    return experiment_stage(argv, prog="python -m pipelines.stages.evaluate", description=__doc__.splitlines()[0],
-                            run=evaluate, done=_log_results)
+    return experiment_stage(
+        argv,
+        prog="python -m pipelines.stages.evaluate",
+        description=__doc__.splitlines()[0],
+        run=evaluate,
+        done=_log_results,
+    )
 
 
 if __name__ == "__main__":

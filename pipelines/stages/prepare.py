@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import ConfigError, load_params
-from pipelines.errors import DataError
 from pipelines.data.prepared import PREPARED_ROOT, PreparedDataError, write_prepared
+from pipelines.errors import DataError
 
 log = logging.getLogger("pipelines.stages.prepare")
 
@@ -32,8 +32,14 @@ log = logging.getLogger("pipelines.stages.prepare")
 EXIT_DATA_ERROR = 2
 
 
-def prepare(dataset: str, *, params_path: str | Path | None = None, profile: str | None = None,
-            out_root: str | Path = PREPARED_ROOT, mirror: str | Path | None = None) -> Path:
+def prepare(
+    dataset: str,
+    *,
+    params_path: str | Path | None = None,
+    profile: str | None = None,
+    out_root: str | Path = PREPARED_ROOT,
+    mirror: str | Path | None = None,
+) -> Path:
     """Prepare ``dataset`` as configured in ``params.yaml`` and write it to ``<out_root>/<dataset>``.
 
     Returns:
@@ -74,11 +80,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=None, help="params file (default: <repo>/params.yaml)")
     parser.add_argument("--profile", default=None, help="override the params file's profile")
     parser.add_argument("--out", type=Path, default=PREPARED_ROOT, help="output root (default: data/prepared)")
-    parser.add_argument("--mirror", type=Path, default=None,
-                        help="data mirror folder (default: $DEEPNOTES_DATA_MIRROR)")
+    parser.add_argument(
+        "--mirror", type=Path, default=None, help="data mirror folder (default: $DEEPNOTES_DATA_MIRROR)"
+    )
     args = parser.parse_args(argv)
-    return run_stage(prepare, dataset=args.dataset, params_path=args.params, profile=args.profile,
-                     out_root=args.out, mirror=args.mirror)
+    return run_stage(
+        prepare,
+        dataset=args.dataset,
+        params_path=args.params,
+        profile=args.profile,
+        out_root=args.out,
+        mirror=args.mirror,
+    )
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ from typing import Any
 from pipelines import REPO_ROOT
 from pipelines.config import ConfigError, Params, load_params
 from pipelines.io import atomic_write_text
-from pipelines.tasks import get_task
-from pipelines.stages.diagnose import COLUMNS, DIAGNOSTICS_ROOT
 from pipelines.paths import METRICS_ROOT, PLOTS_ROOT
+from pipelines.stages.diagnose import COLUMNS, DIAGNOSTICS_ROOT
+from pipelines.tasks import get_task
 
 log = logging.getLogger("deepnotes.report")
 
@@ -60,19 +60,34 @@ def collect(params: Params, metrics_root: Path = METRICS_ROOT) -> list[dict[str,
         metric, higher = task.primary, task.higher_is_better
         bv = evaluation.get("bias_variance", {})
         registry = evaluation.get("registry") or {}
-        rows.append({
-            "experiment": name, "architecture": exp.architecture, "dataset": exp.dataset, "notes": exp.notes,
-            "task": task.name, "metric": f"test_{metric}", "error_unit": task.error_unit, "higher_is_better": higher,
-            "value": evaluation.get("test", {}).get(metric),
-            "train_error": bv.get("train_error"), "val_error": bv.get("val_error"), "test_error": bv.get("test_error"),
-            "verdict": bv.get("verdict"), "gradient_flags": (train.get("gradients") or {}).get("flags"),
-            "num_params": train.get("num_params"), "fit_seconds": train.get("fit_seconds"),
-            "run_id": evaluation.get("run_id") or train.get("run_id"),
-            "model": f"{registry['name']} v{registry['version']} ({registry['alias']})" if registry.get("name") else None,
-            "learning_curve": (studies.get("learning_curve") or {}).get("note"),
-            "seeds": studies.get("seeds"), "bootstrap": studies.get("bootstrap"),
-            "pretrained": exp.pretrained.model_dump() if exp.pretrained else None,
-        })
+        rows.append(
+            {
+                "experiment": name,
+                "architecture": exp.architecture,
+                "dataset": exp.dataset,
+                "notes": exp.notes,
+                "task": task.name,
+                "metric": f"test_{metric}",
+                "error_unit": task.error_unit,
+                "higher_is_better": higher,
+                "value": evaluation.get("test", {}).get(metric),
+                "train_error": bv.get("train_error"),
+                "val_error": bv.get("val_error"),
+                "test_error": bv.get("test_error"),
+                "verdict": bv.get("verdict"),
+                "gradient_flags": (train.get("gradients") or {}).get("flags"),
+                "num_params": train.get("num_params"),
+                "fit_seconds": train.get("fit_seconds"),
+                "run_id": evaluation.get("run_id") or train.get("run_id"),
+                "model": f"{registry['name']} v{registry['version']} ({registry['alias']})"
+                if registry.get("name")
+                else None,
+                "learning_curve": (studies.get("learning_curve") or {}).get("note"),
+                "seeds": studies.get("seeds"),
+                "bootstrap": studies.get("bootstrap"),
+                "pretrained": exp.pretrained.model_dump() if exp.pretrained else None,
+            }
+        )
     return rows
 
 
@@ -82,13 +97,21 @@ def _transfer_section(rows: list[dict[str, Any]]) -> list[str]:
     datasets = sorted({r["dataset"] for r in rows if r["pretrained"]})
     if not datasets:
         return []
-    lines = ["## Transfer learning", "",
-             "Fine-tuned backbones against the same architecture trained from scratch on the same labels "
-             "(notes 001, Transfer learning).", "",
-             "| dataset | experiment | start | backbone | primary metric |", "|---|---|---|---|---|"]
+    lines = [
+        "## Transfer learning",
+        "",
+        "Fine-tuned backbones against the same architecture trained from scratch on the same labels "
+        "(notes 001, Transfer learning).",
+        "",
+        "| dataset | experiment | start | backbone | primary metric |",
+        "|---|---|---|---|---|",
+    ]
     for dataset in datasets:
-        group = sorted((r for r in rows if r["dataset"] == dataset and r["value"] is not None),
-                       key=lambda r: r["value"], reverse=_higher_is_better(rows, dataset))
+        group = sorted(
+            (r for r in rows if r["dataset"] == dataset and r["value"] is not None),
+            key=lambda r: r["value"],
+            reverse=_higher_is_better(rows, dataset),
+        )
         for r in group:
             p = r["pretrained"]
             start = f"`{p['path']}`" if p else "scratch (random init)"
@@ -100,7 +123,9 @@ def _transfer_section(rows: list[dict[str, Any]]) -> list[str]:
                 backbone = "frozen"
             else:
                 backbone = f"frozen, trained from epoch {p['unfreeze_at_epoch']} (lr x {p['backbone_lr_ratio']})"
-            lines.append(f"| {dataset} | `{r['experiment']}` | {start} | {backbone} | {r['metric']} {_fmt(r['value'])} |")
+            lines.append(
+                f"| {dataset} | `{r['experiment']}` | {start} | {backbone} | {r['metric']} {_fmt(r['value'])} |"
+            )
     return lines + [""]
 
 
@@ -110,30 +135,47 @@ def _higher_is_better(rows: list[dict[str, Any]], dataset: str) -> bool:
 
 def render(rows: list[dict[str, Any]]) -> str:
     """The Markdown report: a leaderboard per task (best first), then the diagnostic studies that ran."""
-    lines = ["# deepnotes: experiment summary", "",
-             "Written by the `report` stage from the DVC metrics files. Each task's errors are in its own unit "
-             "(named under its heading); "
-             "the verdict compares them with each experiment's `bias_variance.reference_error` (notes 000).", ""]
-    header = ("| rank | experiment | architecture | dataset | notes | primary metric | train / val / test error | "
-              "bias/variance | gradients | params | train time (s) | model | MLflow run |")
+    lines = [
+        "# deepnotes: experiment summary",
+        "",
+        "Written by the `report` stage from the DVC metrics files. Each task's errors are in its own unit "
+        "(named under its heading); "
+        "the verdict compares them with each experiment's `bias_variance.reference_error` (notes 000).",
+        "",
+    ]
+    header = (
+        "| rank | experiment | architecture | dataset | notes | primary metric | train / val / test error | "
+        "bias/variance | gradients | params | train time (s) | model | MLflow run |"
+    )
     by_task: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_task.setdefault(r["task"], []).append(r)
     for task, group in sorted(by_task.items()):
-        ran = sorted((r for r in group if r["value"] is not None), key=lambda r: r["value"],
-                     reverse=group[0]["higher_is_better"])
-        lines += [f"## {task}", "", f"Error: {group[0]['error_unit']}.", "", header,
-                  "|" + "---|" * (header.count("|") - 1)]
+        ran = sorted(
+            (r for r in group if r["value"] is not None), key=lambda r: r["value"], reverse=group[0]["higher_is_better"]
+        )
+        lines += [
+            f"## {task}",
+            "",
+            f"Error: {group[0]['error_unit']}.",
+            "",
+            header,
+            "|" + "---|" * (header.count("|") - 1),
+        ]
         for rank, r in enumerate(ran, 1):
             errors = " / ".join(_fmt(r[k]) for k in ("train_error", "val_error", "test_error"))
-            lines.append(f"| {rank} | `{r['experiment']}` | {r['architecture']} | {r['dataset']} | {r['notes']} | "
-                         f"{r['metric']} {_fmt(r['value'])} | {errors} | {_fmt(r['verdict'])} | "
-                         f"{_fmt(r['gradient_flags'])} | {_fmt(r['num_params'])} | {_fmt(r['fit_seconds'], 1)} | "
-                         f"{_fmt(r['model'])} | `{_fmt(r['run_id'])}` |")
+            lines.append(
+                f"| {rank} | `{r['experiment']}` | {r['architecture']} | {r['dataset']} | {r['notes']} | "
+                f"{r['metric']} {_fmt(r['value'])} | {errors} | {_fmt(r['verdict'])} | "
+                f"{_fmt(r['gradient_flags'])} | {_fmt(r['num_params'])} | {_fmt(r['fit_seconds'], 1)} | "
+                f"{_fmt(r['model'])} | `{_fmt(r['run_id'])}` |"
+            )
         for r in group:
             if r["value"] is None:
-                lines.append(f"| – | `{r['experiment']}` | {r['architecture']} | {r['dataset']} | {r['notes']} | "
-                             "not run | | | | | | | |")
+                lines.append(
+                    f"| – | `{r['experiment']}` | {r['architecture']} | {r['dataset']} | {r['notes']} | "
+                    "not run | | | | | | | |"
+                )
         lines.append("")
     lines += _transfer_section(rows)
     studies = [r for r in rows if r["learning_curve"] or r["seeds"] or r["bootstrap"]]
@@ -144,19 +186,24 @@ def render(rows: list[dict[str, Any]]) -> str:
                 lines.append(f"- `{r['experiment']}` learning curve: {r['learning_curve']}")
             if r["seeds"]:
                 s = r["seeds"]
-                lines.append(f"- `{r['experiment']}` across {s['count']} seeds: test error {s['test_error_mean']:.4f} "
-                             f"± {s['test_error_std']:.4f} (min {s['test_error_min']:.4f}, max {s['test_error_max']:.4f})")
+                lines.append(
+                    f"- `{r['experiment']}` across {s['count']} seeds: test error {s['test_error_mean']:.4f} "
+                    f"± {s['test_error_std']:.4f} (min {s['test_error_min']:.4f}, max {s['test_error_max']:.4f})"
+                )
             if r["bootstrap"]:
                 b = r["bootstrap"]
-                lines.append(f"- `{r['experiment']}` bootstrap ({b['rounds']} rounds): expected squared error "
-                             f"{b['expected_loss']:.4f} = bias² {b['bias_squared']:.4f} + variance {b['variance']:.4f} "
-                             f"+ noise {b['noise']:.4f}")
+                lines.append(
+                    f"- `{r['experiment']}` bootstrap ({b['rounds']} rounds): expected squared error "
+                    f"{b['expected_loss']:.4f} = bias² {b['bias_squared']:.4f} + variance {b['variance']:.4f} "
+                    f"+ noise {b['noise']:.4f}"
+                )
         lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def write_study_plots(params: Params, studies_root: Path = DIAGNOSTICS_ROOT,
-                      plots_root: Path = DIAGNOSTICS_PLOTS_ROOT) -> list[Path]:
+def write_study_plots(
+    params: Params, studies_root: Path = DIAGNOSTICS_ROOT, plots_root: Path = DIAGNOSTICS_PLOTS_ROOT
+) -> list[Path]:
     """Write each non-empty study table of ``reports/diagnostics/<experiment>.json`` as
     ``plots/diagnostics/<study>/<experiment>.csv`` (DVC plots), so that experiments without a study add no empty chart.
     The folder is rebuilt from scratch: a study switched off loses its plot. Returns the files written."""

@@ -34,8 +34,13 @@ log = logging.getLogger("deepnotes.resolve")
 
 RESOLVED_ROOT = REPO_ROOT / "params" / "resolved"
 #: The entry module of each stage.
-STAGES = {"prepare": "pipelines.stages.prepare", "augment": "pipelines.stages.augment", "train": "pipelines.stages.train",
-          "evaluate": "pipelines.stages.evaluate", "diagnose": "pipelines.stages.diagnose"}
+STAGES = {
+    "prepare": "pipelines.stages.prepare",
+    "augment": "pipelines.stages.augment",
+    "train": "pipelines.stages.train",
+    "evaluate": "pipelines.stages.evaluate",
+    "diagnose": "pipelines.stages.diagnose",
+}
 
 
 def experiment_modules(exp: ExperimentConfig) -> list[str]:
@@ -56,9 +61,15 @@ def architecture_entry(name: str) -> dict[str, Any]:
     from models.registry import get_architecture
 
     arch = get_architecture(name)
-    return {"name": arch.name, "target": arch.target, "describe_target": arch.describe_target, "notes": arch.notes,
-            "modalities": sorted(arch.modalities), "tasks": sorted(arch.tasks),
-            "params_schema": arch.params.model_json_schema()}
+    return {
+        "name": arch.name,
+        "target": arch.target,
+        "describe_target": arch.describe_target,
+        "notes": arch.notes,
+        "modalities": sorted(arch.modalities),
+        "tasks": sorted(arch.tasks),
+        "params_schema": arch.params.model_json_schema(),
+    }
 
 
 def resolved(params: Params) -> dict[str, dict[str, Any]]:
@@ -73,23 +84,39 @@ def resolved(params: Params) -> dict[str, dict[str, Any]]:
 
     files: dict[str, dict[str, Any]] = {}
     for name, dataset in params.datasets.items():
-        files[f"prepare/{name}.json"] = {"seed": params.seed, "dataset": dataset.model_dump(mode="json"),
-                                         "code": code(STAGES["prepare"])}
-        files[f"augment/{name}.json"] = {"seed": params.seed,
-                                         "augment": params.augmentation(name).model_dump(mode="json"),
-                                         "code": code(STAGES["augment"])}
+        files[f"prepare/{name}.json"] = {
+            "seed": params.seed,
+            "dataset": dataset.model_dump(mode="json"),
+            "code": code(STAGES["prepare"]),
+        }
+        files[f"augment/{name}.json"] = {
+            "seed": params.seed,
+            "augment": params.augmentation(name).model_dump(mode="json"),
+            "code": code(STAGES["augment"]),
+        }
     for name, exp in params.all_experiments.items():
-        common = {"seed": params.experiment_seed(name), "experiment": exp.model_dump(mode="json"),
-                  "architecture": architecture_entry(exp.architecture)}
+        common = {
+            "seed": params.experiment_seed(name),
+            "experiment": exp.model_dump(mode="json"),
+            "architecture": architecture_entry(exp.architecture),
+        }
         for stage in ("train", "evaluate", "diagnose"):
             files[f"{stage}/{name}.json"] = common | {"code": code(STAGES[stage], *experiment_modules(exp))}
     from pipelines.tasks import task_names
 
     files["report.json"] = {
-        "experiments": {name: {"architecture": exp.architecture, "dataset": exp.dataset, "task": exp.task,
-                               "notes": exp.notes, "pretrained": exp.pretrained.model_dump(mode="json")
-                               if exp.pretrained else None} for name, exp in params.all_experiments.items()},
-        "code": code("pipelines.stages.report", *(f"pipelines.tasks.{t}" for t in task_names()))}
+        "experiments": {
+            name: {
+                "architecture": exp.architecture,
+                "dataset": exp.dataset,
+                "task": exp.task,
+                "notes": exp.notes,
+                "pretrained": exp.pretrained.model_dump(mode="json") if exp.pretrained else None,
+            }
+            for name, exp in params.all_experiments.items()
+        },
+        "code": code("pipelines.stages.report", *(f"pipelines.tasks.{t}" for t in task_names())),
+    }
     return files
 
 

@@ -45,9 +45,19 @@ def write_history(rows: list[dict[str, float]], path: Path) -> None:
 def write_metric_history(rows: list[dict[str, float]], metric: str, path: Path) -> None:
     """Write the task's headline metric per epoch (``acc``, ``mse``, ...) as ``epoch,metric,train,val``
     (one DVC plot definition then serves every experiment, whatever its metric)."""
-    _write_csv(path, ["epoch", "metric", "train", "val"],
-               [{"epoch": row["epoch"], "metric": metric, "train": row.get(f"train_{metric}", ""),
-                 "val": row.get(f"val_{metric}", "")} for row in rows])
+    _write_csv(
+        path,
+        ["epoch", "metric", "train", "val"],
+        [
+            {
+                "epoch": row["epoch"],
+                "metric": metric,
+                "train": row.get(f"train_{metric}", ""),
+                "val": row.get(f"val_{metric}", ""),
+            }
+            for row in rows
+        ],
+    )
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
@@ -63,15 +73,20 @@ def log_gradient_summary(client, run_id: str, name: str, gradients) -> dict[str,
     figure as ``plots/grad_flow.png``, and write ``plots/grad_flow/<name>.csv`` (per layer, over the run)."""
     from pipelines import plots
 
-    summary = {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v))  # JSON has no inf/nan
-               for k, v in gradients.summary().items()}
+    summary = {
+        k: (v if not isinstance(v, float) or math.isfinite(v) else str(v))  # JSON has no inf/nan
+        for k, v in gradients.summary().items()
+    }
     numbers = {f"gradients.{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))}
     for key, value in numbers.items():
         client.log_metric(run_id, key, value)
     client.set_tag(run_id, "gradient_flags", summary.get("flags", "none"))
     rows = gradients.layer_rows()
-    _write_csv(PLOTS_ROOT / "grad_flow" / f"{name}.csv", ["order", "layer", "grad_mean", "grad_max", "grad_norm"],
-               plots.grad_flow_table(rows))
+    _write_csv(
+        PLOTS_ROOT / "grad_flow" / f"{name}.csv",
+        ["order", "layer", "grad_mean", "grad_max", "grad_norm"],
+        plots.grad_flow_table(rows),
+    )
     if rows:
         fig = plots.grad_flow_figure(rows, title=f"Gradient flow: {name} ({summary['flags']})")
         client.log_figure(run_id, fig, "plots/grad_flow.png")
@@ -87,13 +102,31 @@ def train(name: str, params: Params) -> dict[str, Any]:
     from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
     from lightning.pytorch.loggers import MLFlowLogger
 
-    from pipelines.training.callbacks import History, PortableModelCheckpoint
     from pipelines.data.prepared import load_training_data
     from pipelines.tasks import get_task
-    from pipelines.tracking import (data_version, ensure_experiment, git_commit, library_versions, log_model,
-                                    log_params, run_params, system_metrics, tracking_uri, write_run_link)
-    from pipelines.training.trainer import (build_module, fit_callbacks, gradient_diagnostics, load_pretrained,
-                                            make_datamodule, make_trainer, save_network, seed_everything)
+    from pipelines.tracking import (
+        data_version,
+        ensure_experiment,
+        git_commit,
+        library_versions,
+        log_model,
+        log_params,
+        run_params,
+        system_metrics,
+        tracking_uri,
+        write_run_link,
+    )
+    from pipelines.training.callbacks import History, PortableModelCheckpoint
+    from pipelines.training.trainer import (
+        build_module,
+        fit_callbacks,
+        gradient_diagnostics,
+        load_pretrained,
+        make_datamodule,
+        make_trainer,
+        save_network,
+        seed_everything,
+    )
 
     exp = params.experiment(name)
     seed = params.experiment_seed(name)
@@ -110,31 +143,52 @@ def train(name: str, params: Params) -> dict[str, Any]:
 
     experiment_id = ensure_experiment(params)
     client = mlflow.MlflowClient(tracking_uri(params))
-    tags = {"architecture": exp.architecture, "dataset": exp.dataset, "task": exp.task, "notes": exp.notes,
-            "experiment": name,
-            "profile": params.profile, "git_commit": git_commit(), "stage": "train",
-            "mlflow.runName": name} | {f"version.{k}": v for k, v in library_versions().items()}
+    tags = {
+        "architecture": exp.architecture,
+        "dataset": exp.dataset,
+        "task": exp.task,
+        "notes": exp.notes,
+        "experiment": name,
+        "profile": params.profile,
+        "git_commit": git_commit(),
+        "stage": "train",
+        "mlflow.runName": name,
+    } | {f"version.{k}": v for k, v in library_versions().items()}
     versions = data_version(exp.dataset)
     tags |= {"data_hash": versions["data_hash"]}
     run = client.create_run(experiment_id, tags=tags)
     run_id = run.info.run_id
-    log_params(client, run_id, run_params(exp, seed=seed, profile=params.profile, meta=meta,
-                                          num_params=num_params, versions=versions)
-               | {f"pretrained.{k}": v for k, v in pretrained.items()})
+    log_params(
+        client,
+        run_id,
+        run_params(exp, seed=seed, profile=params.profile, meta=meta, num_params=num_params, versions=versions)
+        | {f"pretrained.{k}": v for k, v in pretrained.items()},
+    )
 
     ckpt_dir = CHECKPOINT_ROOT / name
     history = History(_PROCESS_START)
-    checkpoint = PortableModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=exp.checkpoint.monitor,
-                                 mode=exp.checkpoint.mode, save_last=exp.checkpoint.save_last, save_top_k=1,
-                                 enable_version_counter=False)
-    callbacks: list[L.Callback] = [checkpoint, history, LearningRateMonitor(logging_interval="epoch"),
-                                   TQDMProgressBar(refresh_rate=exp.trainer.progress_bar_refresh_rate)]
+    checkpoint = PortableModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor=exp.checkpoint.monitor,
+        mode=exp.checkpoint.mode,
+        save_last=exp.checkpoint.save_last,
+        save_top_k=1,
+        enable_version_counter=False,
+    )
+    callbacks: list[L.Callback] = [
+        checkpoint,
+        history,
+        LearningRateMonitor(logging_interval="epoch"),
+        TQDMProgressBar(refresh_rate=exp.trainer.progress_bar_refresh_rate),
+    ]
     callbacks += fit_callbacks(exp)
     gradients = gradient_diagnostics(exp)
     if gradients is not None:
         callbacks.append(gradients)
-    logger = MLFlowLogger(experiment_name=params.tracking.experiment_name, tracking_uri=tracking_uri(params),
-                          run_id=run_id)
+    logger = MLFlowLogger(
+        experiment_name=params.tracking.experiment_name, tracking_uri=tracking_uri(params), run_id=run_id
+    )
     trainer = make_trainer(exp, logger=logger, callbacks=callbacks, default_root_dir=ckpt_dir)
     start = time.perf_counter()
     try:
@@ -150,11 +204,16 @@ def train(name: str, params: Params) -> dict[str, Any]:
     best_path = Path(checkpoint.best_model_path or checkpoint.last_model_path)
     best_score = checkpoint.best_model_score
     summary: dict[str, Any] = {
-        "run_id": run_id, "experiment": name, "architecture": exp.architecture, "dataset": exp.dataset,
-        "epochs": trainer.current_epoch, "fit_seconds": round(fit_seconds, 3),
-        "first_step_seconds": round(history.first_step_seconds or 0.0, 3), "num_params": num_params,
-        "best_checkpoint": best_path.name, f"best_{exp.checkpoint.monitor}": None if best_score is None
-        else float(best_score),
+        "run_id": run_id,
+        "experiment": name,
+        "architecture": exp.architecture,
+        "dataset": exp.dataset,
+        "epochs": trainer.current_epoch,
+        "fit_seconds": round(fit_seconds, 3),
+        "first_step_seconds": round(history.first_step_seconds or 0.0, 3),
+        "num_params": num_params,
+        "best_checkpoint": best_path.name,
+        f"best_{exp.checkpoint.monitor}": None if best_score is None else float(best_score),
     }
     if history.rows:
         summary |= {k: v for k, v in history.rows[-1].items() if k.startswith("val_")}
@@ -176,8 +235,9 @@ def train(name: str, params: Params) -> dict[str, Any]:
     write_metric_history(history.rows, get_task(exp.task).headline, PLOTS_ROOT / "metric" / f"{name}.csv")
     # DVC hashes checkpoints/<name>: only what the weights determine goes there, so a retrained network with the
     # same weights stops the rerun cascade. The MLflow run id goes beside the tracking store instead.
-    atomic_write_json(ckpt_dir / "checkpoint.json", {"best_checkpoint": best_path.name,
-                                                    "module": get_task(exp.task).module})
+    atomic_write_json(
+        ckpt_dir / "checkpoint.json", {"best_checkpoint": best_path.name, "module": get_task(exp.task).module}
+    )
     write_run_link(name, run_id, tracking_uri(params), experiment_id)
     atomic_write_json(METRICS_ROOT / "train" / f"{name}.json", summary)
     # The run stays open for evaluate (it sets the final status); mark it finished for now.
@@ -187,15 +247,21 @@ def train(name: str, params: Params) -> dict[str, Any]:
 
 def _log_summary(name: str, summary: dict[str, Any]) -> None:
     if summary:  # empty on the non-zero ranks of a DDP run
-        log.info("trained %s in %.1f s (%d epochs): %s", name, summary["fit_seconds"], summary["epochs"],
-                 {k: round(v, 4) for k, v in summary.items() if k.startswith("val_") and isinstance(v, float)})
+        log.info(
+            "trained %s in %.1f s (%d epochs): %s",
+            name,
+            summary["fit_seconds"],
+            summary["epochs"],
+            {k: round(v, 4) for k, v in summary.items() if k.startswith("val_") and isinstance(v, float)},
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     from pipelines.cli import experiment_stage
 
-    return experiment_stage(argv, prog="python -m pipelines.stages.train", description=__doc__.splitlines()[0],
-                            run=train, done=_log_summary)
+    return experiment_stage(
+        argv, prog="python -m pipelines.stages.train", description=__doc__.splitlines()[0], run=train, done=_log_summary
+    )
 
 
 if __name__ == "__main__":

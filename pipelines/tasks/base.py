@@ -32,9 +32,15 @@ class TaskModule(Protocol):
     def from_experiment(cls, exp: Any, meta: dict[str, Any]) -> TaskModule: ...
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,
-                             strict: bool | None = None, weights_only: bool | None = None,
-                             **kwargs: Any) -> TaskModule: ...
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> TaskModule: ...
 
 
 @dataclass

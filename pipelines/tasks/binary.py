@@ -30,8 +30,12 @@ class Binary(ClassificationTask):
 
         metrics: dict[str, torchmetrics.Metric | torchmetrics.MetricCollection] = {"acc": C.BinaryAccuracy()}
         if full:
-            metrics |= {"precision": C.BinaryPrecision(), "recall": C.BinaryRecall(), "f1": C.BinaryF1Score(),
-                        "roc_auc": C.BinaryAUROC()}
+            metrics |= {
+                "precision": C.BinaryPrecision(),
+                "recall": C.BinaryRecall(),
+                "f1": C.BinaryF1Score(),
+                "roc_auc": C.BinaryAUROC(),
+            }
         return torchmetrics.MetricCollection(metrics)
 
     def predictions(self, outputs: torch.Tensor) -> torch.Tensor:

@@ -82,8 +82,12 @@ class ClassificationTask(Task):
         """``(roc, pr)``: ``{label: (fpr, tpr, auc)}`` resampled on :data:`CURVE_POINTS` false-positive rates and
         ``{label: (recall, precision, average_precision)}`` resampled on as many recalls."""
         import numpy as np
-        from torchmetrics.functional.classification import (binary_auroc, binary_average_precision,
-                                                            binary_precision_recall_curve, binary_roc)
+        from torchmetrics.functional.classification import (
+            binary_auroc,
+            binary_average_precision,
+            binary_precision_recall_curve,
+            binary_roc,
+        )
 
         grid = np.linspace(0, 1, CURVE_POINTS)
         roc, pr = {}, {}
@@ -91,9 +95,14 @@ class ClassificationTask(Task):
             fpr, tpr, _ = binary_roc(p, t)
             roc[label] = (grid, np.interp(grid, fpr.numpy(), tpr.numpy()), float(binary_auroc(p, t)))
             precision, recall, _ = binary_precision_recall_curve(p, t)
-            order = np.argsort(recall.numpy(), kind="stable")  # recall falls along the thresholds; interp wants it rising
-            pr[label] = (grid, np.interp(grid, recall.numpy()[order], precision.numpy()[order]),
-                         float(binary_average_precision(p, t)))
+            order = np.argsort(
+                recall.numpy(), kind="stable"
+            )  # recall falls along the thresholds; interp wants it rising
+            pr[label] = (
+                grid,
+                np.interp(grid, recall.numpy()[order], precision.numpy()[order]),
+                float(binary_average_precision(p, t)),
+            )
         return roc, pr
 
     def evaluate(self, evaluation: Evaluation) -> None:
@@ -109,13 +118,16 @@ class ClassificationTask(Task):
         classes = self.classes
         predicted = self.predicted_classes(scores)
         evaluation.tables["confusion.csv"] = csv_text(
-            ["actual", "predicted"], ((classes[a], classes[p]) for a, p in zip(labels.tolist(), predicted.tolist())))
+            ["actual", "predicted"], ((classes[a], classes[p]) for a, p in zip(labels.tolist(), predicted.tolist()))
+        )
         evaluation.tables["roc.csv"] = csv_text(
             ["class", "fpr", "tpr"],
-            ((c, f"{f:.4f}", f"{t:.4f}") for c, (fpr, tpr, _) in roc.items() for f, t in zip(fpr, tpr)))
+            ((c, f"{f:.4f}", f"{t:.4f}") for c, (fpr, tpr, _) in roc.items() for f, t in zip(fpr, tpr)),
+        )
         evaluation.tables["pr.csv"] = csv_text(
             ["class", "recall", "precision"],
-            ((c, f"{r:.4f}", f"{p:.4f}") for c, (rec, prec, _) in pr.items() for r, p in zip(rec, prec)))
+            ((c, f"{r:.4f}", f"{p:.4f}") for c, (rec, prec, _) in pr.items() for r, p in zip(rec, prec)),
+        )
         evaluation.test_metrics["average_precision"] = sum(ap for *_, ap in pr.values()) / len(pr)
         evaluation.details["test_confusion_matrix"] = matrix.tolist()
         evaluation.figures["confusion_matrix.png"] = plots.confusion_figure(matrix, classes)
@@ -146,20 +158,28 @@ class ClassificationTask(Task):
         wrong = predicted != actual
         window = np.arange(min(len(actual), 20 * examples))
         n_wrong = min(examples // 2, int(wrong[window].sum()))
-        chosen = np.sort(np.concatenate([window[wrong[window]][:n_wrong], window[~wrong[window]][: examples - n_wrong]]))
+        chosen = np.sort(
+            np.concatenate([window[wrong[window]][:n_wrong], window[~wrong[window]][: examples - n_wrong]])
+        )
         classes = self.classes
         if meta["modality"] == "image":
             from pipelines.data.prepared import to_unit_range
 
             pixels = np.clip(to_unit_range(np.asarray(data.x["test"][chosen]), meta), 0.0, 1.0)
             boxes = self.boxes(test.outputs, test.y)
-            return plots.image_grid_figure(pixels, [classes[a] for a in actual[chosen]],
-                                           [classes[p] for p in predicted[chosen]], wrong[chosen].tolist(),
-                                           boxes=None if boxes is None else [boxes[i] for i in chosen])
+            return plots.image_grid_figure(
+                pixels,
+                [classes[a] for a in actual[chosen]],
+                [classes[p] for p in predicted[chosen]],
+                wrong[chosen].tolist(),
+                boxes=None if boxes is None else [boxes[i] for i in chosen],
+            )
         chosen = chosen[:16]
         texts = sample_texts(data, chosen)
-        lines = [f"{classes[predicted[i]]:>9} p={confidence[i]:.2f} (actual {classes[actual[i]]}) | {text[:110]}"
-                 for i, text in zip(chosen, texts)]
+        lines = [
+            f"{classes[predicted[i]]:>9} p={confidence[i]:.2f} (actual {classes[actual[i]]}) | {text[:110]}"
+            for i, text in zip(chosen, texts)
+        ]
         return plots.examples_figure(lines, wrong[chosen].tolist())
 
 

@@ -37,12 +37,16 @@ class Multiclass(ClassificationTask):
         from torchmetrics import classification as C
 
         n = self.num_classes
-        metrics: dict[str, torchmetrics.Metric | torchmetrics.MetricCollection] = {"acc": C.MulticlassAccuracy(n, average="micro")}
+        metrics: dict[str, torchmetrics.Metric | torchmetrics.MetricCollection] = {
+            "acc": C.MulticlassAccuracy(n, average="micro")
+        }
         if full:
-            metrics |= {"precision": C.MulticlassPrecision(n, average="macro"),
-                        "recall": C.MulticlassRecall(n, average="macro"),
-                        "f1": C.MulticlassF1Score(n, average="macro"),
-                        "roc_auc": C.MulticlassAUROC(n, average="macro")}
+            metrics |= {
+                "precision": C.MulticlassPrecision(n, average="macro"),
+                "recall": C.MulticlassRecall(n, average="macro"),
+                "f1": C.MulticlassF1Score(n, average="macro"),
+                "roc_auc": C.MulticlassAUROC(n, average="macro"),
+            }
         return torchmetrics.MetricCollection(metrics)
 
     def loss_targets(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -100,7 +100,10 @@ class Reconstruction(Task):
         train_mean = self.unit_range(torch.as_tensor(np.asarray(evaluation.data.x["train"]))).mean(dim=0, keepdim=True)
         original = self.unit_range(test.x)
         baseline = self.build_metrics()(train_mean.expand_as(original).contiguous(), original)
-        evaluation.test_metrics |= {"mse_mean_image": float(baseline["mse"]), "psnr_mean_image": float(baseline["psnr"])}
+        evaluation.test_metrics |= {
+            "mse_mean_image": float(baseline["mse"]),
+            "psnr_mean_image": float(baseline["psnr"]),
+        }
 
         chosen = np.arange(min(pairs, len(original)))
         per_image = ((test.outputs[chosen] - original[chosen]) ** 2).flatten(1).mean(dim=1)
@@ -108,12 +111,17 @@ class Reconstruction(Task):
         columns = 8
         images, titles = [], []
         for start in range(0, len(chosen), columns):  # a row of originals, then the row of their reconstructions
-            block = chosen[start:start + columns]
+            block = chosen[start : start + columns]
             images += [original[i] for i in block] + [test.outputs[i].clamp(0, 1) for i in block]
             titles += ["original"] * len(block) + [f"{psnr[i]:.1f} dB" for i in block]
         evaluation.figures["predictions.png"] = plots.image_grid_figure(
-            torch.stack(images).numpy(), [""] * len(images), titles, [False] * len(images), columns=columns,
-            title="Test originals (above) and their reconstructions (below, with their PSNR)")
+            torch.stack(images).numpy(),
+            [""] * len(images),
+            titles,
+            [False] * len(images),
+            columns=columns,
+            title="Test originals (above) and their reconstructions (below, with their PSNR)",
+        )
 
 
 TASK = Reconstruction

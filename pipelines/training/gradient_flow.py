@@ -45,8 +45,9 @@ SATURATING_TYPES: tuple[type[nn.Module], ...] = (nn.Sigmoid, nn.Tanh)
 def layer_weights(network: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """The network's layers as ``(name, weight)`` pairs, input side first: every trainable parameter with two or
     more dimensions, named without its ``.weight`` suffix (``hidden.0.0``) or by its full name (``lstm.weight_ih_l0``)."""
-    return [(name.removesuffix(".weight"), p) for name, p in network.named_parameters()
-            if p.requires_grad and p.dim() >= 2]
+    return [
+        (name.removesuffix(".weight"), p) for name, p in network.named_parameters() if p.requires_grad and p.dim() >= 2
+    ]
 
 
 def dead_fraction(output: torch.Tensor) -> torch.Tensor:
@@ -100,11 +101,23 @@ class GradientDiagnostics(L.Callback):
         ValueError: a non-positive period or threshold.
     """
 
-    def __init__(self, every_n_steps: int = 25, vanishing_ratio: float = 1e-3, exploding_norm: float = 1e3,
-                 exploding_ratio: float = 1e3, saturation_threshold: float = 3.0, max_records: int = 400) -> None:
-        for name, value in (("every_n_steps", every_n_steps), ("vanishing_ratio", vanishing_ratio),
-                            ("exploding_norm", exploding_norm), ("exploding_ratio", exploding_ratio),
-                            ("saturation_threshold", saturation_threshold), ("max_records", max_records)):
+    def __init__(
+        self,
+        every_n_steps: int = 25,
+        vanishing_ratio: float = 1e-3,
+        exploding_norm: float = 1e3,
+        exploding_ratio: float = 1e3,
+        saturation_threshold: float = 3.0,
+        max_records: int = 400,
+    ) -> None:
+        for name, value in (
+            ("every_n_steps", every_n_steps),
+            ("vanishing_ratio", vanishing_ratio),
+            ("exploding_norm", exploding_norm),
+            ("exploding_ratio", exploding_ratio),
+            ("saturation_threshold", saturation_threshold),
+            ("max_records", max_records),
+        ):
             if not value > 0:
                 raise ValueError(f"GradientDiagnostics: {name} must be > 0, got {value}")
         self.every_n_steps = int(every_n_steps)
@@ -140,11 +153,13 @@ class GradientDiagnostics(L.Callback):
     def _dead_hook(self, name: str):
         def hook(module, inputs, output):
             self._dead[name] = dead_fraction(output)
+
         return hook
 
     def _saturation_hook(self, name: str):
         def hook(module, inputs, output):
             self._saturated[name] = saturated_fraction(inputs[0], self.saturation_threshold)
+
         return hook
 
     def _remove_hooks(self) -> None:
@@ -165,19 +180,32 @@ class GradientDiagnostics(L.Callback):
         grads = {name: p.grad.detach() for name, p in layers if p.grad is not None}
         if not grads:
             return
-        grad_norms = {name: float(norms[f"grad_2.0_norm/{name}.weight" if f"grad_2.0_norm/{name}.weight" in norms
-                                        else f"grad_2.0_norm/{name}"]) for name in grads}
+        grad_norms = {
+            name: float(
+                norms[
+                    f"grad_2.0_norm/{name}.weight"
+                    if f"grad_2.0_norm/{name}.weight" in norms
+                    else f"grad_2.0_norm/{name}"
+                ]
+            )
+            for name in grads
+        }
         stats = torch.stack([torch.stack([g.abs().mean(), g.abs().max()]) for g in grads.values()]).cpu().tolist()
         first, last = grad_norms[next(iter(grad_norms))], grad_norms[next(reversed(grad_norms))]
         ratio = first / last if last > 0 else (math.inf if first > 0 else 1.0)
         if not math.isfinite(total):
             self.non_finite_steps += 1
         record = GradientRecord(
-            step=trainer.global_step, grad_norm=grad_norms,
-            grad_mean={n: s[0] for n, s in zip(grads, stats)}, grad_max={n: s[1] for n, s in zip(grads, stats)},
-            weight_norm={name: float(p.detach().norm()) for name, p in layers}, total_norm=total, ratio=ratio,
+            step=trainer.global_step,
+            grad_norm=grad_norms,
+            grad_mean={n: s[0] for n, s in zip(grads, stats)},
+            grad_max={n: s[1] for n, s in zip(grads, stats)},
+            weight_norm={name: float(p.detach().norm()) for name, p in layers},
+            total_norm=total,
+            ratio=ratio,
             dead={k: float(v) for k, v in self._dead.items()},
-            saturated={k: float(v) for k, v in self._saturated.items()})
+            saturated={k: float(v) for k, v in self._saturated.items()},
+        )
         self._keep(record)
         if trainer.logger is not None and trainer.is_global_zero:
             trainer.logger.log_metrics(_finite(step_metrics(record)), step=trainer.global_step)
@@ -207,9 +235,15 @@ class GradientDiagnostics(L.Callback):
         vanishing = ratio < self.vanishing_ratio
         exploding = self.non_finite_steps > 0 or max_total > self.exploding_norm or ratio > self.exploding_ratio
         flags = "+".join(name for name, on in (("vanishing", vanishing), ("exploding", exploding)) if on) or "ok"
-        out: dict[str, Any] = {"vanishing": int(vanishing), "exploding": int(exploding), "flags": flags,
-                               "grad_ratio_median": ratio, "grad_norm_total_max": max_total,
-                               "non_finite_steps": self.non_finite_steps, "samples": len(self.records)}
+        out: dict[str, Any] = {
+            "vanishing": int(vanishing),
+            "exploding": int(exploding),
+            "flags": flags,
+            "grad_ratio_median": ratio,
+            "grad_norm_total_max": max_total,
+            "non_finite_steps": self.non_finite_steps,
+            "samples": len(self.records),
+        }
         last = self.records[-1]
         if last.dead:
             out["dead_relu_fraction"] = statistics.fmean(last.dead.values())
@@ -220,9 +254,19 @@ class GradientDiagnostics(L.Callback):
     def layer_rows(self) -> list[dict[str, Any]]:
         """One row per sampled step and layer (for ``plots/grad_flow/<experiment>.csv``): ``step``, ``layer``,
         ``order`` (0 = input side), ``grad_norm``, ``grad_mean``, ``grad_max``, ``weight_norm``."""
-        return [{"step": r.step, "layer": name, "order": i, "grad_norm": r.grad_norm[name],
-                 "grad_mean": r.grad_mean[name], "grad_max": r.grad_max[name], "weight_norm": r.weight_norm[name]}
-                for r in self.records for i, name in enumerate(r.grad_norm)]
+        return [
+            {
+                "step": r.step,
+                "layer": name,
+                "order": i,
+                "grad_norm": r.grad_norm[name],
+                "grad_mean": r.grad_mean[name],
+                "grad_max": r.grad_max[name],
+                "weight_norm": r.weight_norm[name],
+            }
+            for r in self.records
+            for i, name in enumerate(r.grad_norm)
+        ]
 
 
 def step_metrics(record: GradientRecord) -> dict[str, float]:

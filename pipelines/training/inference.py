@@ -51,6 +51,7 @@ def load_module(name: str, exp):
     except FileNotFoundError:
         raise ConfigError(f"{info_path}: missing; run `dvc repro train@{name}` first") from None
     module_class = get_task(exp.task).module_class()
-    module = module_class.load_from_checkpoint(CHECKPOINT_ROOT / name / info["best_checkpoint"],
-                                               map_location="cpu", weights_only=True)
+    module = module_class.load_from_checkpoint(
+        CHECKPOINT_ROOT / name / info["best_checkpoint"], map_location="cpu", weights_only=True
+    )
     return module, info

@@ -26,7 +26,6 @@ from torch import nn
 from models.factories import initialize, make_optimizer, penalised_parameters, regularization_penalty
 from models.registry import NetworkSpec, build_network
 
-
 #: The keys of a prepared dataset's ``meta.json`` a task reads; kept in checkpoints (``task_meta``).
 TASK_META_KEYS = ("dataset", "modality", "input_shape", "num_classes", "classes", "normalization", "vocab_size")
 
@@ -36,9 +35,14 @@ def network_spec(exp, meta: dict[str, Any]) -> NetworkSpec:
     dataset described by ``meta``: the input shape, the task's head width and the shared knobs."""
     from pipelines.tasks import get_task
 
-    return NetworkSpec(input_shape=tuple(meta["input_shape"]), num_outputs=get_task(exp.task)(meta).num_outputs,
-                       activation=exp.activation, dropout=exp.dropout, batch_norm=exp.batch_norm,
-                       vocab_size=meta.get("vocab_size"))
+    return NetworkSpec(
+        input_shape=tuple(meta["input_shape"]),
+        num_outputs=get_task(exp.task)(meta).num_outputs,
+        activation=exp.activation,
+        dropout=exp.dropout,
+        batch_norm=exp.batch_norm,
+        vocab_size=meta.get("vocab_size"),
+    )
 
 
 class SupervisedModule(L.LightningModule):
@@ -63,16 +67,28 @@ class SupervisedModule(L.LightningModule):
     (:class:`pipelines.training.callbacks.FreezeBackbone`) stays out of the optimizer until it is unfrozen.
     """
 
-    def __init__(self, architecture: str, spec: dict[str, Any], model_params: dict[str, Any], task: str,
-                 task_meta: dict[str, Any], loss: str, optimizer: dict[str, Any], regularization: dict[str, Any],
-                 initializer: str, huber_delta: float = 1.0) -> None:
+    def __init__(
+        self,
+        architecture: str,
+        spec: dict[str, Any],
+        model_params: dict[str, Any],
+        task: str,
+        task_meta: dict[str, Any],
+        loss: str,
+        optimizer: dict[str, Any],
+        regularization: dict[str, Any],
+        initializer: str,
+        huber_delta: float = 1.0,
+    ) -> None:
         from pipelines.config import OptimizerConfig, RegularizationConfig
         from pipelines.tasks import get_task
 
         super().__init__()
         self.save_hyperparameters()
         spec = dict(spec, input_shape=tuple(spec["input_shape"]))
-        self.network: nn.Module = initialize(build_network(architecture, NetworkSpec(**spec), model_params), initializer)
+        self.network: nn.Module = initialize(
+            build_network(architecture, NetworkSpec(**spec), model_params), initializer
+        )
         self.task = get_task(task)(task_meta)
         self.loss_fn = self.task.loss(loss, huber_delta=huber_delta)
         self._reg_cfg = RegularizationConfig.model_validate(regularization)
@@ -88,18 +104,25 @@ class SupervisedModule(L.LightningModule):
     def from_experiment(cls, exp, meta: dict[str, Any]) -> SupervisedModule:
         """The module of experiment ``exp`` (a ``pipelines.config.ExperimentConfig``) on a prepared dataset's
         ``meta``; the network is initialised with the current (seeded) RNG."""
-        return cls(architecture=exp.architecture, spec=dataclasses.asdict(network_spec(exp, meta)),
-                   model_params=exp.model, task=exp.task,
-                   task_meta={k: meta[k] for k in TASK_META_KEYS if k in meta}, loss=exp.loss,
-                   optimizer=exp.optimizer.model_dump(mode="json"),
-                   regularization=exp.regularization.model_dump(mode="json"), initializer=exp.initializer,
-                   huber_delta=exp.huber_delta)
+        return cls(
+            architecture=exp.architecture,
+            spec=dataclasses.asdict(network_spec(exp, meta)),
+            model_params=exp.model,
+            task=exp.task,
+            task_meta={k: meta[k] for k in TASK_META_KEYS if k in meta},
+            loss=exp.loss,
+            optimizer=exp.optimizer.model_dump(mode="json"),
+            regularization=exp.regularization.model_dump(mode="json"),
+            initializer=exp.initializer,
+            huber_delta=exp.huber_delta,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)
 
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str,
-                   metrics: torchmetrics.MetricCollection) -> torch.Tensor:
+    def _eval_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], split: str, metrics: torchmetrics.MetricCollection
+    ) -> torch.Tensor:
         x, y = batch
         outputs = self(x)
         data_loss = self.loss_fn(outputs, self.task.loss_targets(x, y))
@@ -123,14 +146,29 @@ class SupervisedModule(L.LightningModule):
         loss = data_loss + penalty
         n = float(len(y))
         with torch.no_grad():
-            self._train_sums += torch.stack([loss.detach() * n, data_loss.detach() * n, penalty.detach() * n,
-                                             self.task.headline_sum(outputs.detach(), x, y).float(),
-                                             torch.tensor(n, device=loss.device)])
+            self._train_sums += torch.stack(
+                [
+                    loss.detach() * n,
+                    data_loss.detach() * n,
+                    penalty.detach() * n,
+                    self.task.headline_sum(outputs.detach(), x, y).float(),
+                    torch.tensor(n, device=loss.device),
+                ]
+            )
         if self._is_last_train_batch(batch_idx):
             loss_sum, data_sum, penalty_sum, headline, count = self._train_sums / self._train_sums[4]
-            self.log_dict({"train_loss": loss_sum, "train_data_loss": data_sum, "train_penalty": penalty_sum,
-                           f"train_{self.task.headline}": headline}, on_step=False, on_epoch=True, sync_dist=True,
-                          prog_bar=False)
+            self.log_dict(
+                {
+                    "train_loss": loss_sum,
+                    "train_data_loss": data_sum,
+                    "train_penalty": penalty_sum,
+                    f"train_{self.task.headline}": headline,
+                },
+                on_step=False,
+                on_epoch=True,
+                sync_dist=True,
+                prog_bar=False,
+            )
             self._train_sums.zero_()
         return loss
 

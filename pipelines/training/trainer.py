@@ -85,8 +85,12 @@ def load_pretrained(exp: ExperimentConfig, network) -> dict[str, Any]:
         loaded = load_backbone(network, path, exp.pretrained.prefix)
     except PretrainedWeightsError as exc:
         raise ConfigError(f"params.yaml: pretrained.path: {exc}") from None
-    return {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "loaded_tensors": loaded["tensors"],
-            "loaded_parameters": loaded["parameters"], "prefix": loaded["prefix"]}
+    return {
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "loaded_tensors": loaded["tensors"],
+        "loaded_parameters": loaded["parameters"],
+        "prefix": loaded["prefix"],
+    }
 
 
 def seed_everything(seed: int) -> None:
@@ -96,8 +100,15 @@ def seed_everything(seed: int) -> None:
     L.seed_everything(seed, workers=True, verbose=False)
 
 
-def make_trainer(exp: ExperimentConfig, *, logger, callbacks: list, default_root_dir: Path,
-                 enable_checkpointing: bool = True, enable_progress_bar: bool = True):
+def make_trainer(
+    exp: ExperimentConfig,
+    *,
+    logger,
+    callbacks: list,
+    default_root_dir: Path,
+    enable_checkpointing: bool = True,
+    enable_progress_bar: bool = True,
+):
     """The seeded, deterministic Lightning ``Trainer`` of an experiment's ``trainer:`` block.
 
     Shared by the train stage and by every tuning trial, so a trial trains exactly as ``train`` would.
@@ -107,14 +118,25 @@ def make_trainer(exp: ExperimentConfig, *, logger, callbacks: list, default_root
 
     t = exp.trainer
     return L.Trainer(
-        max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
-        num_nodes=t.num_nodes, precision=t.precision, limit_train_batches=t.limit_train_batches,
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        precision=t.precision,
+        limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches,
         check_val_every_n_epoch=min(t.check_val_every_n_epoch, t.max_epochs),  # validate at least once
         gradient_clip_val=t.gradient_clip_val,
-        deterministic=t.deterministic, log_every_n_steps=t.log_every_n_steps, logger=logger, callbacks=callbacks,
-        num_sanity_val_steps=0, enable_model_summary=False, default_root_dir=str(default_root_dir),
-        enable_checkpointing=enable_checkpointing, enable_progress_bar=enable_progress_bar,
+        deterministic=t.deterministic,
+        log_every_n_steps=t.log_every_n_steps,
+        logger=logger,
+        callbacks=callbacks,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        default_root_dir=str(default_root_dir),
+        enable_checkpointing=enable_checkpointing,
+        enable_progress_bar=enable_progress_bar,
     )
 
 
@@ -125,9 +147,13 @@ def gradient_diagnostics(exp: ExperimentConfig):
         return None
     from pipelines.training.gradient_flow import GradientDiagnostics
 
-    return GradientDiagnostics(every_n_steps=cfg.every_n_steps, vanishing_ratio=cfg.vanishing_ratio,
-                               exploding_norm=cfg.exploding_norm, exploding_ratio=cfg.exploding_ratio,
-                               saturation_threshold=cfg.saturation_threshold)
+    return GradientDiagnostics(
+        every_n_steps=cfg.every_n_steps,
+        vanishing_ratio=cfg.vanishing_ratio,
+        exploding_norm=cfg.exploding_norm,
+        exploding_ratio=cfg.exploding_ratio,
+        saturation_threshold=cfg.saturation_threshold,
+    )
 
 
 def save_network(network, path: Path) -> None:

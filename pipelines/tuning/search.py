@@ -56,10 +56,22 @@ class Session:
     ``None``), ``workers``, ``parent_run_id`` (set once the parent run exists).
     """
 
-    def __init__(self, experiment: str, params: Params, params_path: Path | None, *, study_name: str | None = None,
-                 storage: str | None = None, sampler: str | None = None, pruner: str | None = None,
-                 n_trials: int | None = None, timeout: float | None = None, workers: int | None = None,
-                 seed: int | None = None, parent_run_id: str | None = None) -> None:
+    def __init__(
+        self,
+        experiment: str,
+        params: Params,
+        params_path: Path | None,
+        *,
+        study_name: str | None = None,
+        storage: str | None = None,
+        sampler: str | None = None,
+        pruner: str | None = None,
+        n_trials: int | None = None,
+        timeout: float | None = None,
+        workers: int | None = None,
+        seed: int | None = None,
+        parent_run_id: str | None = None,
+    ) -> None:
         from pipelines.tuning.studies import storage_url
 
         self.experiment = experiment
@@ -68,9 +80,13 @@ class Session:
         #: where outputs go: the params file's folder (``params/tuned/``, ``metrics/tune/``); the repo by default
         self.base_dir = params_path.resolve().parent if params_path else REPO_ROOT
         base = params.tune_settings(experiment)
-        self.settings: TuneSettings = base.model_copy(update={
-            k: v for k, v in {"sampler": sampler, "pruner": pruner, "n_trials": n_trials,
-                              "timeout": timeout}.items() if v is not None})
+        self.settings: TuneSettings = base.model_copy(
+            update={
+                k: v
+                for k, v in {"sampler": sampler, "pruner": pruner, "n_trials": n_trials, "timeout": timeout}.items()
+                if v is not None
+            }
+        )
         self.study_name = study_name or f"{experiment}-{params.profile}"
         self.storage = storage_url(storage, params.tuning.storage)
         self.seed = params.seed if seed is None else seed
@@ -80,10 +96,30 @@ class Session:
         self.parent_run_id = parent_run_id
 
     def worker_argv(self, index: int) -> list[str]:
-        argv = [sys.executable, "-m", "pipelines.stages.tune", self.experiment, "--study-name", self.study_name,
-                "--storage", self.storage, "--sampler", self.settings.sampler, "--pruner", self.settings.pruner,
-                "--n-trials", str(self.n_trials), "--seed", str(self.seed), "--workers", str(self.workers),
-                "--worker-index", str(index), "--parent-run-id", str(self.parent_run_id)]
+        argv = [
+            sys.executable,
+            "-m",
+            "pipelines.stages.tune",
+            self.experiment,
+            "--study-name",
+            self.study_name,
+            "--storage",
+            self.storage,
+            "--sampler",
+            self.settings.sampler,
+            "--pruner",
+            self.settings.pruner,
+            "--n-trials",
+            str(self.n_trials),
+            "--seed",
+            str(self.seed),
+            "--workers",
+            str(self.workers),
+            "--worker-index",
+            str(index),
+            "--parent-run-id",
+            str(self.parent_run_id),
+        ]
         if self.timeout:
             argv += ["--timeout", str(self.timeout)]
         if self.params_path:
@@ -100,8 +136,12 @@ def _storage_for(session: Session, stale_callback=None):
     from pipelines.tuning.studies import make_storage
 
     t = session.params.tuning
-    return make_storage(session.storage, heartbeat_interval=t.heartbeat_interval, grace_period=t.grace_period,
-                        stale_callback=stale_callback)
+    return make_storage(
+        session.storage,
+        heartbeat_interval=t.heartbeat_interval,
+        grace_period=t.grace_period,
+        stale_callback=stale_callback,
+    )
 
 
 class StaleTrialHandler:
@@ -109,11 +149,10 @@ class StaleTrialHandler:
     the trial's params (``RetryHeartbeatStaleTrialCallback``, up to ``max_retry`` times)."""
 
     def __init__(self, tracking_uri: str, max_retry: int) -> None:
-        from optuna.storages import RetryHeartbeatStaleTrialCallback
-
         import warnings
 
         import optuna
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
 
         self.tracking_uri = tracking_uri
         with warnings.catch_warnings():
@@ -152,8 +191,10 @@ def non_finite_guard(monitor: str):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
             if loss is not None and not bool(torch.isfinite(loss.detach()).all()):
-                raise optuna.TrialPruned(f"non-finite training loss ({float(loss.detach())}) at epoch "
-                                         f"{trainer.current_epoch}, step {trainer.global_step}")
+                raise optuna.TrialPruned(
+                    f"non-finite training loss ({float(loss.detach())}) at epoch "
+                    f"{trainer.current_epoch}, step {trainer.global_step}"
+                )
 
         def on_validation_end(self, trainer, pl_module) -> None:
             value = trainer.callback_metrics.get(monitor)
@@ -172,12 +213,12 @@ class Objective:
     """
 
     def __init__(self, session: Session, space: SearchSpace, experiment_id: str, tracking_uri: str) -> None:
-        from pipelines.data.prepared import load_training_data
-        from pipelines.tracking import data_version
-
         import warnings
 
         import lightning.pytorch  # noqa: F401  (sets its loggers to INFO on import: quiet them after)
+
+        from pipelines.data.prepared import load_training_data
+        from pipelines.tracking import data_version
 
         for name in ("lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -200,16 +241,27 @@ class Objective:
         session, settings = self.session, self.session.settings
         client = mlflow.MlflowClient(self.tracking_uri)
         values = self.space.suggest(trial)
-        tags = {"mlflow.parentRunId": session.parent_run_id, "mlflow.runName": f"trial-{trial.number:04d}",
-                "study_name": session.study_name, "trial_number": str(trial.number), "experiment": session.experiment,
-                "data_hash": self.versions["data_hash"], "state": "RUNNING", "sampler": settings.sampler,
-                "pruner": settings.pruner, "stage": "tune", "architecture": self.base["architecture"],
-                "dataset": self.base["dataset"]}
+        tags = {
+            "mlflow.parentRunId": session.parent_run_id,
+            "mlflow.runName": f"trial-{trial.number:04d}",
+            "study_name": session.study_name,
+            "trial_number": str(trial.number),
+            "experiment": session.experiment,
+            "data_hash": self.versions["data_hash"],
+            "state": "RUNNING",
+            "sampler": settings.sampler,
+            "pruner": settings.pruner,
+            "stage": "tune",
+            "architecture": self.base["architecture"],
+            "dataset": self.base["dataset"],
+        }
         frozen = trial.study._storage.get_trial(trial._trial_id)  # system attrs (a re-queued trial's origin)
         retried = frozen.system_attrs.get("failed_trial")  # set by RetryHeartbeatStaleTrialCallback
         if retried is not None:
             tags["retry_of_trial"] = str(retried)
-        run_id = client.create_run(self.experiment_id, tags={k: v for k, v in tags.items() if v is not None}).info.run_id
+        run_id = client.create_run(
+            self.experiment_id, tags={k: v for k, v in tags.items() if v is not None}
+        ).info.run_id
         trial.set_user_attr("mlflow_run_id", run_id)
         trial.set_user_attr("mlflow_parent_run_id", session.parent_run_id)
         if {"fail_reason", "prune_reason"} & set(frozen.user_attrs):  # copied from a failed attempt
@@ -223,8 +275,10 @@ class Objective:
                 steps = trial.study._storage.get_trial(trial._trial_id).intermediate_values
                 if steps:
                     epoch = max(steps)
-                    reason = (f"{settings.pruner} pruner stopped it after epoch {epoch}: {settings.metric} = "
-                              f"{steps[epoch]:.4g} was not promising against the other trials at that epoch")
+                    reason = (
+                        f"{settings.pruner} pruner stopped it after epoch {epoch}: {settings.metric} = "
+                        f"{steps[epoch]:.4g} was not promising against the other trials at that epoch"
+                    )
             trial.set_user_attr("prune_reason", reason)
             self._finish(client, run_id, "PRUNED", "FINISHED", prune_reason=reason)
             raise
@@ -245,40 +299,67 @@ class Objective:
         from lightning.pytorch.loggers import MLFlowLogger
         from optuna_integration import PyTorchLightningPruningCallback
 
-        from pipelines.training.callbacks import History
         from pipelines.tracking import log_params, run_params
-        from pipelines.training.trainer import (build_module, fit_callbacks, gradient_diagnostics, make_datamodule,
-                                                make_trainer, seed_everything)
+        from pipelines.training.callbacks import History
+        from pipelines.training.trainer import (
+            build_module,
+            fit_callbacks,
+            gradient_diagnostics,
+            make_datamodule,
+            make_trainer,
+            seed_everything,
+        )
 
         settings = self.session.settings
         # one device per trial: parallelism comes from workers (the pruning callback cannot span DDP processes
         # on a journal storage); a multi-GPU node gives each worker its own GPU
-        exp = ExperimentConfig.model_validate(apply(self.base, values | {"trainer.devices": 1,
-                                                                         "trainer.strategy": "auto",
-                                                                         "trainer.num_nodes": 1}))
+        exp = ExperimentConfig.model_validate(
+            apply(self.base, values | {"trainer.devices": 1, "trainer.strategy": "auto", "trainer.num_nodes": 1})
+        )
         seed_everything(self.seed)
         module = build_module(exp, self.data.meta)
         num_params = sum(p.numel() for p in module.network.parameters())
-        flat = run_params(exp, seed=self.seed, profile=self.session.params.profile, meta=self.data.meta,
-                          num_params=num_params, versions=self.versions)
+        flat = run_params(
+            exp,
+            seed=self.seed,
+            profile=self.session.params.profile,
+            meta=self.data.meta,
+            num_params=num_params,
+            versions=self.versions,
+        )
         log_params(client, run_id, flat | {"study_name": self.session.study_name, "trial_number": trial.number})
         datamodule = make_datamodule(exp, self.data, self.seed)
         history = History()
-        callbacks = [history, non_finite_guard(settings.metric),
-                     PyTorchLightningPruningCallback(trial, monitor=settings.metric), *fit_callbacks(exp)]
+        callbacks = [
+            history,
+            non_finite_guard(settings.metric),
+            PyTorchLightningPruningCallback(trial, monitor=settings.metric),
+            *fit_callbacks(exp),
+        ]
         gradients = gradient_diagnostics(exp)  # the same gradient-flow metrics as a training run
         if gradients is not None:
             callbacks.append(gradients)
-        logger = MLFlowLogger(experiment_name=mlflow_experiment_name(self.session.params, self.session.study_name),
-                              tracking_uri=self.tracking_uri, run_id=run_id)
+        logger = MLFlowLogger(
+            experiment_name=mlflow_experiment_name(self.session.params, self.session.study_name),
+            tracking_uri=self.tracking_uri,
+            run_id=run_id,
+        )
         with tempfile.TemporaryDirectory(prefix="deepnotes-trial-") as tmp:
-            trainer = make_trainer(exp, logger=logger, callbacks=callbacks, default_root_dir=Path(tmp),
-                                   enable_checkpointing=False, enable_progress_bar=False)
+            trainer = make_trainer(
+                exp,
+                logger=logger,
+                callbacks=callbacks,
+                default_root_dir=Path(tmp),
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+            )
             trainer.fit(module, datamodule=datamodule)
         scores = [row[settings.metric] for row in history.rows if settings.metric in row]
         if not scores:
-            raise RuntimeError(f"{settings.metric} was never logged: does the experiment validate "
-                               f"(trainer.check_val_every_n_epoch <= max_epochs)?")
+            raise RuntimeError(
+                f"{settings.metric} was never logged: does the experiment validate "
+                f"(trainer.check_val_every_n_epoch <= max_epochs)?"
+            )
         best = min(scores) if settings.direction == "minimize" else max(scores)
         if not math.isfinite(best):
             raise optuna.TrialPruned(f"non-finite {settings.metric} ({best})")
@@ -314,8 +395,8 @@ def run_worker(session: Session, worker_index: int = 0) -> int:
     """
     import optuna
 
-    from pipelines.tuning.studies import BudgetedStudy, BudgetExhausted, lock_path, make_pruner, make_sampler
     from pipelines.tracking import ensure_experiment, tracking_uri
+    from pipelines.tuning.studies import BudgetedStudy, BudgetExhausted, lock_path, make_pruner, make_sampler
 
     params, settings = session.params, session.settings
     space = params.search_space(session.experiment)
@@ -326,18 +407,35 @@ def run_worker(session: Session, worker_index: int = 0) -> int:
     existing = len(optuna.load_study(study_name=session.study_name, storage=storage).get_trials(deepcopy=False))
     # a different sampler seed per worker and per session start, so workers and reruns explore different points
     sampler_seed = session.seed + 7919 * worker_index + 104729 * existing
-    sampler = make_sampler(settings.sampler, sampler_seed, n_startup_trials=t.n_startup_trials,
-                           parallel=session.workers > 1)
+    sampler = make_sampler(
+        settings.sampler, sampler_seed, n_startup_trials=t.n_startup_trials, parallel=session.workers > 1
+    )
     max_epochs = ExperimentConfig.model_validate(params.trial_experiment(session.experiment)).trainer.max_epochs
-    pruner = make_pruner(settings.pruner, n_startup_trials=t.n_startup_trials, n_warmup_steps=t.n_warmup_steps,
-                         min_resource=t.min_resource, max_resource=max_epochs, reduction_factor=t.reduction_factor)
-    study = BudgetedStudy(study_name=session.study_name, storage=storage, sampler=sampler, pruner=pruner,
-                          n_trials=session.n_trials, lock=lock_path(session.storage))
+    pruner = make_pruner(
+        settings.pruner,
+        n_startup_trials=t.n_startup_trials,
+        n_warmup_steps=t.n_warmup_steps,
+        min_resource=t.min_resource,
+        max_resource=max_epochs,
+        reduction_factor=t.reduction_factor,
+    )
+    study = BudgetedStudy(
+        study_name=session.study_name,
+        storage=storage,
+        sampler=sampler,
+        pruner=pruner,
+        n_trials=session.n_trials,
+        lock=lock_path(session.storage),
+    )
     objective = Objective(session, space, experiment_id, uri)
     ran = []
     try:
-        study.optimize(objective, timeout=session.timeout, catch=(Exception,),
-                       callbacks=[lambda s, trial: ran.append(trial.number)])
+        study.optimize(
+            objective,
+            timeout=session.timeout,
+            catch=(Exception,),
+            callbacks=[lambda s, trial: ran.append(trial.number)],
+        )
     except BudgetExhausted as exc:
         log.info("worker %d: %s", worker_index, exc)
     return len(ran)
@@ -346,8 +444,13 @@ def run_worker(session: Session, worker_index: int = 0) -> int:
 def _run_workers(session: Session) -> list[int]:
     """Start ``session.workers`` worker processes (one thread each, GPUs shared round-robin) and wait for them;
     returns their exit codes. SIGINT/SIGTERM reach the workers, whose running trials end as failed."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", DEEPNOTES_WORKER_THREADS="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        DEEPNOTES_WORKER_THREADS="1",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    )
     gpus = _gpu_count()
     procs = []
     for index in range(session.workers):
@@ -387,22 +490,24 @@ def tune(session: Session) -> dict[str, Any]:
     import optuna
 
     from pipelines.io import file_lock
-    from pipelines.tuning.studies import lock_path, redact
     from pipelines.tracking import ensure_experiment, git_commit, tracking_uri
+    from pipelines.tuning.studies import lock_path, redact
 
     params, settings = session.params, session.settings
     params.search_space(session.experiment)  # validated (with the `trial` overrides) before anything starts
     uri = tracking_uri(params)
     experiment_id = ensure_experiment(params, mlflow_experiment_name(params, session.study_name))
     storage = _storage_for(session, StaleTrialHandler(uri, params.tuning.max_retry))
-    study = optuna.create_study(study_name=session.study_name, storage=storage, direction=settings.direction,
-                                load_if_exists=True)
+    study = optuna.create_study(
+        study_name=session.study_name, storage=storage, direction=settings.direction, load_if_exists=True
+    )
     if study.direction.name.lower() != settings.direction:
-        raise ConfigError(f"study {session.study_name!r} in {redact(session.storage)} was created to "
-                          f"{study.direction.name.lower()} {study.user_attrs.get('metric', '?')}, but this search "
-                          f"would {settings.direction} {settings.metric}; use another --study-name")
-    for key, value in {"experiment": session.experiment, "metric": settings.metric,
-                       "profile": params.profile}.items():
+        raise ConfigError(
+            f"study {session.study_name!r} in {redact(session.storage)} was created to "
+            f"{study.direction.name.lower()} {study.user_attrs.get('metric', '?')}, but this search "
+            f"would {settings.direction} {settings.metric}; use another --study-name"
+        )
+    for key, value in {"experiment": session.experiment, "metric": settings.metric, "profile": params.profile}.items():
         if key not in study.user_attrs:
             study.set_user_attr(key, value)
     optuna.storages.fail_stale_trials(study)  # trials of workers killed since the last session
@@ -412,19 +517,45 @@ def tune(session: Session) -> dict[str, Any]:
         study.set_user_attr("sessions", session_index)
 
     client = mlflow.MlflowClient(uri)
-    parent = client.create_run(experiment_id, tags={
-        "mlflow.runName": f"session-{session_index:03d}", "study_name": session.study_name,
-        "experiment": session.experiment, "stage": "tune", "storage": redact(session.storage),
-        "git_commit": git_commit(), "profile": params.profile, "session": str(session_index)})
+    parent = client.create_run(
+        experiment_id,
+        tags={
+            "mlflow.runName": f"session-{session_index:03d}",
+            "study_name": session.study_name,
+            "experiment": session.experiment,
+            "stage": "tune",
+            "storage": redact(session.storage),
+            "git_commit": git_commit(),
+            "profile": params.profile,
+            "session": str(session_index),
+        },
+    )
     session.parent_run_id = parent.info.run_id
     from pipelines.tracking import log_params
 
-    log_params(client, session.parent_run_id, {
-        "sampler": settings.sampler, "pruner": settings.pruner, "n_trials": session.n_trials,
-        "timeout": session.timeout, "workers": session.workers, "seed": session.seed, "metric": settings.metric,
-        "direction": settings.direction, "trials_before": before})
-    log.info("study %s (%s): %d trials so far, target %d; MLflow run %s", session.study_name,
-             redact(session.storage), before, session.n_trials, session.parent_run_id)
+    log_params(
+        client,
+        session.parent_run_id,
+        {
+            "sampler": settings.sampler,
+            "pruner": settings.pruner,
+            "n_trials": session.n_trials,
+            "timeout": session.timeout,
+            "workers": session.workers,
+            "seed": session.seed,
+            "metric": settings.metric,
+            "direction": settings.direction,
+            "trials_before": before,
+        },
+    )
+    log.info(
+        "study %s (%s): %d trials so far, target %d; MLflow run %s",
+        session.study_name,
+        redact(session.storage),
+        before,
+        session.n_trials,
+        session.parent_run_id,
+    )
     status = "FAILED"
     start = time.perf_counter()
     worker_codes: list[int] = []
@@ -441,13 +572,18 @@ def tune(session: Session) -> dict[str, Any]:
         seconds = time.perf_counter() - start
         summary = _record_session(session, storage, client, seconds, before, worker_codes)
         client.set_terminated(session.parent_run_id, status)
-    log.info("session %d of %s: %s", session_index, session.study_name,
-             {k: summary[k] for k in ("best_value", "session_trials", "study_trials")})
+    log.info(
+        "session %d of %s: %s",
+        session_index,
+        session.study_name,
+        {k: summary[k] for k in ("best_value", "session_trials", "study_trials")},
+    )
     return summary
 
 
-def _record_session(session: Session, storage, client, seconds: float, before: int,
-                    worker_codes: list[int]) -> dict[str, Any]:
+def _record_session(
+    session: Session, storage, client, seconds: float, before: int, worker_codes: list[int]
+) -> dict[str, Any]:
     """Log the study's state to the parent run, write the tuned params and the metrics summary."""
     import optuna
 
@@ -462,19 +598,34 @@ def _record_session(session: Session, storage, client, seconds: float, before: i
         raise RuntimeError("the session has no parent MLflow run to record into")
     metrics: dict[str, float] = {f"study_{k.lower()}": v for k, v in study_counts.items()}
     metrics |= {f"session_{k.lower()}": v for k, v in session_counts.items()}
-    metrics |= {"study_trials": len(trials), "session_trials": len(mine), "session_seconds": seconds,
-                "trials_per_minute": 60 * len(mine) / seconds if seconds > 0 else 0.0}
-    summary: dict[str, Any] = {"study_name": session.study_name, "experiment": session.experiment,
-                               "metric": session.settings.metric, "direction": session.settings.direction,
-                               "best_value": None, "best_trial": None, "best_params": {},
-                               "parent_run_id": run_id, **metrics}
+    metrics |= {
+        "study_trials": len(trials),
+        "session_trials": len(mine),
+        "session_seconds": seconds,
+        "trials_per_minute": 60 * len(mine) / seconds if seconds > 0 else 0.0,
+    }
+    summary: dict[str, Any] = {
+        "study_name": session.study_name,
+        "experiment": session.experiment,
+        "metric": session.settings.metric,
+        "direction": session.settings.direction,
+        "best_value": None,
+        "best_trial": None,
+        "best_params": {},
+        "parent_run_id": run_id,
+        **metrics,
+    }
     if worker_codes:
         summary["worker_exit_codes"] = worker_codes
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if complete:
         best = study.best_trial
-        summary |= {"best_value": best.value, "best_trial": best.number, "best_params": dict(best.params),
-                    "best_run_id": best.user_attrs.get("mlflow_run_id")}
+        summary |= {
+            "best_value": best.value,
+            "best_trial": best.number,
+            "best_params": dict(best.params),
+            "best_run_id": best.user_attrs.get("mlflow_run_id"),
+        }
         metrics["best_value"] = float("nan") if best.value is None else best.value
         client.set_tag(run_id, "best_trial_number", str(best.number))
         if best.user_attrs.get("mlflow_run_id"):
@@ -486,9 +637,11 @@ def _record_session(session: Session, storage, client, seconds: float, before: i
     for key, value in metrics.items():
         client.log_metric(run_id, key, float(value))
     _log_plots(study, client, run_id)
-    atomic_write_json(session.base_dir / "metrics" / "tune" / f"{session.experiment}.json",
-                      {k: v for k, v in summary.items() if k not in ("best_params",)}
-                      | {f"best.{k}": v for k, v in summary["best_params"].items()})
+    atomic_write_json(
+        session.base_dir / "metrics" / "tune" / f"{session.experiment}.json",
+        {k: v for k, v in summary.items() if k not in ("best_params",)}
+        | {f"best.{k}": v for k, v in summary["best_params"].items()},
+    )
     return summary
 
 
@@ -501,14 +654,21 @@ def write_tuned(session: Session, best) -> Path:
     base = session.params.experiment(session.experiment).model_dump(mode="json")
     path = tuned_path(session.experiment, session.base_dir)
     body = {
-        "experiment": session.experiment, "study_name": session.study_name, "profile": session.params.profile,
-        "metric": session.settings.metric, "direction": session.settings.direction, "value": best.value,
-        "trial": best.number, "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
+        "experiment": session.experiment,
+        "study_name": session.study_name,
+        "profile": session.params.profile,
+        "metric": session.settings.metric,
+        "direction": session.settings.direction,
+        "value": best.value,
+        "trial": best.number,
+        "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
         "params": overrides_from(dict(best.params), base),
     }
-    header = (f"# Best params of study {session.study_name!r}, written by `deepnotes tune {session.experiment}`.\n"
-              f"# Set experiments.{session.experiment}.use_tuned: true in params.yaml to train with them; the train\n"
-              f"# stage depends on the `params` key below.\n")
+    header = (
+        f"# Best params of study {session.study_name!r}, written by `deepnotes tune {session.experiment}`.\n"
+        f"# Set experiments.{session.experiment}.use_tuned: true in params.yaml to train with them; the train\n"
+        f"# stage depends on the `params` key below.\n"
+    )
     atomic_write_text(path, header + yaml.safe_dump(body, sort_keys=False))
     return path
 
@@ -526,9 +686,13 @@ def _log_plots(study, client, run_id: str) -> None:
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as ovm
 
-    plots: dict[str, Any] = {"optimization_history": ovm.plot_optimization_history, "param_importances": ovm.plot_param_importances,
-             "parallel_coordinate": ovm.plot_parallel_coordinate, "slice": ovm.plot_slice,
-             "intermediate_values": ovm.plot_intermediate_values}
+    plots: dict[str, Any] = {
+        "optimization_history": ovm.plot_optimization_history,
+        "param_importances": ovm.plot_param_importances,
+        "parallel_coordinate": ovm.plot_parallel_coordinate,
+        "slice": ovm.plot_slice,
+        "intermediate_values": ovm.plot_intermediate_values,
+    }
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name, plot in plots.items():

@@ -25,20 +25,21 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from pipelines.mappings import deep_merge
 
-Scalar = Union[bool, int, float, str, None]
+Scalar = bool | int | float | str | None
 
 
 class _Param(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     when: dict[str, list[Scalar]] = Field(
-        default_factory=dict, description="sample only if these categorical params took one of these values")
+        default_factory=dict, description="sample only if these categorical params took one of these values"
+    )
 
 
 class FloatParam(_Param):
@@ -115,7 +116,7 @@ class CategoricalParam(_Param):
         return trial.suggest_categorical(name, self.choices)
 
 
-ParamSpec = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
+ParamSpec = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
 _PARAM_ADAPTER: TypeAdapter = TypeAdapter(ParamSpec)
 
 
@@ -156,8 +157,12 @@ class SearchSpace:
         self.params = seen
         #: parameters whose ``when`` no remaining choice of their parent satisfies (never sampled)
         self.unreachable = sorted(unreachable)
-        self.conditions = [(path, parent, value) for path, spec in params.items()
-                           for parent, values in spec.when.items() for value in values]
+        self.conditions = [
+            (path, parent, value)
+            for path, spec in params.items()
+            for parent, values in spec.when.items()
+            for value in values
+        ]
 
     @classmethod
     def from_raw(cls, raw: dict[str, Any]) -> SearchSpace:
@@ -173,8 +178,10 @@ class SearchSpace:
             try:
                 parsed[path] = _PARAM_ADAPTER.validate_python(entry)
             except ValidationError as exc:
-                problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'type'}: "
-                                     f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+                problems = "; ".join(
+                    f"{'.'.join(map(str, e['loc'][1:])) or 'type'}: {e['msg'].removeprefix('Value error, ')}"
+                    for e in exc.errors()
+                )
                 raise ValueError(f"{path}: {problems}") from None
         return cls(parsed)
 
@@ -221,6 +228,7 @@ class SearchSpace:
                 checks.append((path, value, values))
         return checks
 
+
 def set_path(mapping: dict[str, Any], path: str, value: Any, base: dict[str, Any] | None = None) -> None:
     """Set dotted ``path`` in a nested ``mapping`` (in place), creating dicts on the way.
 
@@ -239,7 +247,7 @@ def set_path(mapping: dict[str, Any], path: str, value: Any, base: dict[str, Any
             current = node.get(part)
             if not isinstance(current, list):
                 if not isinstance(base_node, (list, tuple)):
-                    raise ValueError(f"{'.'.join(parts[:i + 1])} is not a list, cannot index it with {nxt}")
+                    raise ValueError(f"{'.'.join(parts[: i + 1])} is not a list, cannot index it with {nxt}")
                 node[part] = list(base_node)
             items = node[part]
             index = int(nxt)
@@ -251,7 +259,7 @@ def set_path(mapping: dict[str, Any], path: str, value: Any, base: dict[str, Any
             raise ValueError(f"{path}: only the last component may index a list")
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ValueError(f"{'.'.join(parts[:i + 1])} is not a mapping, cannot set {path}")
+            raise ValueError(f"{'.'.join(parts[: i + 1])} is not a mapping, cannot set {path}")
         node = child
     node[parts[-1]] = value
 

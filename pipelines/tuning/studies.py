@@ -143,8 +143,14 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
     when its last heartbeat is older than ``grace_period`` or its worker on this host has died.
     """
 
-    def __init__(self, backend, *, heartbeat_interval: int, grace_period: int | None = None,
-                 stale_callback: StaleCallback | None = None) -> None:
+    def __init__(
+        self,
+        backend,
+        *,
+        heartbeat_interval: int,
+        grace_period: int | None = None,
+        stale_callback: StaleCallback | None = None,
+    ) -> None:
         super().__init__(backend)
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period or 2 * heartbeat_interval
@@ -180,8 +186,9 @@ class LivenessRDBStorage(RDBStorage):
         return sorted(stale)
 
 
-def make_storage(url: str, *, heartbeat_interval: int, grace_period: int | None = None,
-                 stale_callback: StaleCallback | None = None):
+def make_storage(
+    url: str, *, heartbeat_interval: int, grace_period: int | None = None, stale_callback: StaleCallback | None = None
+):
     """An Optuna storage for ``url`` (see :func:`storage_url`) with heartbeats and the stale-trial callback.
 
     Raises:
@@ -190,12 +197,20 @@ def make_storage(url: str, *, heartbeat_interval: int, grace_period: int | None 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if is_rdb(url):
-            return LivenessRDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                                      heartbeat_stale_trial_callback=stale_callback)
+            return LivenessRDBStorage(
+                url,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=stale_callback,
+            )
         path = Path(url)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return HeartbeatJournalStorage(JournalFileBackend(str(path)), heartbeat_interval=heartbeat_interval,
-                                       grace_period=grace_period, stale_callback=stale_callback)
+        return HeartbeatJournalStorage(
+            JournalFileBackend(str(path)),
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            stale_callback=stale_callback,
+        )
 
 
 def lock_path(url: str) -> Path:
@@ -219,20 +234,27 @@ def make_sampler(name: str, seed: int, *, n_startup_trials: int, parallel: bool)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "tpe":
-            return samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials, multivariate=True, group=True,
-                                       constant_liar=parallel)
+            return samplers.TPESampler(
+                seed=seed, n_startup_trials=n_startup_trials, multivariate=True, group=True, constant_liar=parallel
+            )
         if name == "random":
             return samplers.RandomSampler(seed=seed)
         if name == "cmaes":  # categorical and conditional params fall back to random sampling
-            return samplers.CmaEsSampler(seed=seed, n_startup_trials=n_startup_trials,
-                                         warn_independent_sampling=False)
+            return samplers.CmaEsSampler(seed=seed, n_startup_trials=n_startup_trials, warn_independent_sampling=False)
         if name == "gp":
             return samplers.GPSampler(seed=seed, n_startup_trials=n_startup_trials)
     raise ValueError(f"unknown sampler {name!r}; expected tpe, random, cmaes or gp")
 
 
-def make_pruner(name: str, *, n_startup_trials: int, n_warmup_steps: int, min_resource: int, max_resource: int,
-                reduction_factor: int) -> optuna.pruners.BasePruner:
+def make_pruner(
+    name: str,
+    *,
+    n_startup_trials: int,
+    n_warmup_steps: int,
+    min_resource: int,
+    max_resource: int,
+    reduction_factor: int,
+) -> optuna.pruners.BasePruner:
     """The pruner ``median``, ``hyperband``, ``successive_halving`` or ``none``; steps are epochs.
 
     Raises:
@@ -242,8 +264,9 @@ def make_pruner(name: str, *, n_startup_trials: int, n_warmup_steps: int, min_re
     if name == "median":
         return pruners.MedianPruner(n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_steps)
     if name == "hyperband":
-        return pruners.HyperbandPruner(min_resource=min_resource, max_resource=max(max_resource, min_resource),
-                                       reduction_factor=reduction_factor)
+        return pruners.HyperbandPruner(
+            min_resource=min_resource, max_resource=max(max_resource, min_resource), reduction_factor=reduction_factor
+        )
     if name == "successive_halving":
         return pruners.SuccessiveHalvingPruner(min_resource=min_resource, reduction_factor=reduction_factor)
     if name == "none":
@@ -287,8 +310,10 @@ class BudgetedStudy(optuna.Study):
 def counts(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> dict[str, int]:
     """Trials per state, e.g. ``{"COMPLETE": 12, "PRUNED": 7, "FAIL": 1, "RUNNING": 0, "WAITING": 0}``."""
     trials = study.get_trials(deepcopy=False) if trials is None else trials
-    out = {state.name: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL,
-                                       TrialState.RUNNING, TrialState.WAITING)}
+    out = {
+        state.name: 0
+        for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
+    }
     for trial in trials:
         out[trial.state.name] = out.get(trial.state.name, 0) + 1
     return out
