@@ -162,9 +162,11 @@ class TrainerConfig(Strict):
     devices: PositiveInt | Literal["auto"] | list[int] = "auto"
     strategy: str = "auto"
     num_nodes: PositiveInt = 1
-    precision: Literal[
-        "64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "32", "16", "bf16"
-    ] = Field("32-true", description="Lightning's precision names")
+    precision: str = Field(
+        "32-true",
+        description="a Lightning precision name (32-true, 16-mixed, bf16-mixed, ...); "
+        "Lightning rejects an unknown one when the fit starts",
+    )
     limit_train_batches: PositiveFloat | PositiveInt = 1.0
     limit_val_batches: PositiveFloat | PositiveInt = 1.0
     check_val_every_n_epoch: PositiveInt = 1

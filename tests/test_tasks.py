@@ -48,6 +48,22 @@ def _slice(prepared, n: int = 256) -> PreparedData:
     )
 
 
+def _fit(module, exp, data, tmp_path):
+    """Fit ``module`` as the train stage would (its Trainer and batches), without logger or checkpoints."""
+    from pipelines.training.trainer import make_datamodule, make_trainer
+
+    trainer = make_trainer(
+        exp,
+        logger=False,
+        callbacks=[],
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
+    trainer.fit(module, datamodule=make_datamodule(exp, data, 0))
+    return trainer
+
+
 def test_no_task_branches_outside_the_task_modules():
     offenders = []
     for folder in ("pipelines", "models"):
@@ -86,7 +102,7 @@ def test_registry_lists_every_task_and_imports_no_torch():
 @pytest.mark.parametrize("task_name", task_names())
 def test_every_task_trains_one_step_and_evaluates_on_real_data(task_name, params, mirror, tmp_path):
     from pipelines.training.inference import split_outputs
-    from pipelines.training.trainer import build_module, make_datamodule, make_trainer, seed_everything
+    from pipelines.training.trainer import build_module, seed_everything
 
     name = _experiment_of(params, task_name)
     exp = params.experiment(name)
@@ -102,15 +118,7 @@ def test_every_task_trains_one_step_and_evaluates_on_real_data(task_name, params
             )
         }
     )
-    trainer = make_trainer(
-        exp,
-        logger=False,
-        callbacks=[],
-        default_root_dir=tmp_path,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-    )
-    trainer.fit(module, datamodule=make_datamodule(exp, data, 0))
+    trainer = _fit(module, exp, data, tmp_path)
     assert any(not torch.equal(before[k], v) for k, v in module.network.state_dict().items()), "no weight moved"
     assert f"train_{module.task.headline}" in trainer.callback_metrics
     assert {f"val_{m}" for m in module.task.metrics} <= set(trainer.callback_metrics)
@@ -135,7 +143,7 @@ def test_autoencoder_learns_to_reconstruct_and_beats_the_mean_image(params, mirr
     reconstructed as the train split's mean image."""
     from pipelines.config import DatasetConfig
     from pipelines.training.inference import split_outputs
-    from pipelines.training.trainer import build_module, make_datamodule, make_trainer, seed_everything
+    from pipelines.training.trainer import build_module, seed_everything
 
     exp = load_params().experiment("autoencoder_mnist")  # the default profile's experiment
     data = _slice(prepare_dataset("mnist", DatasetConfig(max_train_samples=3000), 0, mirror=mirror), n=3000)
@@ -144,15 +152,7 @@ def test_autoencoder_learns_to_reconstruct_and_beats_the_mean_image(params, mirr
     module = build_module(exp, data.meta)
     untrained = task.split_metrics(*vars(split_outputs(module.network, data, ("val",))["val"]).values())
     module.train()
-    trainer = make_trainer(
-        exp,
-        logger=False,
-        callbacks=[],
-        default_root_dir=tmp_path,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-    )
-    trainer.fit(module, datamodule=make_datamodule(exp, data, 0))
+    _fit(module, exp, data, tmp_path)
     splits = split_outputs(module.network, data)
     trained = {s: task.split_metrics(o.outputs, o.x, o.y) for s, o in splits.items()}
     assert trained["val"]["mse"] < 0.5 * untrained["mse"], (untrained, trained["val"])

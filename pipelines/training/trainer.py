@@ -123,7 +123,7 @@ def make_trainer(
         devices=t.devices,
         strategy=t.strategy,
         num_nodes=t.num_nodes,
-        precision=t.precision,
+        precision=t.precision,  # type: ignore[arg-type]  # a str of Lightning's names; Lightning validates it
         limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches,
         check_val_every_n_epoch=min(t.check_val_every_n_epoch, t.max_epochs),  # validate at least once

@@ -666,8 +666,8 @@ def write_tuned(session: Session, best) -> Path:
     }
     header = (
         f"# Best params of study {session.study_name!r}, written by `deepnotes tune {session.experiment}`.\n"
-        f"# Set experiments.{session.experiment}.use_tuned: true in params.yaml to train with them; the train\n"
-        f"# stage depends on the `params` key below.\n"
+        f"# Set experiments.{session.experiment}.use_tuned: true in params.yaml to train with them: the `params`\n"
+        f"# below are then merged into the experiment (params/resolved/train/{session.experiment}.json).\n"
     )
     atomic_write_text(path, header + yaml.safe_dump(body, sort_keys=False))
     return path
