@@ -21,7 +21,8 @@ from pipelines.data.prepared import (
     to_unit_range,
     write_prepared,
 )
-from pipelines.data.preparers import channel_statistics, prepare_dataset
+from pipelines.data.preparers import prepare_dataset
+from pipelines.data.preparers.cifar10 import channel_statistics
 from pipelines.data.readers import read_cifar_batch, read_idx
 from pipelines.errors import DataError
 from pipelines.stages.augment import augment, main

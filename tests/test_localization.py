@@ -322,7 +322,7 @@ def canvases(mirror):
 
 
 def test_prepare_places_real_digits_inside_their_boxes(canvases, mirror):
-    from pipelines.data.preparers import _read_idx_pair
+    from pipelines.data.preparers.idx import read_idx_pair
 
     arrays, meta, _ = canvases
     assert meta["task"] == "localization" and meta["input_shape"] == [1, 64, 64] and meta["num_classes"] == 10
@@ -330,7 +330,7 @@ def test_prepare_places_real_digits_inside_their_boxes(canvases, mirror):
     x, y = arrays["train"]
     assert x.shape == (64, 1, 64, 64) and x.dtype == np.float32 and y.shape == (64, 5)
     assert 0 <= x.min() and x.max() <= 1
-    _, labels = _read_idx_pair(
+    _, labels = read_idx_pair(
         mirror / "mnist" / "train-images-idx3-ubyte.gz", mirror / "mnist" / "train-labels-idx1-ubyte.gz"
     )
     assert set(y[:, 0].astype(int)) <= set(range(10)) and len(set(y[:, 0].astype(int))) >= 8

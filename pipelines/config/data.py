@@ -1,0 +1,74 @@
+"""The ``datasets:`` and ``augment:`` sections of ``params.yaml``: one dataset (catalog entry, split fractions,
+subsampling, preprocessing) and its augmentation."""
+
+from __future__ import annotations
+
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveInt,
+    model_validator,
+)
+
+from pipelines.config.base import (
+    Strict,
+)
+
+# --------------------------------------------------------------------------------------------- datasets
+
+
+class DatasetConfig(Strict):
+    """How ``prepare`` splits and preprocesses one dataset (notes 004, "Min-Max Scaling"; notes 001, standardising)."""
+
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="share of the train split carved out for validation")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="share held out for test when there is no official split")
+    max_train_samples: PositiveInt | None = Field(
+        None, description="seeded subset of the train split (after the val carve-out)"
+    )
+    vocab_size: PositiveInt = Field(20000, description="text: tokenizer vocabulary size, fitted on train only")
+    seq_len: PositiveInt = Field(200, description="text: tokens per sequence after truncation/padding")
+    window: PositiveInt = Field(
+        14, description="time series: past days per sample (the features); the target is the next day"
+    )
+    max_train_per_class: PositiveInt | None = Field(
+        None, description="keep this many seeded train samples of each class (few-label fine-tuning)"
+    )
+    max_test_samples: PositiveInt | None = Field(
+        None, description="image datasets: seeded stratified subset of the official test split"
+    )
+    canvas_size: int = Field(64, ge=32, le=256, description="localization: side of the square canvas, pixels")
+    min_scale: float = Field(0.6, gt=0, description="localization: smallest digit side, relative to its 28 pixels")
+    max_scale: float = Field(1.6, gt=0, description="localization: largest digit side, relative to its 28 pixels")
+
+    @model_validator(mode="after")
+    def _scales(self) -> DatasetConfig:
+        if self.min_scale > self.max_scale:
+            raise ValueError(f"min_scale {self.min_scale} is above max_scale {self.max_scale}")
+        if round(28 * self.max_scale) > self.canvas_size:
+            raise ValueError(
+                f"a digit at max_scale {self.max_scale} ({round(28 * self.max_scale)} px) does not fit "
+                f"on the {self.canvas_size}-pixel canvas"
+            )
+        return self
+
+
+class AugmentConfig(Strict):
+    """Offline augmentation of the train split (notes 004, data augmentation). Off unless ``enabled``.
+
+    Image transforms run through kornia; tabular data only gets Gaussian noise on its numeric features.
+    """
+
+    enabled: bool = False
+    copies: PositiveInt = Field(1, description="augmented copies made of each selected train sample")
+    fraction: float = Field(1.0, gt=0, le=1, description="share of the train split that is augmented")
+    hflip: bool = Field(False, description="random horizontal flip (p=0.5); only for flip-safe datasets")
+    crop_padding: NonNegativeInt = Field(
+        0,
+        description="random crop of the original size from the image zero-padded "
+        "by this many pixels on each side (0 = off)",
+    )
+    rotation_degrees: NonNegativeFloat = Field(0.0, le=180)
+    zoom: NonNegativeFloat = Field(0.0, lt=1, description="max relative scale change: 0.1 zooms in [0.9, 1.1]")
+    brightness: NonNegativeFloat = Field(0.0, le=1, description="max additive brightness shift on [0, 1] pixels")
+    noise_std: NonNegativeFloat = Field(0.0, description="std of additive Gaussian noise")
