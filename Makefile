@@ -14,7 +14,7 @@ export DEEPNOTES_DATA_MIRROR ?= $(abspath ../shared/data)
 endif
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test lint format install plots ui serve bench bench-tune bench-diagnostics clean-tracking
+.PHONY: run test lint format install plots ui serve bench bench-tune bench-diagnostics clean-tracking warm-stop
 
 run: install  ## set up and run the default pipeline (dvc repro)
 	$(BIN)/dvc repro
@@ -66,3 +66,6 @@ bench-tune: install  ## the search benchmark (TPE + pruning vs random, 1 vs 2 wo
 
 bench-diagnostics: install  ## the cost of the gradient diagnostics (off / every 25 / every step): benchmarks/DIAGNOSTICS.md
 	$(BIN)/python -m benchmarks.diagnostics_overhead
+
+warm-stop:  ## stop the warm stage servers (pipelines/warm.py; each also exits after 5 idle minutes)
+	$(BIN)/python -m pipelines.warm stop

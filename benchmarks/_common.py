@@ -66,13 +66,34 @@ def _own_cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def process_tree_cpu_seconds(pid: int | None) -> float:
+    """CPU seconds of process ``pid`` and of its waited-for children (``/proc/<pid>/stat``); 0 when it is gone."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
+    return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")
+
+
 class ForeignLoad:
     """Context manager measuring how many cores *other* processes kept busy during the block (machine busy time
     minus this process's and its children's CPU time, over the wall time; hypervisor steal counts as foreign).
 
+    ``also``: pids whose CPU time (with their waited-for children's) counts as this block's own, e.g. the warm
+    stage server whose forked children run the stages (:func:`pipelines.warm.server_pid`).
+
     ``cores`` is set on exit; above :data:`CONTENTION_CORES` the block's timing is called contended. On systems
     without ``/proc/stat`` it is ``nan``.
     """
+
+    def __init__(self, also: Sequence[int | None] = ()) -> None:
+        self.also = [pid for pid in also if pid]
+
+    def _own_now(self) -> float:
+        return _own_cpu_seconds() + sum(process_tree_cpu_seconds(pid) for pid in self.also)
 
     def __enter__(self) -> ForeignLoad:
         self.cores = float("nan")
@@ -80,13 +101,13 @@ class ForeignLoad:
             self._busy = _cpu_busy_seconds()
         except (OSError, ValueError):
             self._busy = None
-        self._own, self._wall = _own_cpu_seconds(), time.perf_counter()
+        self._own, self._wall = self._own_now(), time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
         wall = time.perf_counter() - self._wall
         if self._busy is not None and wall > 0:
-            foreign = (_cpu_busy_seconds() - self._busy) - (_own_cpu_seconds() - self._own)
+            foreign = (_cpu_busy_seconds() - self._busy) - (self._own_now() - self._own)
             self.cores = max(foreign, 0.0) / wall
 
     @property
@@ -147,12 +168,16 @@ def stage_env(extra_path: Path = BIN) -> dict[str, str]:
 
 def tiny_params(raw: dict[str, Any]) -> dict[str, Any]:
     """``params.yaml`` cut down for the start-up benchmarks: ``profile: tiny``, only the logic datasets, no
-    augmentation, only the ``perceptron_*`` experiments."""
+    augmentation or transfer, only the ``perceptron_*`` experiments."""
     raw = dict(raw)
     raw["profile"] = "tiny"
     raw["datasets"] = {k: v for k, v in (raw.get("datasets") or {}).items() if k in LOGIC_DATASETS}
     raw["augment"] = {}
     raw["experiments"] = {k: v for k, v in (raw.get("experiments") or {}).items() if k.startswith("perceptron_")}
+    raw["transfer"] = {}
+    tuning = dict(raw.get("tuning") or {})
+    tuning["experiments"] = {k: v for k, v in (tuning.get("experiments") or {}).items() if k in raw["experiments"]}
+    raw["tuning"] = tuning
     return raw
 
 
@@ -302,9 +327,10 @@ class Policy:
     log: Callable[[str], None] = print
 
 
-def timed(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run ``fn`` and add ``foreign_cores`` (other processes' CPU use during it) to its result."""
-    with ForeignLoad() as load:
+def timed(fn: Callable[[], dict[str, Any]], also: Sequence[int | None] = ()) -> dict[str, Any]:
+    """Run ``fn`` and add ``foreign_cores`` (other processes' CPU use during it, not counting ``also``'s, see
+    :class:`ForeignLoad`) to its result."""
+    with ForeignLoad(also) as load:
         result = fn()
     result["foreign_cores"] = load.cores
     return result

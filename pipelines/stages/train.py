@@ -77,10 +77,11 @@ def log_gradient_summary(client, run_id: str, name: str, gradients) -> dict[str,
         k: (v if not isinstance(v, float) or math.isfinite(v) else str(v))  # JSON has no inf/nan
         for k, v in gradients.summary().items()
     }
-    numbers = {f"gradients.{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))}
-    for key, value in numbers.items():
-        client.log_metric(run_id, key, value)
-    client.set_tag(run_id, "gradient_flags", summary.get("flags", "none"))
+    from mlflow.entities import Metric, RunTag
+
+    now = int(time.time() * 1000)
+    numbers = [Metric(f"gradients.{k}", float(v), now, 0) for k, v in summary.items() if isinstance(v, (int, float))]
+    client.log_batch(run_id, metrics=numbers, tags=[RunTag("gradient_flags", summary.get("flags", "none"))])
     rows = gradients.layer_rows()
     _write_csv(
         PLOTS_ROOT / "grad_flow" / f"{name}.csv",
@@ -101,6 +102,7 @@ def train(name: str, params: Params) -> dict[str, Any]:
     import torch
     from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
     from lightning.pytorch.loggers import MLFlowLogger
+    from mlflow.entities import Metric, RunTag
 
     from pipelines.data.prepared import load_training_data
     from pipelines.tasks import get_task
@@ -219,17 +221,25 @@ def train(name: str, params: Params) -> dict[str, Any]:
         summary |= {k: v for k, v in history.rows[-1].items() if k.startswith("val_")}
     if gradients is not None:
         summary["gradients"] = log_gradient_summary(client, run_id, name, gradients)
-    client.log_metric(run_id, "fit_seconds", fit_seconds)
-    client.log_metric(run_id, "first_step_seconds", summary["first_step_seconds"])
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[
+            Metric("fit_seconds", fit_seconds, now, 0),
+            Metric("first_step_seconds", summary["first_step_seconds"], now, 0),
+        ],
+    )
     client.log_artifact(run_id, str(best_path), artifact_path="checkpoints")
 
-    best = type(module).load_from_checkpoint(best_path, map_location="cpu", weights_only=True)
-    save_network(best.network, ckpt_dir / "network.pt")
+    # The best weights, into the module that trained (same class, same hyperparameters).
+    module.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"])
+    save_network(module.network, ckpt_dir / "network.pt")
     if params.tracking.log_model:
         example = datamodule.tensors["test"][0][:2].numpy()
-        summary["model_format"], summary["model_uri"] = log_model(best.network, example, run_id)
-        client.set_tag(run_id, "model_format", summary["model_format"])
-        client.set_tag(run_id, "model_uri", summary["model_uri"])
+        summary["model_format"], summary["model_uri"] = log_model(module.network, example, run_id)
+        client.log_batch(
+            run_id, tags=[RunTag("model_format", summary["model_format"]), RunTag("model_uri", summary["model_uri"])]
+        )
 
     write_history(history.rows, PLOTS_ROOT / "history" / f"{name}.csv")
     write_metric_history(history.rows, get_task(exp.task).headline, PLOTS_ROOT / "metric" / f"{name}.csv")
