@@ -376,6 +376,11 @@ def render_markdown(results: dict[str, Any]) -> str:
         "*Fixed cost* is the process wall time, spawn to exit, less `trainer.fit` for `train` (the perceptron's fit, "
         "a few epochs on 4 rows, is in the table too).",
         "",
+        "A round is *contended* when processes other than the one measured used more than 0.2 cores meanwhile. A warm "
+        "child's CPU time reaches the server's account when the server reaps it, a moment after the client has "
+        "exited, so a warm run can count its own child as another process (about one core): when every round is "
+        "contended by about one core, that is why, and the medians come from all rounds, still interleaved.",
+        "",
         "| stage | variant | process wall s | fixed s | fit s | all rounds s |",
         "|---|---|---:|---:|---:|---|",
     ]
