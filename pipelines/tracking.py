@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import platform
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import yaml
 
 from pipelines import REPO_ROOT
-from pipelines.config import ExperimentConfig, Params
+from pipelines.config import ConfigError, ExperimentConfig, Params
 from pipelines.io import file_lock
 
 log = logging.getLogger("deepnotes.tracking")
@@ -49,17 +50,77 @@ def artifact_location(params: Params | None = None) -> str | None:
     return (MLFLOW_DIR / "artifacts").resolve().as_uri()
 
 
+class TrackingError(ConfigError):
+    """The tracking URI (``MLFLOW_TRACKING_URI`` or ``tracking.tracking_uri``) names a server that does not answer.
+    A :class:`~pipelines.config.ConfigError`: the stages print it as one ``error: ...`` line and exit with 2."""
+
+
+#: MLflow's own request settings for the reachability check (unless the environment sets them): one retry after a
+#: 1-second backoff, 3 seconds per attempt, so an unreachable server is reported within about 10 seconds.
+CHECK_REQUEST_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "3",
+}
+
+
+def check_tracking_server(uri: str) -> None:
+    """Fail fast when ``uri`` is an ``http(s)://`` tracking server that does not answer: one
+    ``search_experiments`` call through MLflow's REST client, with :data:`CHECK_REQUEST_ENV` (MLflow's own retry
+    and timeout settings; values already in the environment win). Local stores are not checked.
+
+    Raises:
+        TrackingError: the server refused, timed out or answered with an error; the message names the URI, what
+            was tried and the settings.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    from mlflow import MlflowClient
+
+    settings = {k: os.environ.get(k, v) for k, v in CHECK_REQUEST_ENV.items()}
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    retries = logging.getLogger("urllib3.connectionpool")  # its "Retrying ..." warning would be a second message
+    level = retries.level
+    retries.setLevel(logging.ERROR)
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - whatever the transport raised, the user needs the same one line
+        text = str(exc)
+        cause = re.search(r"\[Errno -?\d+\][^'\"()]*|[Rr]ead timed out|timed out|HTTP \d{3}[^.]*", text)
+        reason = cause.group(0).strip() if cause else (text.splitlines()[0][:200] if text else type(exc).__name__)
+        tried = ", ".join(f"{k}={v}" for k, v in settings.items())
+        raise TrackingError(
+            f"tracking server {uri} is not reachable as an MLflow server: GET {uri.rstrip('/')}/api/2.0/mlflow/experiments/search "
+            f"failed ({reason}; {tried}). Start the server, or unset MLFLOW_TRACKING_URI to track into the "
+            f"repo's store (mlflow/mlflow.db)"
+        ) from None
+    finally:
+        retries.setLevel(level)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 #: Without this tag the MLflow 3 UI opens an experiment on its GenAI overview instead of the runs table.
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def ensure_experiment(params: Params, name: str | None = None) -> str:
     """Create (once) or fetch an MLflow experiment (default ``tracking.experiment_name``); returns its id.
-    Safe when another process creates it first."""
+    Safe when another process creates it first.
+
+    Raises:
+        TrackingError: the tracking URI names a server that does not answer (:func:`check_tracking_server`).
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
     uri = tracking_uri(params)
+    check_tracking_server(uri)
     mlflow.set_tracking_uri(uri)
     name = name or params.tracking.experiment_name
     # Two processes creating a fresh SQLite store at once race in its schema migration: serialise the first

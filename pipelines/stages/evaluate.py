@@ -79,10 +79,11 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
     from pipelines.data.prepared import PREPARED_ROOT, load_prepared
     from pipelines.diagnostics.bias_variance import verdict
     from pipelines.tasks.base import Evaluation
-    from pipelines.tracking import ensure_experiment, read_run_link, tracking_uri
+    from pipelines.tracking import check_tracking_server, ensure_experiment, read_run_link, tracking_uri
     from pipelines.training.inference import load_module, split_outputs
 
     exp = params.experiment(name)
+    check_tracking_server(tracking_uri(params))  # before any work: an unreachable server is one clear error
     module, _ = load_module(name, exp)
     task = module.task
     data = load_prepared(PREPARED_ROOT / exp.dataset)  # the un-augmented train split: the error the model fits

@@ -132,6 +132,7 @@ def train(name: str, params: Params) -> dict[str, Any]:
 
     exp = params.experiment(name)
     seed = params.experiment_seed(name)
+    experiment_id = ensure_experiment(params)  # first: an unreachable tracking server fails before any work
     if exp.trainer.num_threads:
         torch.set_num_threads(exp.trainer.num_threads)
     seed_everything(seed)
@@ -143,7 +144,6 @@ def train(name: str, params: Params) -> dict[str, Any]:
     num_params = sum(p.numel() for p in module.network.parameters())
     pretrained = load_pretrained(exp, module.network) if exp.pretrained else {}  # reloaded: for its params
 
-    experiment_id = ensure_experiment(params)
     client = mlflow.MlflowClient(tracking_uri(params))
     tags = {
         "architecture": exp.architecture,
