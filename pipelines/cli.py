@@ -39,9 +39,11 @@ def experiment_stage(
 
     Loads and validates the params, checks the experiment exists, calls ``run(experiment, params)`` and then
     ``done(experiment, result)`` (to log a summary). A :class:`~pipelines.config.ConfigError` from either step
+    or a :class:`~pipelines.data.prepared.PreparedDataError` (missing or corrupt prepared data) from either step
     becomes one ``error: ...`` line on stderr and exit status 2; other exceptions propagate with their traceback.
     """
     from pipelines.config import ConfigError, load_params
+    from pipelines.data.prepared import PreparedDataError
 
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("experiment", help="experiment name under `experiments:` in params.yaml")
@@ -52,7 +54,7 @@ def experiment_stage(
         params = load_params(args.params)
         params.experiment(args.experiment)
         result = run(args.experiment, params)
-    except ConfigError as exc:
+    except (ConfigError, PreparedDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     done(args.experiment, result)

@@ -128,21 +128,35 @@ def write_prepared(
     return out_dir
 
 
+def rerun_hint(directory: str | Path) -> str:
+    """The command that rewrites ``directory``: ``dvc repro -f prepare@<name>`` for ``data/prepared/<name>``,
+    ``augment@<name>`` for ``data/augmented/<name>``."""
+    directory = Path(directory)
+    stage = {"prepared": "prepare", "augmented": "augment"}.get(directory.parent.name)
+    return f"rerun `dvc repro -f {stage}@{directory.name}`" if stage else f"rerun the stage that writes {directory}"
+
+
 def read_meta(directory: str | Path) -> dict[str, Any]:
+    """``meta.json`` of a prepared (or augmented) dataset directory.
+
+    Raises:
+        PreparedDataError: the file is missing or not valid JSON, naming it and the stage to rerun.
+    """
     path = Path(directory) / "meta.json"
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise PreparedDataError(f"{path}: missing; run the stage that writes {Path(directory).name} first") from None
-    except json.JSONDecodeError as exc:
-        raise PreparedDataError(f"{path}: not valid JSON ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PreparedDataError(f"{path}: not valid JSON ({exc}); {rerun_hint(directory)}") from None
 
 
 def load_prepared(directory: str | Path, splits: tuple[str, ...] = SPLITS, mmap: bool = True) -> PreparedData:
     """Load a prepared (or augmented) dataset directory.
 
     Raises:
-        PreparedDataError: ``meta.json`` or a split's arrays are missing, naming the file.
+        PreparedDataError: ``meta.json`` or a split's arrays are missing or corrupt (truncated, not ``.npy``),
+            naming the file and the stage to rerun.
     """
     directory = Path(directory)
     data = PreparedData(read_meta(directory))
@@ -155,6 +169,8 @@ def load_prepared(directory: str | Path, splits: tuple[str, ...] = SPLITS, mmap:
                 store[split] = np.load(path, mmap_mode="r" if mmap else None)
             except FileNotFoundError:
                 raise PreparedDataError(f"{path}: missing from the prepared dataset") from None
+            except (ValueError, EOFError, OSError) as exc:  # truncated or not an .npy file
+                raise PreparedDataError(f"{path}: unreadable ({exc}); {rerun_hint(directory)}") from None
     return data
 
 

@@ -3,6 +3,7 @@ Shared by ``evaluate`` and the diagnostics' refits."""
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 from pipelines.config import ConfigError
@@ -39,7 +40,9 @@ def load_module(name: str, exp):
     only: loading runs no pickled code). Returns ``(module, checkpoint info)``.
 
     Raises:
-        ConfigError: ``checkpoints/<name>/checkpoint.json`` is missing (train has not run).
+        ConfigError: ``checkpoints/<name>/checkpoint.json`` is missing (train has not run), or the checkpoint is
+            missing, truncated or not a checkpoint of this experiment (the message names the file and says to
+            rerun ``train@<name>``).
     """
     import json
 
@@ -53,7 +56,16 @@ def load_module(name: str, exp):
     module_class = get_task(exp.task).module_class()
     # `.__func__`: the classmethod's function itself. Lightning's wrapper around `load_from_checkpoint` first walks
     # `inspect.stack()`, reading the source of every frame, to refuse calls on an instance: 0.5 s per call here.
-    module = module_class.load_from_checkpoint.__func__(  # type: ignore[attr-defined]
-        module_class, CHECKPOINT_ROOT / name / info["best_checkpoint"], map_location="cpu", weights_only=True
-    )
+    path = CHECKPOINT_ROOT / name / info["best_checkpoint"]
+    try:
+        module = module_class.load_from_checkpoint.__func__(  # type: ignore[attr-defined]
+            module_class, path, map_location="cpu", weights_only=True
+        )
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: missing; run `dvc repro -f train@{name}`") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, pickle.UnpicklingError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(
+            f"{path}: not a readable checkpoint of {name} ({reason[:200]}); rerun `dvc repro -f train@{name}`"
+        ) from None
     return module, info
