@@ -19,6 +19,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import yaml
 
@@ -79,13 +80,12 @@ def check_tracking_server(uri: str) -> None:
     from mlflow import MlflowClient
 
     settings = {k: os.environ.get(k, v) for k, v in CHECK_REQUEST_ENV.items()}
-    saved = {k: os.environ.get(k) for k in settings}
-    os.environ.update(settings)
     retries = logging.getLogger("urllib3.connectionpool")  # its "Retrying ..." warning would be a second message
     level = retries.level
     retries.setLevel(logging.ERROR)
     try:
-        MlflowClient(uri).search_experiments(max_results=1)
+        with mock.patch.dict(os.environ, settings):  # restored afterwards, whatever was set before
+            MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - whatever the transport raised, the user needs the same one line
         text = str(exc)
         cause = re.search(r"\[Errno -?\d+\][^'\"()]*|[Rr]ead timed out|timed out|HTTP \d{3}[^.]*", text)
@@ -98,11 +98,6 @@ def check_tracking_server(uri: str) -> None:
         ) from None
     finally:
         retries.setLevel(level)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 #: Without this tag the MLflow 3 UI opens an experiment on its GenAI overview instead of the runs table.

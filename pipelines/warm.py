@@ -344,35 +344,31 @@ def _reap(_signum: int, _frame: Any) -> None:
             pass
 
 
-def server_pid(env: dict[str, str] | os._Environ[str] = os.environ) -> int | None:
-    """The pid of the running server for ``env`` (:func:`server_key`), or ``None`` when there is none."""
-    lock_path = socket_path(server_key(env)).with_suffix(".lock")
+def _lock_holder(lock_path: Path) -> int | None:
+    """The pid written in ``lock_path`` when a server holds that lock, else ``None`` (no file, or a free lock)."""
     try:
-        with open(lock_path, "a+") as lock:
+        with open(lock_path) as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return None  # nobody holds it
+                return None  # nobody holds it: no server
             except OSError:
-                lock.seek(0)
                 return int(lock.read().strip())
     except (OSError, ValueError):
         return None
 
 
+def server_pid(env: dict[str, str] | os._Environ[str] = os.environ) -> int | None:
+    """The pid of the running server for ``env`` (:func:`server_key`), or ``None`` when there is none."""
+    return _lock_holder(socket_path(server_key(env)).with_suffix(".lock"))
+
+
 def stop() -> int:
     """Stop every running server of this user (SIGTERM to the pid in each held lock file); returns how many."""
     stopped = 0
-    for lock_path in runtime_dir().glob("*.lock"):
-        with open(lock_path, "a+") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                continue  # nobody holds it: no server
-            except OSError:
-                pass
-            lock.seek(0)
-            with contextlib.suppress(ValueError, ProcessLookupError):
-                os.kill(int(lock.read().strip()), signal.SIGTERM)
-                stopped += 1
+    for pid in filter(None, map(_lock_holder, runtime_dir().glob("*.lock"))):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            stopped += 1
     return stopped
 
 
