@@ -119,6 +119,7 @@ def train(name: str, params: Params) -> dict[str, Any]:
         write_run_link,
     )
     from pipelines.training.callbacks import History, PortableModelCheckpoint
+    from pipelines.training.environment import log_environment
     from pipelines.training.trainer import (
         build_module,
         fit_callbacks,
@@ -221,6 +222,7 @@ def train(name: str, params: Params) -> dict[str, Any]:
         summary |= {k: v for k, v in history.rows[-1].items() if k.startswith("val_")}
     if gradients is not None:
         summary["gradients"] = log_gradient_summary(client, run_id, name, gradients)
+    summary["environment"] = log_environment(client, run_id, exp.trainer.deterministic)  # what decides bit-identity
     now = int(time.time() * 1000)
     client.log_batch(
         run_id,
