@@ -260,17 +260,23 @@ def test_search_prunes_tracks_every_trial_and_writes_the_best_params(repo):
 
 
 def test_resume_continues_the_numbering_and_never_reruns_a_trial(repo):
+    """A second session with a higher target adds trials after the first's, a third at the same target adds none.
+
+    The test runs its own study ("resume"), so it needs no other test to have run first.
+    """
     root, env = repo
-    before = {t.number: (t.datetime_start, t.value, t.state) for t in _study(root, "main").get_trials()}
-    assert len(before) == 8, "runs after test_search_prunes_tracks_every_trial_and_writes_the_best_params"
-    _run(root, "pipelines.stages.tune", EXPERIMENT, "--n-trials", "11", "--study-name", "main", env=env)
-    after = _study(root, "main").get_trials()
-    assert [t.number for t in after] == list(range(11))
-    for trial in after[:8]:
+    common = ("--study-name", "resume", "--pruner", "none")
+    _run(root, "pipelines.stages.tune", EXPERIMENT, "--n-trials", "3", *common, env=env)
+    before = {t.number: (t.datetime_start, t.value, t.state) for t in _study(root, "resume").get_trials()}
+    assert sorted(before) == [0, 1, 2]
+    _run(root, "pipelines.stages.tune", EXPERIMENT, "--n-trials", "5", *common, env=env)
+    after = _study(root, "resume").get_trials()
+    assert [t.number for t in after] == list(range(5))
+    for trial in after[:3]:
         assert (trial.datetime_start, trial.value, trial.state) == before[trial.number]
-    again = _run(root, "pipelines.stages.tune", EXPERIMENT, "--n-trials", "11", "--study-name", "main", env=env)
-    assert len(_study(root, "main").get_trials()) == 11 and "this session 0" in again.stdout
-    runs, _ = _mlflow_runs(root, "main")
+    again = _run(root, "pipelines.stages.tune", EXPERIMENT, "--n-trials", "5", *common, env=env)
+    assert len(_study(root, "resume").get_trials()) == 5 and "this session 0" in again.stdout
+    runs, _ = _mlflow_runs(root, "resume")
     sessions = sorted(r.info.run_name for r in runs if "mlflow.parentRunId" not in r.data.tags)
     assert sessions == ["session-001", "session-002", "session-003"]
 
@@ -523,3 +529,163 @@ def test_every_sampler_and_pruner_runs_a_search(repo, sampler, pruner):
     trials = _study(root, name).get_trials()
     assert len(trials) == 7 and not [t for t in trials if t.state.name == "FAIL"]
     assert any(t.state.name == "COMPLETE" for t in trials)
+
+
+# ------------------------------------------------------------------------------ liveness and storage
+
+
+def _age_past(grace_period: float, since: float) -> None:
+    """Wait until more than ``grace_period`` seconds have passed since ``since`` (a heartbeat's time)."""
+    while time.time() - since <= grace_period + 0.5:
+        time.sleep(0.2)
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning", "ignore:Heartbeat of storage")
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_stale_heartbeat_fails_the_trial_after_a_small_grace_period_and_re_queues_it(tmp_path, kind):
+    """Two RUNNING trials of live workers (this process, so only the heartbeat decides): the one whose last
+    heartbeat is older than ``grace_period`` (2 s) is failed, its MLflow run closed FAILED with the reason and its
+    params re-queued (``RetryHeartbeatStaleTrialCallback``); the one that beat just now keeps running."""
+    import mlflow
+
+    from pipelines.tuning.search import StaleTrialHandler
+    from pipelines.tuning.studies import WORKER_KEY, make_storage, worker_identity
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}" if kind == "sqlite" else str(tmp_path / "optuna.journal")
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking)
+    experiment_id = client.create_experiment("stale", artifact_location=(tmp_path / "artifacts").as_uri())
+    storage = make_storage(
+        url, heartbeat_interval=1, grace_period=2, stale_callback=StaleTrialHandler(tracking, max_retry=1)
+    )
+    study = optuna.create_study(study_name="stale", storage=storage, direction="minimize")
+    trials = []
+    for _ in range(2):
+        trial = study.ask()
+        trial.suggest_float("x", 0.0, 1.0)
+        storage.set_trial_system_attr(trial._trial_id, WORKER_KEY, worker_identity())
+        run_id = client.create_run(experiment_id, tags={"state": "RUNNING"}).info.run_id
+        trial.set_user_attr("mlflow_run_id", run_id)
+        storage.record_heartbeat(trial._trial_id)
+        trials.append(trial)
+    stale, alive = trials
+    _age_past(2, time.time())
+    storage.record_heartbeat(alive._trial_id)  # a live worker's heartbeat thread
+    assert storage._get_stale_trial_ids(study._study_id) == [stale._trial_id]
+
+    optuna.storages.fail_stale_trials(study)
+    by_number = {t.number: t for t in study.get_trials()}
+    assert [by_number[n].state.name for n in sorted(by_number)] == ["FAIL", "RUNNING", "WAITING"]
+    retry = by_number[2]
+    assert retry.system_attrs["failed_trial"] == stale.number and retry.params == by_number[0].params
+    stale_run = client.get_run(by_number[0].user_attrs["mlflow_run_id"])
+    assert (stale_run.info.status, stale_run.data.tags["state"]) == ("FAILED", "FAIL")
+    assert "no heartbeat within the grace period" in stale_run.data.tags["fail_reason"]
+    assert client.get_run(by_number[1].user_attrs["mlflow_run_id"]).info.status == "RUNNING"
+    optuna.storages.fail_stale_trials(study)  # idempotent: nothing else is stale, nothing re-queued twice
+    assert len(study.get_trials()) == 3
+
+
+def test_a_grace_period_not_longer_than_the_heartbeat_interval_is_refused(tmp_path):
+    """``grace_period <= heartbeat_interval`` would fail live trials between two heartbeats: a config error."""
+    from pipelines.tuning.studies import make_storage
+
+    for grace in (1, 5):
+        with pytest.raises(ConfigError, match=r"tuning\.grace_period: \d s is not longer than tuning\.heartbeat"):
+            make_storage(str(tmp_path / "j.journal"), heartbeat_interval=5, grace_period=grace)
+    make_storage(str(tmp_path / "j.journal"), heartbeat_interval=5, grace_period=6)
+    make_storage(str(tmp_path / "j.journal"), heartbeat_interval=5, grace_period=None)  # 2 x interval
+
+
+def test_the_storage_flag_wins_over_the_environment_which_wins_over_params(tmp_path, monkeypatch):
+    """:func:`storage_url`'s order: ``--storage``, then ``DEEPNOTES_OPTUNA_STORAGE``, then ``tuning.storage``."""
+    from pipelines.tuning.studies import DEFAULT_JOURNAL, storage_url
+
+    flag, from_env, configured = (f"sqlite:///{tmp_path / n}.db" for n in ("flag", "env", "params"))
+    monkeypatch.setenv("DEEPNOTES_OPTUNA_STORAGE", from_env)
+    assert storage_url(flag, configured) == flag
+    assert storage_url(None, configured) == from_env
+    monkeypatch.delenv("DEEPNOTES_OPTUNA_STORAGE")
+    assert storage_url(None, configured) == configured
+    assert storage_url(None, None) == str(DEFAULT_JOURNAL)
+    monkeypatch.chdir(tmp_path)
+    assert storage_url("journal://studies/x.journal") == str(tmp_path / "studies" / "x.journal")  # made absolute
+
+
+def _studies_in(url: str) -> list[str]:
+    """The study names in an RDB storage, ``[]`` when its database file was never created."""
+    if not Path(url.removeprefix("sqlite:///")).exists():
+        return []
+    return optuna.get_all_study_names(storage=url)
+
+
+def test_tune_creates_the_study_in_the_flag_storage_else_in_the_environment_one(repo, tmp_path):
+    """With ``DEEPNOTES_OPTUNA_STORAGE`` set, ``tune --storage URL`` creates its study in URL only (and the
+    session's MLflow parent run names URL); without the flag the study goes to the environment's storage."""
+    root, env = repo
+    flag, from_env = f"sqlite:///{tmp_path / 'flag.db'}", f"sqlite:///{tmp_path / 'env.db'}"
+    env = env | {"DEEPNOTES_OPTUNA_STORAGE": from_env}
+    journal_before = _journal_studies(root)
+    quick = ("--n-trials", "1", "--pruner", "none")
+    _run(root, "pipelines.stages.tune", EXPERIMENT, "--storage", flag, "--study-name", "by-flag", *quick, env=env)
+    assert _studies_in(flag) == ["by-flag"] and _studies_in(from_env) == []
+    study = optuna.load_study(study_name="by-flag", storage=flag)
+    assert [t.state.name for t in study.get_trials()] == ["COMPLETE"]
+    _run(root, "pipelines.stages.tune", EXPERIMENT, "--study-name", "by-env", *quick, env=env)
+    assert _studies_in(from_env) == ["by-env"] and _studies_in(flag) == ["by-flag"]
+    assert _journal_studies(root) == journal_before  # the default journal was never touched
+    runs = {name: _mlflow_runs(root, name)[0] for name in ("by-flag", "by-env")}
+    parents = {name: [r for r in found if "mlflow.parentRunId" not in r.data.tags] for name, found in runs.items()}
+    assert [r.data.tags["storage"] for r in parents["by-flag"]] == [flag]
+    assert [r.data.tags["storage"] for r in parents["by-env"]] == [from_env]
+
+
+def _journal_studies(root: Path) -> list[str]:
+    """The study names in the repo's default journal (``[]`` before any search wrote it)."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = root / "studies" / "deepnotes.journal"
+    if not path.exists():
+        return []
+    return sorted(s.study_name for s in JournalStorage(JournalFileBackend(str(path))).get_all_studies())
+
+
+def test_tune_fails_a_trial_with_a_stale_heartbeat_on_rdb_storage_and_reruns_its_params(repo, tmp_path):
+    """A trial left RUNNING in an SQLite study by a worker that is still alive but stopped beating (hung, or on a
+    host that lost its network) is failed by the next ``tune --storage sqlite:///...`` once its heartbeat is older
+    than ``tuning.grace_period`` (2 s here), and its params are rerun as a new trial."""
+    from pipelines.tuning.studies import WORKER_KEY, make_storage, worker_identity
+
+    root, env = repo
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["tuning"] = dict(raw["tuning"], heartbeat_interval=1, grace_period=2)
+    params_file = root / "params-heartbeat.yaml"
+    params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = make_storage(url, heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="heartbeat", storage=storage, direction="minimize")
+    trial = study.ask()
+    validate(raw).search_space(EXPERIMENT).suggest(trial)  # a full point of the real space
+    storage.set_trial_system_attr(trial._trial_id, WORKER_KEY, worker_identity())  # alive: this test process
+    storage.record_heartbeat(trial._trial_id)
+    _age_past(2, time.time())
+    _run(
+        root,
+        "pipelines.stages.tune",
+        EXPERIMENT,
+        "--storage",
+        url,
+        "--study-name",
+        "heartbeat",
+        "--n-trials",
+        "1",
+        "--pruner",
+        "none",
+        "--params",
+        str(params_file),
+        env=env,
+    )
+    trials = sorted(optuna.load_study(study_name="heartbeat", storage=url).get_trials(), key=lambda t: t.number)
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert trials[1].system_attrs["failed_trial"] == 0 and trials[1].params == trials[0].params

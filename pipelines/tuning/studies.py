@@ -186,14 +186,36 @@ class LivenessRDBStorage(RDBStorage):
         return sorted(stale)
 
 
+def check_liveness(heartbeat_interval: int, grace_period: int | None) -> None:
+    """Refuse a grace period that a live trial cannot meet.
+
+    A running trial's heartbeat is refreshed every ``heartbeat_interval`` seconds, so its age reaches the interval
+    just before each beat: with ``grace_period <= heartbeat_interval`` any other session or worker would fail live
+    trials as stale. (Optuna itself only requires a positive grace period.)
+
+    Raises:
+        ConfigError: naming ``tuning.grace_period`` and both values.
+    """
+    from pipelines.config import ConfigError
+
+    if grace_period is not None and grace_period <= heartbeat_interval:
+        raise ConfigError(
+            f"tuning.grace_period: {grace_period} s is not longer than tuning.heartbeat_interval "
+            f"({heartbeat_interval} s), so a running trial would look stale between two heartbeats and another "
+            f"session would fail it; set it above the interval (unset, it is 2 x heartbeat_interval)"
+        )
+
+
 def make_storage(
     url: str, *, heartbeat_interval: int, grace_period: int | None = None, stale_callback: StaleCallback | None = None
 ):
     """An Optuna storage for ``url`` (see :func:`storage_url`) with heartbeats and the stale-trial callback.
 
     Raises:
+        ConfigError: ``grace_period`` is not longer than ``heartbeat_interval``.
         OSError: the journal's folder cannot be created.
     """
+    check_liveness(heartbeat_interval, grace_period)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if is_rdb(url):
