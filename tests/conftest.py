@@ -191,3 +191,26 @@ def browser():
         chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
+
+
+def make_tiny_copy(repo: Path, mirror: Path) -> dict[str, str]:
+    """Copy the project into the new folder ``repo`` as :func:`tiny_repo` does (tiny profile, git-committed), but
+    run nothing: for tests that drive ``dvc`` themselves on a few cheap stages. Returns the subprocess environment.
+    """
+    repo.mkdir(parents=True)
+    for name in COPY:
+        src = REPO_ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, repo / name)
+    (repo / ".dvc").mkdir()
+    shutil.copy2(REPO_ROOT / ".dvc" / "config", repo / ".dvc" / "config")
+    shutil.copy2(REPO_ROOT / ".gitignore", repo / ".gitignore")
+    params = repo / "params.yaml"
+    params.write_text(params.read_text().replace("\nprofile: default\n", "\nprofile: tiny\n", 1))
+    assert yaml.safe_load(params.read_text())["profile"] == "tiny"
+    env = _env(mirror)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
+        _run(cmd, repo, env)
+    return env
