@@ -53,6 +53,7 @@ class Diagnosis:
     remedies: tuple[str, ...] = field(default_factory=tuple)
 
     def as_dict(self) -> dict:
+        """The fields as a plain dict (``remedies`` as a list), for JSON."""
         out = asdict(self)
         out["remedies"] = list(self.remedies)
         return out
@@ -66,7 +67,8 @@ def verdict(
     Args:
         train_error, val_error, test_error: errors on each split (same units: error rate or RMSE).
         reference_error: human-level or Bayes error estimate for the task.
-        tolerance: largest gap still counted as small.
+        tolerance: largest gap still counted as small: a bias or variance of exactly ``tolerance`` is not high
+            (the comparison is ``gap > tolerance``).
 
     Raises:
         ValueError: a negative error or tolerance.

@@ -43,7 +43,10 @@ def more_data_verdict(rows: list[dict[str, float]], tolerance: float) -> tuple[b
     Returns:
         ``(likely_helps, note)``. More data is likely to help when, at the largest size, validation error is
         above train error by more than ``tolerance`` *and* it still fell between the last two sizes; a gap with a
-        flat validation error is reported as unclear; no gap means the curves have met and only a better model helps.
+        flat (or rising) validation error, or a single point, is reported as unclear; no gap means the curves have
+        met and only a better model helps. A gap of exactly ``tolerance`` counts as small (``>``, as in
+        :func:`pipelines.diagnostics.bias_variance.verdict`). The slope is per doubling of the train size
+        (one step between two equal sizes).
     """
     last = rows[-1]
     gap = last["val_error"] - last["train_error"]
@@ -58,6 +61,8 @@ def more_data_verdict(rows: list[dict[str, float]], tolerance: float) -> tuple[b
     )
     if gap > tolerance and slope > 0:
         return True, f"more data is likely to help: {numbers}"
+    if gap > tolerance and len(rows) < 2:
+        return False, f"unclear: a train/val gap remains, and one point cannot show whether val error falls ({numbers})"
     if gap > tolerance:
         return False, f"unclear: a train/val gap remains but val error stopped falling ({numbers}); regularise"
     return False, f"more data is unlikely to help: the curves have met ({numbers}); reduce bias instead"
@@ -70,7 +75,8 @@ def bootstrap_decomposition(predictions: np.ndarray, targets: np.ndarray, inputs
     ``expected_loss = mean_{r,i} (p_ri - y_i)²``, ``variance = mean_{r,i} (p_ri - p̄_i)²`` with ``p̄_i`` the mean
     prediction; mlxtend's "bias" ``mean_i (p̄_i - y_i)²`` still holds the noise of the observed ``y``, so the noise
     is estimated apart with the delta test (Pi & Peterson 1994: half the mean squared difference of the targets
-    of nearest neighbours in input space) and ``bias_squared = mean_i (p̄_i - y_i)² - noise``. The delta test
+    of nearest neighbours in input space, each sample paired with its nearest *other* sample, so duplicate inputs
+    pair with each other) and ``bias_squared = mean_i (p̄_i - y_i)² - noise``. The delta test
     over-estimates the noise when neighbours are far apart (the function changes between them), so the estimate is
     capped at ``mean_i (p̄_i - y_i)²`` and ``bias_squared`` is never negative; the uncapped value is returned as
     ``noise_delta_test``. The three components add up to ``expected_loss`` exactly.
@@ -94,12 +100,17 @@ def bootstrap_decomposition(predictions: np.ndarray, targets: np.ndarray, inputs
         raise ValueError(
             f"predictions must be (rounds >= 2, N) with N = {len(targets)} >= 2 targets, got {predictions.shape}"
         )
+    inputs = np.asarray(inputs, dtype=float)
+    if inputs.ndim == 0 or inputs.shape[0] != len(targets):  # reshape alone would fold (2N,) into (N, 2)
+        raise ValueError(f"inputs must be (N = {len(targets)}, ...), one row per target, got {inputs.shape}")
     main = predictions.mean(axis=0)
     expected_loss = float(((predictions - targets) ** 2).mean())
     variance = float(((predictions - main) ** 2).mean())
-    flat = np.asarray(inputs, dtype=float).reshape(len(targets), -1)
-    _, index = NearestNeighbors(n_neighbors=2).fit(flat).kneighbors(flat)
-    delta = float(0.5 * ((targets - targets[index[:, 1]]) ** 2).mean())
+    flat = inputs.reshape(len(targets), -1)
+    # kneighbors() without a query excludes each sample itself, by index: kneighbors(flat) with two neighbours
+    # would, for duplicate inputs, sometimes return the sample as its own second neighbour (a difference of 0).
+    _, index = NearestNeighbors(n_neighbors=1).fit(flat).kneighbors()
+    delta = float(0.5 * ((targets - targets[index[:, 0]]) ** 2).mean())
     main_loss = float(((main - targets) ** 2).mean())
     noise = min(delta, main_loss)
     return {

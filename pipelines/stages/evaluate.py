@@ -24,7 +24,8 @@ import sys
 import time
 from typing import Any
 
-from pipelines.config import Params
+from pipelines.config import ExperimentConfig, Params
+from pipelines.diagnostics.bias_variance import Diagnosis, verdict
 from pipelines.io import atomic_dir, atomic_write_json, atomic_write_text
 from pipelines.paths import METRICS_ROOT, PLOTS_ROOT
 
@@ -71,13 +72,27 @@ def summary_metrics(results: dict[str, Any], task) -> dict[str, Any]:
     }
 
 
+def bias_variance_diagnosis(exp: ExperimentConfig, task, results: dict[str, Any]) -> Diagnosis:
+    """The bias/variance verdict of ``evaluate``: the task's error (:meth:`pipelines.tasks.base.Task.error`) on
+    ``results["train"]``, ``["val"]`` and ``["test"]`` (each split's metrics) against the experiment's
+    ``bias_variance.reference_error`` and ``bias_variance.tolerance`` from ``params.yaml``. Pure: no model, no files.
+    """
+    bv = exp.bias_variance
+    return verdict(
+        task.error(results["train"]),
+        task.error(results["val"]),
+        task.error(results["test"]),
+        bv.reference_error,
+        bv.tolerance,
+    )
+
+
 def evaluate(name: str, params: Params) -> dict[str, Any]:
     """Evaluate experiment ``name``; returns the dict written to ``metrics/evaluate/<name>.json``."""
     import mlflow
 
     from pipelines import plots
     from pipelines.data.prepared import PREPARED_ROOT, load_prepared
-    from pipelines.diagnostics.bias_variance import verdict
     from pipelines.tasks.base import Evaluation
     from pipelines.tracking import check_tracking_server, ensure_experiment, read_run_link, tracking_uri
     from pipelines.training.inference import load_module, split_outputs
@@ -97,14 +112,7 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
     }
     for split, out in splits.items():
         results[split] = task.split_metrics(out.outputs, out.x, out.y)
-    bv = exp.bias_variance
-    diagnosis = verdict(
-        task.error(results["train"]),
-        task.error(results["val"]),
-        task.error(results["test"]),
-        bv.reference_error,
-        bv.tolerance,
-    )
+    diagnosis = bias_variance_diagnosis(exp, task, results)
     # dvc metrics reads numbers and strings only: the remedies become one string.
     results["bias_variance"] = diagnosis.as_dict() | {
         "remedies": "; ".join(diagnosis.remedies) or "none",
