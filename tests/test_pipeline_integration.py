@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipelines.config.loading import load_params
+from pipelines.diagnostics.bias_variance import verdict
+from pipelines.tasks import get_task
 from tests.conftest import BIN, _run
 
 pytestmark = pytest.mark.integration
@@ -36,6 +39,7 @@ def test_repro_tracks_every_experiment(tiny_repo):
     assert exp is not None and exp.artifact_location.startswith("file://")
     assert str(repo / "mlflow" / "artifacts") in exp.artifact_location
     runs = client.search_runs([exp.experiment_id])
+    tiny_params = load_params(repo / "params.yaml", profile="tiny")  # as the stages ran it (no DEEPNOTES_PROFILE)
     by_name = {r.data.tags["experiment"]: r for r in runs}
     assert sorted(by_name) == experiments and len(runs) == len(experiments)
     for name, run in by_name.items():
@@ -72,7 +76,15 @@ def test_repro_tracks_every_experiment(tiny_repo):
         train_json = json.loads((repo / "metrics" / "train" / f"{name}.json").read_text())
         eval_json = json.loads((repo / "metrics" / "evaluate" / f"{name}.json").read_text())
         assert train_json["run_id"] == eval_json["run_id"] == run.info.run_id
-        assert eval_json["bias_variance"]["verdict"] in {"good", "high_bias", "high_variance", "high_bias_and_variance"}
+        # The verdict, recomputed from the file's own split metrics and the tiny repo's bias_variance params.
+        exp_cfg = tiny_params.experiment(name)
+        task = get_task(exp_cfg.task)({})
+        errors = [task.error(eval_json[split]) for split in ("train", "val", "test")]
+        expected = verdict(*errors, exp_cfg.bias_variance.reference_error, exp_cfg.bias_variance.tolerance)
+        assert eval_json["bias_variance"] == expected.as_dict() | {
+            "remedies": "; ".join(expected.remedies) or "none",
+            "unit": task.error_unit,
+        }, name
         assert (repo / "plots" / "history" / f"{name}.csv").read_text().startswith("epoch,")
 
 
