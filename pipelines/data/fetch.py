@@ -7,7 +7,10 @@
 2. the local cache ``<cache_dir>/<raw.path>`` (default ``<repo>/data/raw``), if the file there verifies;
 3. HTTP(S) downloads: ``<base_url or $DEEPNOTES_DATA_URL>/<raw.path>`` first, then each of ``raw.urls``.
    Each download streams into a temporary file beside its destination, is verified, and is renamed into place;
-   a failure removes the temporary file, so the cache never holds half a file.
+   a failure removes the temporary file, so the cache never holds half a file. A transient failure (a refused or
+   dropped connection, a timeout, a body shorter than its ``Content-Length``, HTTP 408/425/429/5xx) is retried,
+   up to ``retries`` attempts per URL, after ``backoff`` seconds, then twice that, and so on; anything else (a
+   404, a checksum mismatch) moves on to the next URL at once.
 
 :func:`verify` accepts a file whose sha256 is one of ``raw.sha256``, or a gzip file whose decompressed stream
 hashes to ``raw.payload_sha256`` (a repacked ``.gz`` differs from the canonical one only in its gzip wrapper).
@@ -46,6 +49,8 @@ CHUNK_SIZE = 1 << 20  # 1 MiB: hashing and streaming block
 GZIP_MAGIC = b"\x1f\x8b"
 #: HTTP status codes worth retrying (timeouts, rate limits, server-side failures); other 4xx fail at once.
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: Seconds before the first retry of a transient download failure (then doubled: 0.5 s, 1 s, 2 s, ...).
+DEFAULT_BACKOFF = 0.5
 
 
 def _chunks(stream) -> Iterator[bytes]:
@@ -131,6 +136,7 @@ def fetch(
     base_url: str | None = None,
     retries: int = 3,
     timeout: float = 60,
+    backoff: float = DEFAULT_BACKOFF,
 ) -> Path:
     """Return a verified local path to ``raw`` (see the module docstring for the search order).
 
@@ -139,9 +145,11 @@ def fetch(
         mirror: data mirror folder; default ``$DEEPNOTES_DATA_MIRROR``. A file found there is used in place.
         cache_dir: where downloads are kept, as ``<cache_dir>/<raw.path>``.
         base_url: HTTP(S) mirror tried before ``raw.urls``; default ``$DEEPNOTES_DATA_URL``.
-        retries: attempts per URL for transient failures (connection errors, timeouts, 5xx), with exponential
-            backoff (0.5 s, 1 s, 2 s, ...). A 404 or a checksum mismatch moves on to the next URL at once.
+        retries: attempts per URL (at least 1) for transient failures (connection errors, timeouts, short bodies,
+            408/425/429/5xx). A 404 or a checksum mismatch moves on to the next URL at once.
         timeout: socket timeout in seconds for each request.
+        backoff: seconds before the first retry, doubled before each further one (0.5 s, 1 s, 2 s, ... by
+            default; tests pass a few milliseconds).
 
     Raises:
         DataIntegrityError: the mirror copy fails verification, or every download failed and at least one of them
@@ -169,7 +177,7 @@ def fetch(
     failures = [f"cached copy rejected: {integrity_error}"] if integrity_error else []
     for url in urls:
         try:
-            return _download(url, cached, raw, retries=retries, timeout=timeout)
+            return _download(url, cached, raw, retries=retries, timeout=timeout, backoff=backoff)
         except DataIntegrityError as exc:
             integrity_error = exc
             failures.append(str(exc))
@@ -193,8 +201,9 @@ def fetch(
     raise DataNotFoundError(f"{raw.path}: {looked}, not in the cache at {cached}{tried}{problems}. {hint}")
 
 
-def _download(url: str, dest: Path, raw: RawFile, *, retries: int, timeout: float) -> Path:
-    """Download ``url`` to ``dest`` through a verified temporary file; retry transient failures with backoff."""
+def _download(url: str, dest: Path, raw: RawFile, *, retries: int, timeout: float, backoff: float) -> Path:
+    """Download ``url`` to ``dest`` through a verified temporary file; retry transient failures, waiting
+    ``backoff * 2 ** (attempt - 1)`` seconds after failed attempt ``attempt``."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     attempts = max(1, retries)
     for attempt in range(1, attempts + 1):
@@ -210,8 +219,8 @@ def _download(url: str, dest: Path, raw: RawFile, *, retries: int, timeout: floa
         except _Transient as exc:
             if attempt == attempts:
                 raise DataNotFoundError(f"{url}: {exc} (after {attempts} attempts)") from None
-            delay = 0.5 * 2 ** (attempt - 1)
-            log.warning("%s: %s; retrying in %.1f s", url, exc, delay)
+            delay = backoff * 2 ** (attempt - 1)
+            log.warning("%s: %s; retrying in %.3g s", url, exc, delay)
             time.sleep(delay)
         finally:
             with contextlib.suppress(FileNotFoundError):
