@@ -121,7 +121,9 @@ def _stages_of(root: Path, names: set[str]) -> set[str]:
     params = yaml.safe_load((root / "params.yaml").read_text())
     out = set()
     for name in names:
-        groups = ("train", "evaluate", "diagnose") if name in params["experiments"] else ("finetune",)
+        groups = (
+            ("train", "evaluate", "diagnose") if name in params["experiments"] else ("finetune", "diagnose_transfer")
+        )
         out |= {f"{group}@{name}" for group in groups}
     return out
 

@@ -18,6 +18,7 @@ from pipelines.config.base import (
     Strict,
     format_errors,
 )
+from pipelines.config.claims import ClaimConfig, apply_claims
 from pipelines.config.data import AugmentConfig, DatasetConfig
 from pipelines.config.experiment import (
     ExperimentConfig,
@@ -63,6 +64,8 @@ class Params(Strict):
     #: their own stage group (``finetune@<name>``), which depends on the weights file.
     transfer: dict[str, ExperimentConfig] = Field(default_factory=dict)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
+    #: The notes' claims the report checks, each over a seed spread (:mod:`pipelines.config.claims`).
+    claims: dict[str, ClaimConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Params:
@@ -103,6 +106,7 @@ class Params(Strict):
         for name in self.tuning.experiments:
             if name not in self.all_experiments:
                 raise ValueError(f"tuning.experiments.{name}: no such experiment under experiments or transfer")
+        apply_claims(self.claims, {"experiments": self.experiments, "transfer": self.transfer})
         return self
 
     @property

@@ -4,8 +4,13 @@ and the DVC plots of the diagnostic studies that ran (``plots/diagnostics/<study
 Read from the stage outputs (no MLflow query, so the report is a pure function of the DVC metrics files):
 ``metrics/evaluate/<experiment>.json`` (evaluate), ``metrics/train/<experiment>.json`` (train: parameter count, fit time,
 gradient flags) and ``metrics/diagnose/<experiment>.json`` (the opt-in studies). Experiments are ranked within
-their task by the primary test metric (accuracy; RMSE for regression, lower first). An experiment whose files are
-missing is listed as not run rather than failing the report.
+their task by the primary test metric (accuracy; RMSE for regression, lower first; tied values share a rank, in
+params order). An experiment whose files are missing is listed as not run rather than failing the report.
+
+The notes' claims (``claims:`` of params.yaml, :mod:`pipelines.config.claims`) get their own table: each compares two
+experiments over the seeds of the ``diagnose`` stage's seeds study, never over one run, and
+:func:`claim_verdict` calls a claim ``holds`` only when the two seed ranges do not overlap, so that one seed's noise
+(or another CPU's rounding, ``benchmarks/REPRODUCIBILITY.md``) cannot flip it.
 """
 
 from __future__ import annotations
@@ -103,8 +108,8 @@ def _transfer_section(rows: list[dict[str, Any]]) -> list[str]:
         "Fine-tuned backbones against the same architecture trained from scratch on the same labels "
         "(notes 001, Transfer learning).",
         "",
-        "| dataset | experiment | start | backbone | primary metric |",
-        "|---|---|---|---|---|",
+        "| dataset | experiment | start | backbone | primary metric | test error over seeds |",
+        "|---|---|---|---|---|---|",
     ]
     for dataset in datasets:
         group = sorted(
@@ -124,8 +129,94 @@ def _transfer_section(rows: list[dict[str, Any]]) -> list[str]:
             else:
                 backbone = f"frozen, trained from epoch {p['unfreeze_at_epoch']} (lr x {p['backbone_lr_ratio']})"
             lines.append(
-                f"| {dataset} | `{r['experiment']}` | {start} | {backbone} | {r['metric']} {_fmt(r['value'])} |"
+                f"| {dataset} | `{r['experiment']}` | {start} | {backbone} | {r['metric']} {_fmt(r['value'])} | "
+                f"{seed_summary(r['seeds'])} |"
             )
+    return lines + [""]
+
+
+def seed_summary(seeds: dict[str, Any] | None) -> str:
+    """``mean ± std (min–max, n seeds)`` of a seeds study's test error, or ``–`` when it did not run."""
+    if not seeds:
+        return "–"
+    return (
+        f"{seeds['test_error_mean']:.4f} ± {seeds['test_error_std']:.4f} "
+        f"({seeds['test_error_min']:.4f}–{seeds['test_error_max']:.4f}, {seeds['count']} seeds)"
+    )
+
+
+def claim_verdict(better: dict[str, Any] | None, than: dict[str, Any] | None, seeds: int = 3) -> str:
+    """The verdict on "``better`` beats ``than``" from the two experiments' seeds studies (test errors).
+
+    Args:
+        better, than: the ``seeds`` summaries of ``metrics/diagnose/<experiment>.json`` (``count``,
+            ``test_error_min``, ``test_error_max``, ...), or ``None`` where the study did not run.
+        seeds: the claim's least number of seeds.
+
+    Returns:
+        ``holds`` when every seed of ``better`` has a lower test error than every seed of ``than`` (the ranges do
+        not overlap, so the mean difference exceeds the seed spread); ``contradicted`` when every seed of ``than``
+        is below every seed of ``better``; ``unclear`` when the ranges overlap or touch; ``not run`` when a study is
+        missing or has fewer than ``seeds`` seeds.
+    """
+    if not better or not than or min(better["count"], than["count"]) < seeds:
+        return "not run"
+    if better["test_error_max"] < than["test_error_min"]:
+        return "holds"
+    if than["test_error_max"] < better["test_error_min"]:
+        return "contradicted"
+    return "unclear"
+
+
+def collect_claims(params: Params, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per claim of ``params``: the claim's fields, both experiments' rows and :func:`claim_verdict`."""
+    by_name = {r["experiment"]: r for r in rows}
+    claims = []
+    for name, claim in params.claims.items():
+        better, than = by_name[claim.better], by_name[claim.than]
+        claims.append(
+            {
+                "claim": name,
+                "statement": claim.statement,
+                "notes": claim.notes,
+                "seeds": claim.seeds,
+                "better": better,
+                "than": than,
+                "verdict": claim_verdict(better["seeds"], than["seeds"], claim.seeds),
+            }
+        )
+    return claims
+
+
+def _claims_section(claims: list[dict[str, Any]]) -> list[str]:
+    """The notes' claims, each over the seed spread of both experiments, with its verdict."""
+    if not claims:
+        return []
+    lines = [
+        "## Claims of the notes",
+        "",
+        "Each claim compares test errors (the task's error unit) over the seeds of the `diagnose` stage's seeds study "
+        "(fits on the un-augmented train split at the experiment's budget; mean ± std, min–max). It holds only when "
+        "every seed of the first experiment beats every seed of the second; overlapping ranges are unclear. "
+        "One run moves by points with the CPU kind and thread count (`benchmarks/REPRODUCIBILITY.md`), so the single "
+        "run of the leaderboard is shown for reference only.",
+        "",
+        "| claim | notes | experiment | test error over seeds | than | test error over seeds | difference of means "
+        "| single run | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in claims:
+        a, b = c["better"], c["than"]
+        diff = (
+            f"{b['seeds']['test_error_mean'] - a['seeds']['test_error_mean']:+.4f}"
+            if a["seeds"] and b["seeds"]
+            else "–"
+        )
+        single = f"{a['metric']} {_fmt(a['value'])} vs {_fmt(b['value'])}"
+        lines.append(
+            f"| {c['statement']} | {_fmt(c['notes'])} | `{a['experiment']}` | {seed_summary(a['seeds'])} | "
+            f"`{b['experiment']}` | {seed_summary(b['seeds'])} | {diff} | {single} | **{c['verdict']}** |"
+        )
     return lines + [""]
 
 
@@ -133,8 +224,17 @@ def _higher_is_better(rows: list[dict[str, Any]], dataset: str) -> bool:
     return next(r["higher_is_better"] for r in rows if r["dataset"] == dataset)
 
 
-def render(rows: list[dict[str, Any]]) -> str:
-    """The Markdown report: a leaderboard per task (best first), then the diagnostic studies that ran."""
+def _ranks(values: list[float]) -> list[int]:
+    """Competition ranks of ``values`` sorted best first: tied values share the better rank (1, 1, 3)."""
+    ranks: list[int] = []
+    for i, value in enumerate(values):
+        ranks.append(ranks[-1] if i and value == values[i - 1] else i + 1)
+    return ranks
+
+
+def render(rows: list[dict[str, Any]], claims: list[dict[str, Any]] | None = None) -> str:
+    """The Markdown report: a leaderboard per task (best first), the transfer table, the notes' ``claims``
+    (:func:`collect_claims`), then the diagnostic studies that ran."""
     lines = [
         "# deepnotes: experiment summary",
         "",
@@ -162,7 +262,7 @@ def render(rows: list[dict[str, Any]]) -> str:
             header,
             "|" + "---|" * (header.count("|") - 1),
         ]
-        for rank, r in enumerate(ran, 1):
+        for r, rank in zip(ran, _ranks([r["value"] for r in ran])):
             errors = " / ".join(_fmt(r[k]) for k in ("train_error", "val_error", "test_error"))
             lines.append(
                 f"| {rank} | `{r['experiment']}` | {r['architecture']} | {r['dataset']} | {r['notes']} | "
@@ -178,6 +278,7 @@ def render(rows: list[dict[str, Any]]) -> str:
                 )
         lines.append("")
     lines += _transfer_section(rows)
+    lines += _claims_section(claims or [])
     studies = [r for r in rows if r["learning_curve"] or r["seeds"] or r["bootstrap"]]
     if studies:
         lines += ["## Diagnostic studies", ""]
@@ -236,7 +337,8 @@ def _csv(columns: list[str], rows: list[dict[str, Any]]) -> str:
 def report(params: Params, path: Path = REPORT_PATH) -> Path:
     """Write the study plots and the report (atomically) to ``path``; returns it."""
     write_study_plots(params)
-    atomic_write_text(path, render(collect(params)))
+    rows = collect(params)
+    atomic_write_text(path, render(rows, collect_claims(params, rows)))
     return path
 
 

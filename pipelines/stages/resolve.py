@@ -7,7 +7,7 @@ depends on, one small JSON file each, under ``params/resolved/``:
   experiment as it runs (profile and, with ``use_tuned``, tuned values merged in), the architecture's registry entry
   and params schema, and the md5 of every file of the stage's import closure, its task's module, the task's
   LightningModule and the architecture's module included (:mod:`pipelines.dependencies`);
-- ``report.json``: the experiments the report lists and the report's code.
+- ``report.json``: the experiments the report lists, the claims it checks (``claims:``) and the report's code.
 
 The per-experiment stages depend on these files instead of on all of ``params.yaml`` and whole code folders. So
 adding an architecture or an experiment, editing another architecture's module, the inactive profile, or finishing
@@ -115,6 +115,7 @@ def resolved(params: Params) -> dict[str, dict[str, Any]]:
             }
             for name, exp in params.all_experiments.items()
         },
+        "claims": {name: claim.model_dump(mode="json") for name, claim in params.claims.items()},
         "code": code("pipelines.stages.report", *(f"pipelines.tasks.{t}" for t in task_names())),
     }
     return files
