@@ -14,13 +14,19 @@ from pydantic import (
 from pipelines.config.base import (
     Strict,
 )
+from pipelines.config.sources import SourceConfig
 
 # --------------------------------------------------------------------------------------------- datasets
 
 
 class DatasetConfig(Strict):
-    """How ``prepare`` splits and preprocesses one dataset (notes 004, "Min-Max Scaling"; notes 001, standardising)."""
+    """How ``prepare`` splits and preprocesses one dataset (notes 004, "Min-Max Scaling"; notes 001, standardising).
 
+    A dataset is a catalog entry (:mod:`pipelines.data.catalog`) named like it, or the user's own files described
+    by ``source`` (:mod:`pipelines.config.sources`).
+    """
+
+    source: SourceConfig | None = Field(None, description="the user's own files; None: the catalog entry of the name")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="share of the train split carved out for validation")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="share held out for test when there is no official split")
     max_train_samples: PositiveInt | None = Field(

@@ -13,6 +13,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
@@ -26,8 +27,35 @@ from pipelines.config.base import (
     Strict,
     format_errors,
 )
-from pipelines.data.catalog import CATALOG
+from pipelines.data.catalog import CATALOG, DatasetEntry
 from pipelines.tasks import get_task
+
+#: The validation-context key of the datasets declared by a ``source:`` block (``{name: DatasetEntry}``); see
+#: :func:`dataset_context`.
+DATASETS_CONTEXT = "datasets"
+
+
+def dataset_context(entries: dict[str, DatasetEntry]) -> dict[str, Any]:
+    """The pydantic validation context that lets an experiment read a dataset declared in ``params.yaml``
+    (see :meth:`Params.validation_context <pipelines.config.params.Params.validation_context>`)."""
+    return {DATASETS_CONTEXT: entries}
+
+
+def dataset_entry(name: str, context: dict[str, Any] | None) -> DatasetEntry:
+    """The entry of dataset ``name``: a user dataset of the validation context, else the catalog's.
+
+    Raises:
+        ValueError: neither knows ``name`` (listing the known names).
+    """
+    declared: dict[str, DatasetEntry] = (context or {}).get(DATASETS_CONTEXT) or {}
+    entry = declared.get(name) or CATALOG.get(name)
+    if entry is None:
+        known = ", ".join(sorted(set(CATALOG) | set(declared)))
+        raise ValueError(
+            f"dataset {name!r} is not in the catalog and has no datasets.{name}.source block; known: {known}"
+        )
+    return entry
+
 
 # -------------------------------------------------------------------------------------------- experiments
 
@@ -255,14 +283,13 @@ class ExperimentConfig(Strict):
         return REGISTRY[self.architecture].notes
 
     @model_validator(mode="after")
-    def _consistent(self) -> ExperimentConfig:
-        if self.dataset not in CATALOG:
-            raise ValueError(f"dataset {self.dataset!r} is not in the catalog; known: {', '.join(sorted(CATALOG))}")
+    def _consistent(self, info: ValidationInfo) -> ExperimentConfig:
+        entry = dataset_entry(self.dataset, info.context)
         if self.architecture not in REGISTRY:
             raise ValueError(
                 f"architecture {self.architecture!r} is not registered; known: {', '.join(sorted(REGISTRY))}"
             )
-        arch, entry = REGISTRY[self.architecture], CATALOG[self.dataset]
+        arch = REGISTRY[self.architecture]
         if not self.task:
             self.task = entry.task
         try:

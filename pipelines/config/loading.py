@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 from pydantic import (
+    TypeAdapter,
     ValidationError,
 )
 
@@ -20,7 +21,11 @@ from pipelines.config.base import (
     ConfigError,
     format_errors,
 )
+from pipelines.config.experiment import dataset_context
 from pipelines.config.params import Params
+from pipelines.config.sources import SourceConfig
+from pipelines.data.catalog import DatasetEntry
+from pipelines.errors import DataError
 from pipelines.mappings import deep_merge
 
 # --------------------------------------------------------------------------------------------- resolution
@@ -39,17 +44,26 @@ def resolve(raw: dict[str, Any], profile: str | None = None, base_dir: Path | No
         raise ConfigError(f"params.yaml: expected a mapping at the top level, got {type(raw).__name__}")
     raw = copy.deepcopy(raw)
     profile = profile or os.environ.get("DEEPNOTES_PROFILE") or raw.get("profile", "default")
+    if not isinstance(profile, str):
+        raise ConfigError(f"params.yaml: profile: expected the name of a profile, got {profile!r}")
     profiles = raw.get("profiles") or {"default": {}}
-    if not isinstance(profiles, dict) or profile not in profiles:
-        known = ", ".join(sorted(profiles)) if isinstance(profiles, dict) else "none"
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"params.yaml: profiles: expected a mapping of profile name to settings, got {profiles!r}")
+    known = ", ".join(sorted(map(str, profiles)))
+    if profile not in profiles:
         raise ConfigError(f"params.yaml: profile: unknown profile {profile!r}; defined profiles: {known}")
     raw["profile"] = profile
     active = profiles.get(profile) or {}
+    where = f"profiles.{profile}"
     if not isinstance(active, dict):
-        raise ConfigError(f"params.yaml: profiles.{profile}: expected a mapping, got {type(active).__name__}")
-    for ds_name, ds_override in (active.get("datasets") or {}).items():
-        if ds_name in (raw.get("datasets") or {}):
-            raw["datasets"][ds_name] = deep_merge(raw["datasets"][ds_name] or {}, ds_override or {})
+        raise ConfigError(f"params.yaml: {where}: expected a mapping, got {type(active).__name__}")
+    datasets = raw.get("datasets")
+    for ds_name, ds_override in _mapping(active.get("datasets"), f"{where}.datasets").items():
+        override = _mapping(ds_override, f"{where}.datasets.{ds_name}")
+        # a dataset that is not a mapping is left as it is: validation names datasets.<name>
+        if isinstance(datasets, dict) and ds_name in datasets and isinstance(datasets[ds_name] or {}, dict):
+            datasets[ds_name] = deep_merge(datasets[ds_name] or {}, override)
+    every = _mapping(active.get("experiment"), f"{where}.experiment")
     for section in ("experiments", "transfer"):
         experiments = raw.get(section) or {}
         if not isinstance(experiments, dict):
@@ -57,19 +71,28 @@ def resolve(raw: dict[str, Any], profile: str | None = None, base_dir: Path | No
         for name, exp in experiments.items():
             if not isinstance(exp, dict):
                 raise ConfigError(f"params.yaml: {section}.{name}: expected a mapping, got {type(exp).__name__}")
-            own_profiles = exp.pop("profiles", None) or {}
+            own_profiles = _mapping(exp.pop("profiles", None), f"{section}.{name}.profiles")
             unknown = set(own_profiles) - set(profiles)
             if unknown:
                 raise ConfigError(
-                    f"params.yaml: {section}.{name}.profiles: unknown profile(s) {sorted(unknown)}; "
-                    f"defined profiles: {', '.join(sorted(profiles))}"
+                    f"params.yaml: {section}.{name}.profiles: unknown profile(s) {sorted(map(str, unknown))}; "
+                    f"defined profiles: {known}"
                 )
-            merged = deep_merge(exp, active.get("experiment") or {})
-            merged = deep_merge(merged, own_profiles.get(profile) or {})
+            merged = deep_merge(exp, every)
+            merged = deep_merge(merged, _mapping(own_profiles.get(profile), f"{section}.{name}.profiles.{profile}"))
             if merged.get("use_tuned") is True:
                 merged = deep_merge(merged, load_tuned(name, base_dir or REPO_ROOT)["params"])
             experiments[name] = merged
     return raw
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    """``value`` when it is a mapping, ``{}`` when empty (``null``); else :class:`ConfigError` naming ``where``."""
+    if value is None or value == {}:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"params.yaml: {where}: expected a mapping, got {value!r}")
+    return value
 
 
 def _read_yaml(path: Path, missing: str) -> Any:
@@ -101,16 +124,43 @@ def load_tuned(name: str, base_dir: Path | None = None) -> dict[str, Any]:
     return data
 
 
+def source_entries(resolved: dict[str, Any], root: Path, source: str = "params.yaml") -> dict[str, DatasetEntry]:
+    """The entries of the datasets that a resolved params mapping declares with a ``source:`` block, the task of
+    each given or inferred from its files (``root``: the folder paths are relative to).
+
+    A block that does not validate is left out: :class:`Params` validation reports it with its key path.
+
+    Raises:
+        ConfigError: a task to infer from files that cannot be read (naming the dataset and the file).
+    """
+    datasets = resolved.get("datasets")
+    entries: dict[str, DatasetEntry] = {}
+    for name, dataset in datasets.items() if isinstance(datasets, dict) else ():
+        if not isinstance(dataset, dict) or not isinstance(dataset.get("source"), dict):
+            continue
+        try:
+            config = TypeAdapter(SourceConfig).validate_python(dataset["source"])
+        except ValidationError:
+            continue
+        try:
+            entries[str(name)] = config.entry(str(name), root)
+        except DataError as exc:
+            raise ConfigError(f"{source}: datasets.{name}.source: {exc}") from None
+    return entries
+
+
 def validate(
     raw: dict[str, Any], profile: str | None = None, source: str = "params.yaml", base_dir: Path | None = None
 ) -> Params:
     """Resolve and validate a raw mapping. Raises :class:`ConfigError` with every problem's key path.
 
-    ``base_dir`` is the folder of the params file (where ``params/tuned/`` lives); default the repo root.
+    ``base_dir`` is the folder of the params file (where ``params/tuned/`` lives, and the root of relative
+    ``source:`` paths); default the repo root.
     """
     resolved = resolve(raw, profile, base_dir)
+    context = dataset_context(source_entries(resolved, base_dir or REPO_ROOT, source))
     try:
-        return Params.model_validate(resolved)
+        return Params.model_validate(resolved, context=context)
     except ValidationError as exc:
         raise ConfigError(format_errors(exc, source=f"{source}: ")) from None
 

@@ -8,7 +8,9 @@ from typing import Any, Literal
 from pydantic import (
     Field,
     PositiveFloat,
+    PrivateAttr,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
@@ -21,10 +23,13 @@ from pipelines.config.base import (
 from pipelines.config.claims import ClaimConfig, apply_claims
 from pipelines.config.data import AugmentConfig, DatasetConfig
 from pipelines.config.experiment import (
+    DATASETS_CONTEXT,
     ExperimentConfig,
+    dataset_context,
+    dataset_entry,
 )
 from pipelines.config.tuning import TuneExperimentConfig, TuneSettings, TuningConfig
-from pipelines.data.catalog import CATALOG
+from pipelines.data.catalog import CATALOG, DatasetEntry
 from pipelines.mappings import deep_merge
 from pipelines.tasks import get_task
 from pipelines.tuning.search_space import SearchSpace
@@ -66,17 +71,23 @@ class Params(Strict):
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     #: The notes' claims the report checks, each over a seed spread (:mod:`pipelines.config.claims`).
     claims: dict[str, ClaimConfig] = Field(default_factory=dict)
+    #: The entries of the datasets declared by a ``source:`` block (from the validation context).
+    _source_entries: dict[str, DatasetEntry] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> Params:
-        for name in self.datasets:
-            if name not in CATALOG:
-                raise ValueError(f"datasets.{name}: not in the catalog; known: {', '.join(sorted(CATALOG))}")
+    def _cross_checks(self, info: ValidationInfo) -> Params:
+        self._source_entries = dict((info.context or {}).get(DATASETS_CONTEXT) or {})
+        for name, dataset in self.datasets.items():
+            if dataset.source is None and name not in CATALOG:
+                raise ValueError(
+                    f"datasets.{name}: not in the catalog and no source: block; known: {', '.join(sorted(CATALOG))}"
+                )
         for name, aug in self.augment.items():
             if name not in self.datasets:
                 raise ValueError(f"augment.{name}: no such entry under datasets")
-            modality = CATALOG[name].modality
-            if aug.hflip and not CATALOG[name].flip_safe:
+            entry = self.dataset_entry(name)
+            modality = entry.modality
+            if aug.hflip and not entry.flip_safe:
                 raise ValueError(f"augment.{name}.hflip: a flip changes the label of {name} samples (not label-safe)")
             if modality != "image" and (
                 aug.hflip or aug.crop_padding or aug.rotation_degrees or aug.zoom or aug.brightness
@@ -108,6 +119,22 @@ class Params(Strict):
                 raise ValueError(f"tuning.experiments.{name}: no such experiment under experiments or transfer")
         apply_claims(self.claims, {"experiments": self.experiments, "transfer": self.transfer})
         return self
+
+    def dataset_entry(self, name: str) -> DatasetEntry:
+        """Dataset ``name``'s entry: from its ``source:`` block, else from the catalog.
+
+        Raises:
+            ConfigError: no such dataset.
+        """
+        try:
+            return dataset_entry(name, self.validation_context())
+        except ValueError as exc:
+            raise ConfigError(f"params.yaml: datasets.{name}: {exc}") from None
+
+    def validation_context(self) -> dict[str, Any]:
+        """The pydantic context an experiment of these params validates with (its user datasets):
+        ``ExperimentConfig.model_validate(data, context=params.validation_context())``."""
+        return dataset_context(self._source_entries)
 
     @property
     def all_experiments(self) -> dict[str, ExperimentConfig]:
@@ -195,7 +222,7 @@ class Params(Strict):
 
         for path, parent, value in space.conditions:  # every `when` value must be a value the parent can take
             try:
-                ExperimentConfig.model_validate(apply(base, {parent: value}))
+                ExperimentConfig.model_validate(apply(base, {parent: value}), context=self.validation_context())
             except ValidationError as exc:  # only errors about the parent field itself (not cross-field rules)
                 own = [e for e in exc.errors() if ".".join(map(str, e["loc"])) == parent]
                 if own:
@@ -208,7 +235,7 @@ class Params(Strict):
                 raise ConfigError(f"{where}: {path}: the experiment has no setting {unknown!r}")
         for path, value, values in space.assignments_to_check():
             try:
-                ExperimentConfig.model_validate(apply(base, values))
+                ExperimentConfig.model_validate(apply(base, values), context=self.validation_context())
             except ValidationError as exc:
                 # name the sampled path the error is about (it may be another path than the one being varied)
                 locs = [".".join(str(p) for p in err["loc"] if p not in SPACE_TAGS) for err in exc.errors()]
@@ -242,7 +269,7 @@ class Params(Strict):
         overrides = self.tuning.experiments.get(name, TuneExperimentConfig()).trial
         merged = deep_merge(exp, overrides)
         try:
-            ExperimentConfig.model_validate(merged)
+            ExperimentConfig.model_validate(merged, context=self.validation_context())
         except ValidationError as exc:
             raise ConfigError(
                 format_errors(exc, prefix=f"tuning.experiments.{name}.trial", source="params.yaml: ")

@@ -60,6 +60,9 @@ class DatasetEntry:
     #: the base classes it keeps (relabelled 0..k-1 in this order), e.g. CIFAR-10's classes 5-9 for transfer learning.
     base: str | None = None
     class_subset: tuple[int, ...] | None = None
+    #: A dataset that is a folder of many files (att_faces): its folder in the mirror is pinned by one digest, the
+    #: sha256 of the ``sha256sum`` listing of its files (``shared/data/README.md``).
+    folder_sha256: str | None = None
 
 
 _MNIST_URLS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
@@ -301,6 +304,21 @@ CATALOG |= {
         base="mnist",
     ),
 }
+
+CATALOG["att_faces"] = DatasetEntry(
+    # The AT&T faces for the Siamese network (notes 001, "Siamese Network (Facial tracking system)"); read by the image_folder reader.
+    "att_faces",
+    "multiclass",
+    "image_folder",
+    "image",
+    source="The Database of Faces (formerly The ORL Database of Faces), AT&T Laboratories Cambridge / Olivetti "
+    "Research Laboratory, 1992-1994: 40 subjects x 10 grey images, 92x112",
+    citation="Samaria, Harter (1994), Parameterisation of a stochastic model for human face identification, "
+    "2nd IEEE Workshop on Applications of Computer Vision",
+    license="free for research use with credit to the Olivetti Research Laboratory",
+    classes=tuple(f"s{k}" for k in range(1, 41)),
+    folder_sha256="de45a65f9c353ff9364f6d79a2c5a3e0f98e9a4751e1a3133a77b444864f1ebf",
+)
 
 
 def get_dataset(name: str) -> DatasetEntry:

@@ -54,7 +54,8 @@ def prepare(
     params = load_params(params_path, profile)
     config = params.dataset(dataset)
     start = time.perf_counter()
-    arrays, meta, extra_files = prepare_dataset(dataset, config, params.seed, mirror=mirror)
+    root = Path(params_path).resolve().parent if params_path else None
+    arrays, meta, extra_files = prepare_dataset(dataset, config, params.seed, mirror=mirror, root=root)
     out_dir = write_prepared(Path(out_root) / dataset, arrays, meta, extra_files)
     shapes = ", ".join(f"{split} x{tuple(x.shape)} y{tuple(y.shape)}" for split, (x, y) in arrays.items())
     log.info("prepared %s in %.1f s: %s -> %s", dataset, time.perf_counter() - start, shapes, out_dir)

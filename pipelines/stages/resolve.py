@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ from pipelines.io import atomic_dir
 log = logging.getLogger("deepnotes.resolve")
 
 RESOLVED_ROOT = REPO_ROOT / "params" / "resolved"
+#: ``data/sources/<dataset>`` (and ``<dataset>.test``): what ``prepare@<dataset>`` depends on in DVC besides its
+#: resolved settings: a symbolic link to the user's file or folder of a ``source:`` block, else an empty folder.
+SOURCES_ROOT = REPO_ROOT / "data" / "sources"
 #: The entry module of each stage.
 STAGES = {
     "prepare": "pipelines.stages.prepare",
@@ -134,13 +138,43 @@ def write(params: Params, root: Path = RESOLVED_ROOT) -> dict[str, dict[str, Any
     return files
 
 
+def _link(link: Path, target: Path | None, repo: Path) -> None:
+    """``link`` -> ``target`` (relative when ``target`` is inside ``repo``, so a copy of the repo links its own
+    files), or an empty folder when there is no target or it does not exist (``prepare`` then names the missing
+    file)."""
+    if target is None or not target.exists():
+        link.mkdir()
+        return
+    target = target.absolute()
+    try:
+        target.relative_to(repo)
+        link.symlink_to(os.path.relpath(target, link.parent))
+    except ValueError:
+        link.symlink_to(target)
+
+
+def write_source_links(params: Params, root: Path = SOURCES_ROOT, repo: Path = REPO_ROOT) -> None:
+    """Make ``root/<dataset>`` and ``root/<dataset>.test`` for every dataset of ``params`` (the folder atomically
+    replaced). DVC hashes what a link points to, so editing, adding or removing a user's file changes
+    ``prepare@<dataset>``'s dependency and reruns it; ``dvc status`` shows it."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(root) as tmp:
+        for name, dataset in params.datasets.items():
+            main, extra = dataset.source.dependencies(repo) if dataset.source else (None, None)
+            # the temporary folder is a sibling of root: a relative target is the same from both
+            _link(tmp / name, main, repo)
+            _link(tmp / f"{name}.test", extra, repo)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.stages.resolve", description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=None, help="params file (default: <repo>/params.yaml)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        files = write(load_params(args.params))
+        params = load_params(args.params)
+        files = write(params)
+        write_source_links(params)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """``regression``: one real value per sample (notes 001, "Loss Functions": MSE, MAE, Huber and pseudo-Huber).
 
-Outputs and targets ``(N,)`` in target units. Metrics: MSE, RMSE, MAE, R² (torchmetrics), and at evaluation the
+Outputs and targets ``(N,)`` in target units (``(N, horizon)`` for a multi-step forecast). Metrics: MSE, RMSE, MAE, R² (torchmetrics), and at evaluation the
 adjusted R² ``1 - (1 - R²)(n - 1)/(n - p - 1)`` with ``p`` the number of input features. Error: RMSE.
 """
 
@@ -30,6 +30,11 @@ class Regression(Task):
     summary: ClassVar[tuple[str, ...]] = ("rmse", "mae", "r2")
     error_unit: ClassVar[str] = "RMSE"
     squared_error: ClassVar[bool] = True
+
+    @property
+    def num_outputs(self) -> int:
+        """One value per sample, or ``meta['horizon']`` of them (a time-series forecast of several steps)."""
+        return int(self.meta.get("horizon", 1))
 
     def build_metrics(self, full: bool = True) -> torchmetrics.MetricCollection:
         import torchmetrics

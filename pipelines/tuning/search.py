@@ -314,7 +314,8 @@ class Objective:
         # one device per trial: parallelism comes from workers (the pruning callback cannot span DDP processes
         # on a journal storage); a multi-GPU node gives each worker its own GPU
         exp = ExperimentConfig.model_validate(
-            apply(self.base, values | {"trainer.devices": 1, "trainer.strategy": "auto", "trainer.num_nodes": 1})
+            apply(self.base, values | {"trainer.devices": 1, "trainer.strategy": "auto", "trainer.num_nodes": 1}),
+            context=self.session.params.validation_context(),
         )
         seed_everything(self.seed)
         module = build_module(exp, self.data.meta)
@@ -410,7 +411,9 @@ def run_worker(session: Session, worker_index: int = 0) -> int:
     sampler = make_sampler(
         settings.sampler, sampler_seed, n_startup_trials=t.n_startup_trials, parallel=session.workers > 1
     )
-    max_epochs = ExperimentConfig.model_validate(params.trial_experiment(session.experiment)).trainer.max_epochs
+    max_epochs = ExperimentConfig.model_validate(
+        params.trial_experiment(session.experiment), context=params.validation_context()
+    ).trainer.max_epochs
     pruner = make_pruner(
         settings.pruner,
         n_startup_trials=t.n_startup_trials,

@@ -11,7 +11,9 @@ IMDB's tokenizer) are fitted on the train split only (after the val carve-out an
 
 Use :func:`prepare_dataset` (or :data:`PREPARERS`) to dispatch by name. One module per dataset (or file format) holds
 its preparer: ``logic``, ``idx`` (MNIST, Fashion-MNIST), ``localization``, ``cifar10``, ``churn``, ``imdb``,
-``temperature``; ``common`` has the splits and the metadata they share. The arrays are:
+``temperature``, ``image_folder`` (att_faces); ``common`` has the splits and the metadata they share. A dataset
+with a ``source:`` block is read from the user's files by the reader of its format (:mod:`.sources`: ``table``
+for csv, ``idx``, ``image_folder``, ``text_table`` for text_csv, ``timeseries``). The arrays are:
 
 ===============  ==========================  =========  ================================================
 dataset          x                           y          preprocessing
@@ -27,6 +29,7 @@ imdb             int64 (N, seq_len)          int64 0/1  ``<br />`` removed, Word
                                                         train, keep the last seq_len ids, left-pad with 0
 melbourne_temp   float32 (N, window)         float32    x: the previous ``window`` days' minimum temperatures
                                                         standardised (train mean/std); y: the next day's, °C
+att_faces        float32 (N, 1, 112, 92)     int64 0-39 min-max: pixel / 255; subjects s1-s40, stratified
 ===============  ==========================  =========  ================================================
 """
 
@@ -41,9 +44,11 @@ from pipelines.data.preparers.churn import prepare_churn
 from pipelines.data.preparers.cifar10 import prepare_cifar10
 from pipelines.data.preparers.common import Prepared
 from pipelines.data.preparers.idx import prepare_fashion_mnist, prepare_mnist
+from pipelines.data.preparers.image_folder import prepare_att_faces
 from pipelines.data.preparers.imdb import prepare_imdb
 from pipelines.data.preparers.localization import prepare_mnist_localization
 from pipelines.data.preparers.logic import TRUTH_TABLES, prepare_logic
+from pipelines.data.preparers.sources import prepare_source
 from pipelines.data.preparers.temperature import prepare_melbourne_temp
 from pipelines.errors import DataError
 
@@ -69,15 +74,30 @@ PREPARERS: dict[str, Callable[..., Prepared]] = {
     "churn": prepare_churn,
     "imdb": prepare_imdb,
     "melbourne_temp": prepare_melbourne_temp,
+    "att_faces": prepare_att_faces,
 }
 
 
-def prepare_dataset(name: str, config: DatasetConfig, seed: int, *, mirror: str | Path | None = None) -> Prepared:
-    """Prepare dataset ``name`` (see :data:`PREPARERS`); ``mirror`` overrides ``$DEEPNOTES_DATA_MIRROR``.
+def prepare_dataset(
+    name: str,
+    config: DatasetConfig,
+    seed: int,
+    *,
+    mirror: str | Path | None = None,
+    root: Path | None = None,
+) -> Prepared:
+    """Prepare dataset ``name``: from the user's files when ``config.source`` is set
+    (:func:`~pipelines.data.preparers.sources.prepare_source`, paths relative to ``root``, default the repository
+    root), else the catalog dataset of that name (see :data:`PREPARERS`); ``mirror`` overrides
+    ``$DEEPNOTES_DATA_MIRROR``.
 
     Raises:
         DataError: no preparation is defined for ``name``, or a raw file is missing, corrupt or malformed.
     """
+    if config.source is not None:
+        from pipelines import REPO_ROOT
+
+        return prepare_source(name, config, seed, root or REPO_ROOT)
     try:
         preparer = PREPARERS[name]
     except KeyError:
@@ -97,4 +117,6 @@ __all__ = [
     "prepare_melbourne_temp",
     "prepare_mnist",
     "prepare_mnist_localization",
+    "prepare_att_faces",
+    "prepare_source",
 ]
