@@ -8,7 +8,7 @@ interleaved, equal-sized shard of the same permutation, as ``DistributedSampler`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import lightning.pytorch as L
 import numpy as np
@@ -30,6 +30,8 @@ class TensorBatches:
         batch_size: samples per batch; the last batch may be smaller unless ``drop_last``.
         shuffle: reshuffle every epoch with ``torch.Generator`` seeded by ``seed + epoch``.
         rank, world_size: this process's shard under data-parallel training.
+        epoch_of: returns the epoch being iterated (the trainer's ``current_epoch``), so that a run resumed at
+            epoch ``k`` draws epoch ``k``'s order; without it, iterations are counted from 0.
 
     ``len()`` is the number of batches per epoch, so Lightning can show progress and honour
     ``limit_train_batches``.
@@ -45,6 +47,7 @@ class TensorBatches:
         drop_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        epoch_of: Callable[[], int] | None = None,
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
@@ -54,6 +57,7 @@ class TensorBatches:
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self.epoch_of = epoch_of
 
     def _shard_size(self) -> int:
         return -(-len(self.x) // self.world_size) if self.world_size > 1 else len(self.x)
@@ -65,10 +69,11 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.x)
         order = None
+        epoch = self.epoch_of() if self.epoch_of is not None else self.epoch
         if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed + self.epoch)
+            gen = torch.Generator().manual_seed(self.seed + epoch)
             order = torch.randperm(n, generator=gen)
-        self.epoch += 1
+        self.epoch = epoch + 1
         if self.world_size > 1:
             index = order if order is not None else torch.arange(n)
             total = self._shard_size() * self.world_size
@@ -108,9 +113,11 @@ class ArrayDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, train: bool) -> TensorBatches:
         x, y = self.tensors[split]
-        rank, world = 0, 1
-        if self.trainer is not None:
-            rank, world = self.trainer.global_rank, self.trainer.world_size
+        rank, world, epoch_of = 0, 1, None
+        trainer = self.trainer
+        if trainer is not None:
+            rank, world = trainer.global_rank, trainer.world_size
+            epoch_of = lambda: trainer.current_epoch  # noqa: E731
         return TensorBatches(
             x,
             y,
@@ -119,6 +126,7 @@ class ArrayDataModule(L.LightningDataModule):
             seed=self.seed,
             rank=rank,
             world_size=world,
+            epoch_of=epoch_of,
         )
 
     def train_dataloader(self) -> TensorBatches:

@@ -35,6 +35,9 @@ from pipelines.paths import CHECKPOINT_ROOT, METRICS_ROOT, PLOTS_ROOT  # noqa: E
 
 log = logging.getLogger("deepnotes.train")
 
+#: Exit status after a SIGTERM (128 + 15, what the shell reports for a process the signal ended).
+EXIT_SIGTERM = 143
+
 
 def write_history(rows: list[dict[str, float]], path: Path) -> None:
     """Write per-epoch rows as CSV (one column per metric, ``epoch`` first) atomically."""
@@ -102,6 +105,7 @@ def train(name: str, params: Params) -> dict[str, Any]:
     import torch
     from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
     from lightning.pytorch.loggers import MLFlowLogger
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
     from mlflow.entities import Metric, RunTag
 
     from pipelines.data.prepared import load_training_data
@@ -120,6 +124,15 @@ def train(name: str, params: Params) -> dict[str, Any]:
     )
     from pipelines.training.callbacks import History, PortableModelCheckpoint
     from pipelines.training.environment import log_environment
+    from pipelines.training.resume import (
+        ResumeCheckpoint,
+        RngState,
+        clear_resume,
+        find_resume,
+        fingerprint,
+        restore_best,
+        resume_dir,
+    )
     from pipelines.training.trainer import (
         build_module,
         fit_callbacks,
@@ -146,6 +159,14 @@ def train(name: str, params: Params) -> dict[str, Any]:
     pretrained = load_pretrained(exp, module.network) if exp.pretrained else {}  # reloaded: for its params
 
     client = mlflow.MlflowClient(tracking_uri(params))
+    versions = data_version(exp.dataset)
+    ckpt_dir = CHECKPOINT_ROOT / name
+    trains = fingerprint(resolved_settings(name) or exp.model_dump(mode="json"), seed, versions["data_hash"])
+    resume = find_resume(name, trains)
+    if resume is not None and not _run_exists(client, resume.run_id):
+        log.warning("%s: the run %s to resume is not in the tracking store; training from scratch", name, resume.run_id)
+        clear_resume(name)
+        resume = None
     tags = {
         "architecture": exp.architecture,
         "dataset": exp.dataset,
@@ -157,18 +178,22 @@ def train(name: str, params: Params) -> dict[str, Any]:
         "stage": "train",
         "mlflow.runName": name,
     } | {f"version.{k}": v for k, v in library_versions().items()}
-    versions = data_version(exp.dataset)
     tags |= {"data_hash": versions["data_hash"]}
-    run = client.create_run(experiment_id, tags=tags)
-    run_id = run.info.run_id
-    log_params(
-        client,
-        run_id,
-        run_params(exp, seed=seed, profile=params.profile, meta=meta, num_params=num_params, versions=versions)
-        | {f"pretrained.{k}": v for k, v in pretrained.items()},
-    )
+    if resume is None:
+        run_id = client.create_run(experiment_id, tags=tags).info.run_id
+        log_params(
+            client,
+            run_id,
+            run_params(exp, seed=seed, profile=params.profile, meta=meta, num_params=num_params, versions=versions)
+            | {f"pretrained.{k}": v for k, v in pretrained.items()},
+        )
+    else:  # the killed run's own MLflow run: its epochs so far are there, the next ones follow
+        run_id = resume.run_id
+        client.update_run(run_id, status="RUNNING")
+        client.set_tag(run_id, "resumed_after_epoch", str(resume.epoch))
+        restore_best(resume, ckpt_dir)
+        log.info("%s: resuming run %s after epoch %d (%s)", name, run_id, resume.epoch, resume.checkpoint)
 
-    ckpt_dir = CHECKPOINT_ROOT / name
     history = History(_PROCESS_START)
     checkpoint = PortableModelCheckpoint(
         dirpath=ckpt_dir,
@@ -181,6 +206,8 @@ def train(name: str, params: Params) -> dict[str, Any]:
     )
     callbacks: list[L.Callback] = [
         checkpoint,
+        ResumeCheckpoint(resume_dir(name), run_id, trains),  # after `checkpoint`: it keeps its best model too
+        RngState(),
         history,
         LearningRateMonitor(logging_interval="epoch"),
         TQDMProgressBar(refresh_rate=exp.trainer.progress_bar_refresh_rate),
@@ -196,7 +223,16 @@ def train(name: str, params: Params) -> dict[str, Any]:
     start = time.perf_counter()
     try:
         with system_metrics(params, run_id, enabled=trainer.is_global_zero):
-            trainer.fit(module, datamodule=datamodule)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume.checkpoint if resume else None)
+    except SIGTERMException:
+        # pre-empted: Lightning stopped at the end of an epoch, whose resume checkpoint is written
+        client.set_terminated(run_id, "KILLED")
+        print(
+            f"train {name}: stopped by SIGTERM after epoch {trainer.current_epoch - 1}; rerun `dvc repro "
+            f"train@{name}` to resume from {resume_dir(name) / 'last.ckpt'}",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_SIGTERM) from None
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
@@ -254,7 +290,30 @@ def train(name: str, params: Params) -> dict[str, Any]:
     atomic_write_json(METRICS_ROOT / "train" / f"{name}.json", summary)
     # The run stays open for evaluate (it sets the final status); mark it finished for now.
     client.set_terminated(run_id, "FINISHED")
+    clear_resume(name)  # finished: a rerun starts afresh
     return summary
+
+
+def resolved_settings(name: str) -> dict[str, Any] | None:
+    """``params/resolved/train/<name>.json`` (the settings and code the stage runs with), or ``None`` outside DVC."""
+    import json
+
+    from pipelines.stages.resolve import RESOLVED_ROOT
+
+    try:
+        return json.loads((RESOLVED_ROOT / "train" / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _run_exists(client, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        return False
+    return True
 
 
 def _log_summary(name: str, summary: dict[str, Any]) -> None:

@@ -42,6 +42,14 @@ class History(L.Callback):
                 row[key.removesuffix("_epoch")] = float(value)
         self.rows.append(row)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The rows so far: a run resumed from a checkpoint continues its history (:mod:`.resume`)."""
+        return {"rows": [dict(row) for row in self.rows], "first_step_seconds": self.first_step_seconds}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = [dict(row) for row in state_dict["rows"]]
+        self.first_step_seconds = state_dict.get("first_step_seconds")
+
 
 class FreezeBackbone(BaseFinetuning):
     """Train the head on a frozen backbone, optionally unfreezing the backbone later (notes 001, "Transfer
@@ -96,15 +104,28 @@ class PortableModelCheckpoint(ModelCheckpoint):
 
     The stock callback stores absolute paths (``dirpath``, ``best_model_path``, ...) inside every checkpoint, so the
     same training in another folder (a DVC experiment's temporary copy, a second clone) writes different bytes and
-    DVC reruns everything downstream. Here they are file names; resuming from such a checkpoint simply starts the
-    best-model bookkeeping afresh.
+    DVC reruns everything downstream. Here they are file names, read back relative to this callback's ``dirpath``
+    when a run resumes (:mod:`pipelines.training.resume`), so the best model so far and its score carry over.
     """
+
+    _PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        for key in self._PATH_KEYS:
             if state.get(key):
                 state[key] = Path(state[key]).name
         state["best_k_models"] = {Path(k).name: v for k, v in (state.get("best_k_models") or {}).items()}
         state["dirpath"] = None
         return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        if state.get("dirpath") is None and self.dirpath:
+            folder = Path(self.dirpath)
+            for key in self._PATH_KEYS:
+                if state.get(key):
+                    state[key] = str(folder / state[key])
+            state["best_k_models"] = {str(folder / k): v for k, v in (state.get("best_k_models") or {}).items()}
+            state["dirpath"] = self.dirpath
+        super().load_state_dict(state)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import lightning.pytorch as L
@@ -217,6 +217,14 @@ class GradientDiagnostics(L.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._remove_hooks()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The records so far: a run resumed from a checkpoint keeps its whole gradient history."""
+        return {"records": [asdict(r) for r in self.records], "non_finite_steps": self.non_finite_steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.records = [GradientRecord(**r) for r in state_dict["records"]]
+        self.non_finite_steps = int(state_dict["non_finite_steps"])
 
     # -------------------------------------------------------------------------------------------- summary
     def summary(self) -> dict[str, Any]:
