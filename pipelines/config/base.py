@@ -3,6 +3,7 @@ activations, initializers, optimizers, losses and regularizers, and how a valida
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -49,5 +50,14 @@ def format_errors(exc: ValidationError, prefix: str = "", source: str = "") -> s
         path = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "" and p not in SPACE_TAGS)
         msg = err["msg"].removeprefix("Value error, ")
         got = "" if err["type"] in ("value_error", "missing") else f" (got {err.get('input')!r})"
-        lines.append(f"{source}{path}: {msg}{got}" if path else f"{source}{msg}{got}")
+        for line in msg.splitlines() or [""]:
+            # a validator's message about a key below it ("model.depth: ...") joins the key path:
+            # "experiments.lenet5_mnist.model.depth: ..." rather than "experiments.lenet5_mnist: model.depth: ..."
+            sub = _SUB_PATH.match(line) if path and err["type"] == "value_error" else None
+            where, text = (f"{path}.{sub.group(1)}", sub.group(2)) if sub else (path, line)
+            lines.append(f"{source}{where}: {text}{got}" if where else f"{source}{text}{got}")
     return "\n".join(lines)
+
+
+#: The start of a validator message that names a key below the model it validates (``model.depth: ...``).
+_SUB_PATH = re.compile(r"^([A-Za-z_]\w*(?:\.\w+)*): (.*)$", re.S)
