@@ -1,0 +1,142 @@
+"""Fail fast, lose nothing (issue 12, section 3): a disk that fills or a folder without write permission, and a
+tracking server that dies in the middle of a training run.
+
+Disk and permissions: every output goes through :mod:`pipelines.io` (a temporary sibling, then a rename). A write
+that fails is one ``error: <output>: cannot write: <errno meaning> (<ERRNO>) ...`` line and exit status 2 from the
+stage's command line; the previous output is byte-for-byte intact and no temporary file is left. A full disk is
+simulated by a writer that writes half its bytes and then raises ``OSError(ENOSPC)``; a folder without write
+permission is a real ``chmod 0555`` folder (skipped as root, where chmod does not block) and, as root too, an output
+path below a regular file (``ENOTDIR``), which no user can write.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from pipelines import io as pio
+from pipelines.config import ConfigError
+from pipelines.data import prepared as prepared_module
+from pipelines.stages import prepare
+
+# --------------------------------------------------------------------------------- disk full, no permission
+
+
+def _snapshot(folder):
+    """``{relative path: bytes}`` of every file under ``folder`` (hidden temporaries included)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _temporaries(folder):
+    return sorted(str(p) for p in folder.rglob("*") if p.name.endswith(".tmp") or ".old-" in p.name)
+
+
+def _half_then_enospc(real):
+    """A stand-in for ``np.save`` that writes half of what the real one would, then fails as a full disk does."""
+
+    def save(file, array, *args, **kwargs):
+        real(file, array, *args, **kwargs)
+        path = os.fspath(file)
+        data = open(path, "rb").read()  # noqa: SIM115
+        with open(path, "wb") as fh:
+            fh.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    return save
+
+
+@pytest.fixture
+def prepared_once(tmp_path, mirror):
+    """``data/prepared/logic_and`` written once by the prepare stage's command line: the previous output."""
+    out = tmp_path / "prepared"
+    assert prepare.main(["logic_and", "--out", str(out), "--mirror", str(mirror)]) == 0
+    return out
+
+
+def test_a_full_disk_during_prepare_is_one_line_and_keeps_the_previous_output(
+    prepared_once, mirror, monkeypatch, capsys
+):
+    before = _snapshot(prepared_once)
+    capsys.readouterr()
+    monkeypatch.setattr(prepared_module.np, "save", _half_then_enospc(np.save))
+    status = prepare.main(["logic_and", "--out", str(prepared_once), "--mirror", str(mirror)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert status == 2
+    assert len(err) == 1, err
+    target = prepared_once / "logic_and"
+    assert err[0] == f"error: {target}: cannot write: No space left on device (ENOSPC); the previous logic_and is kept"
+    assert _snapshot(prepared_once) == before  # byte-identical, and no half-written file beside it
+    assert _temporaries(prepared_once.parent) == []
+
+
+def test_a_full_disk_while_writing_a_metrics_file_keeps_the_old_one(tmp_path, monkeypatch):
+    metrics = tmp_path / "metrics" / "train" / "perceptron_and.json"
+    pio.atomic_write_json(metrics, {"val_acc": 1.0})
+    before = metrics.read_bytes()
+
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pio.os, "fsync", fsync)
+    with pytest.raises(pio.OutputError) as info:
+        pio.atomic_write_json(metrics, {"val_acc": 0.5})
+    assert (
+        str(info.value)
+        == f"{metrics}: cannot write: No space left on device (ENOSPC); the previous {metrics.name} is kept"
+    )
+    assert isinstance(info.value, ConfigError)  # what every stage prints as one line with exit status 2
+    assert metrics.read_bytes() == before
+    assert _temporaries(tmp_path) == []
+
+
+def test_an_output_path_nobody_can_write_is_one_line_with_nothing_written(tmp_path, mirror, capsys):
+    """Works as root too: a folder cannot be made below a regular file."""
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the output folder should be\n")
+    status = prepare.main(["logic_and", "--out", str(blocker / "prepared"), "--mirror", str(mirror)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert status == 2
+    assert err == [
+        f"error: {blocker / 'prepared' / 'logic_and'}: cannot write: Not a directory (ENOTDIR) at "
+        f"{blocker / 'prepared'}; nothing was written"
+    ], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="as root chmod does not block writes (the ENOTDIR case covers root)")
+def test_a_read_only_output_folder_is_one_line_and_keeps_the_previous_output(prepared_once, mirror, capsys):
+    before = _snapshot(prepared_once)
+    capsys.readouterr()
+    prepared_once.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        status = prepare.main(["logic_and", "--out", str(prepared_once), "--mirror", str(mirror)])
+    finally:
+        prepared_once.chmod(stat.S_IRWXU)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert status == 2
+    assert len(err) == 1 and "cannot write: Permission denied (EACCES)" in err[0], err
+    assert err[0].endswith("the previous logic_and is kept"), err
+    assert _snapshot(prepared_once) == before
+    assert _temporaries(prepared_once) == []
+
+
+def test_a_per_experiment_stage_prints_a_write_failure_as_one_line(tmp_path, capsys):
+    """The train/evaluate/diagnose command line (:func:`pipelines.cli.experiment_stage`) on a failed write."""
+    from pipelines.cli import experiment_stage
+
+    blocker = tmp_path / "metrics"
+    blocker.write_text("")
+
+    def run(name, params):
+        pio.atomic_write_json(blocker / "train" / f"{name}.json", {})
+
+    status = experiment_stage(["perceptron_and"], prog="train", description="", run=run, done=lambda n, r: None)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert status == 2
+    assert len(err) == 1 and err[0].startswith(
+        f"error: {blocker / 'train' / 'perceptron_and.json'}: cannot write: Not a directory (ENOTDIR)"
+    ), err
