@@ -404,6 +404,8 @@ def test_a_killed_worker_trial_is_failed_and_retried_on_the_next_start(repo):
         deadline = time.time() + 120
         while time.time() < deadline:
             time.sleep(1)
+            if not (root / "studies" / "deepnotes.journal").exists():  # first search in this repo: not started yet
+                continue
             try:
                 trials = _study(root, "killed").get_trials()
             except KeyError:  # study not created yet
