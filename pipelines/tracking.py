@@ -100,6 +100,149 @@ def check_tracking_server(uri: str) -> None:
         retries.setLevel(level)
 
 
+#: Tracking URIs whose server stopped answering during this process's run (:class:`ResilientTracking`): what the
+#: run still wants to log there is buffered, not sent (:func:`log_model` skips them too).
+LOST_URIS: set[str] = set()
+
+
+class ResilientTracking:
+    """MLflow logging of one training run that survives a tracking server dying mid-run.
+
+    :attr:`client` is an ``MlflowClient`` whose logging calls (``log_batch``, ``log_metric``, ``set_tag``,
+    ``log_artifact``, ``log_figure``, ``set_terminated``, ...) never raise: the first one that fails (after MLflow's own
+    retries, ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``MLFLOW_HTTP_REQUEST_TIMEOUT``, ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``)
+    marks the server lost with one warning, and from then on every logging call is buffered in memory instead of
+    sent, so training continues at full speed and writes every local output. :meth:`logger` is Lightning's
+    ``MLFlowLogger`` over the same client. Other calls (``create_run``, ``get_run``) pass through and may raise.
+
+    At the end the stage calls :meth:`raise_if_lost`: it sends the buffer once more (a server that came back gets the
+    whole run) and otherwise raises :class:`TrackingError`, so DVC does not record a stage whose run is incomplete.
+    """
+
+    #: The client methods that only log (buffered once the server is lost); everything else passes through.
+    LOGGING = frozenset(
+        {
+            "log_batch",
+            "log_metric",
+            "log_param",
+            "set_tag",
+            "set_experiment_tag",
+            "log_artifact",
+            "log_artifacts",
+            "log_figure",
+            "log_dict",
+            "log_text",
+            "log_inputs",
+            "set_terminated",
+            "update_run",
+        }
+    )
+
+    def __init__(self, uri: str) -> None:
+        from mlflow import MlflowClient
+
+        self.uri = uri
+        self.error: str | None = None  # the first failure, once lost
+        self.buffered: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        self._client = MlflowClient(uri)
+        self.client = _ResilientClient(self)
+
+    @property
+    def lost(self) -> bool:
+        return self.error is not None
+
+    def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Send one logging call, or buffer it when the server is (or just became) lost."""
+        if self.lost:
+            self.buffered.append((method, args, kwargs))
+            return None
+        try:
+            return getattr(self._client, method)(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - whatever the transport raised: keep training, report at the end
+            self._lose(exc)
+            self.buffered.append((method, args, kwargs))
+            return None
+
+    def get_run(self, run_id: str) -> Any:
+        """``MlflowClient.get_run``, or ``None`` once the server is lost (Lightning's logger asks before it marks
+        the run finished). An answer of the server (no such run) still raises ``MlflowException``."""
+        from mlflow.exceptions import MlflowException
+
+        if self.lost:
+            return None
+        try:
+            return self._client.get_run(run_id)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+                raise
+            self._lose(exc)
+            return None
+
+    def _lose(self, exc: BaseException) -> None:
+        """Mark the server lost after ``exc`` (one warning)."""
+        self.error = _reason(exc)
+        LOST_URIS.add(self.uri)
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # no retry warning per call
+        log.warning(
+            "tracking server %s stopped answering (%s): MLflow logging is buffered from now on; training continues",
+            self.uri,
+            self.error,
+        )
+
+    def logger(self, experiment_name: str, experiment_id: str, run_id: str):
+        """Lightning's ``MLFlowLogger`` for ``run_id`` over :attr:`client` (no request when it starts)."""
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        logger = MLFlowLogger(experiment_name=experiment_name, tracking_uri=self.uri, run_id=run_id)
+        logger._mlflow_client = self.client  # type: ignore[assignment]
+        logger._experiment_id, logger._initialized = experiment_id, True  # skips its get_run at the first log
+        return logger
+
+    def raise_if_lost(self, experiment: str, outputs: list[Path]) -> None:
+        """Nothing when every call was sent. Otherwise send the buffer once more, in order; if the server still
+        does not answer, raise :class:`TrackingError` naming the URI, the reason, what was not sent and the local
+        ``outputs`` (written and kept)."""
+        if not self.lost:
+            return
+        pending, self.buffered = self.buffered, []
+        sent = 0
+        try:
+            for method, args, kwargs in pending:
+                getattr(self._client, method)(*args, **kwargs)
+                sent += 1
+        except Exception as exc:  # noqa: BLE001
+            kept = ", ".join(str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p) for p in outputs)
+            raise TrackingError(
+                f"tracking server {self.uri} stopped answering during the run of {experiment} ({self.error}; "
+                f"again at the end: {_reason(exc)}); {len(pending) - sent} MLflow logging calls were not sent; local "
+                f"outputs kept in {kept}. When the server answers again, rerun `dvc repro train@{experiment}` to "
+                f"track the run, or keep these outputs as they are with `dvc commit train@{experiment}`"
+            ) from None
+        LOST_URIS.discard(self.uri)
+        log.warning("tracking server %s answers again: %d buffered MLflow calls sent", self.uri, len(pending))
+
+
+class _ResilientClient:
+    """An ``MlflowClient`` whose logging methods go through :meth:`ResilientTracking.call`."""
+
+    def __init__(self, tracking: ResilientTracking) -> None:
+        self._tracking = tracking
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ResilientTracking.LOGGING:
+            return lambda *args, **kwargs: self._tracking.call(name, args, kwargs)
+        if name == "get_run":
+            return self._tracking.get_run
+        return getattr(self._tracking._client, name)
+
+
+def _reason(exc: BaseException) -> str:
+    """The short cause of a failed MLflow request: ``[Errno 111] Connection refused``, ``Read timed out``, ..."""
+    text = str(exc)
+    cause = re.search(r"\[Errno -?\d+\][^'\"()]*|[Rr]ead timed out|timed out|HTTP \d{3}[^.]*", text)
+    return cause.group(0).strip() if cause else (text.splitlines()[0][:200] if text else type(exc).__name__)
+
+
 #: Without this tag the MLflow 3 UI opens an experiment on its GenAI overview instead of the runs table.
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 
@@ -277,15 +420,20 @@ def system_metrics(params: Params, run_id: str, enabled: bool = True):
         monitor.finish()
         # MLflow publishes only after a whole interval, so a fit shorter than one would log nothing: publish the
         # samples of the last, partial interval too.
-        if any(m._metrics for m in monitor.monitors):
-            monitor.publish_metrics(monitor.aggregate_metrics())
-            monitor.mlflow_logger.flush()
+        uri = tracking_uri(params)
+        if any(m._metrics for m in monitor.monitors) and uri not in LOST_URIS:
+            try:
+                monitor.publish_metrics(monitor.aggregate_metrics())
+                monitor.mlflow_logger.flush()
+            except Exception as exc:  # noqa: BLE001 - a server that died mid-run: the stage reports it at the end
+                log.warning("system metrics of run %s not sent to %s (%s)", run_id, uri, _reason(exc))
 
 
 def log_model(network, example, run_id: str) -> tuple[str, str]:
     """Log the trained network to MLflow with a signature, input example and explicit pip requirements.
 
-    Returns ``(format, uri)``: ``("pytorch", "models:/m-...")`` when ``mlflow.pytorch.log_model`` succeeded (a
+    Returns ``("not logged", "")`` when the tracking server stopped answering during the run (:data:`LOST_URIS`).
+    Otherwise ``(format, uri)``: ``("pytorch", "models:/m-...")`` when ``mlflow.pytorch.log_model`` succeeded (a
     logged model linked to the run), or ``("state_dict", "runs:/<run>/model_state_dict/state_dict.pt")`` when export
     failed and a weights-only ``state_dict`` was logged instead (load with ``torch.load(..., weights_only=True)``).
     """
@@ -293,6 +441,8 @@ def log_model(network, example, run_id: str) -> tuple[str, str]:
     import torch
     from mlflow.models import infer_signature
 
+    if mlflow.get_tracking_uri() in LOST_URIS:  # the server died mid-run: the weights are in checkpoints/ only
+        return "not logged", ""
     network = network.cpu().eval()
     with torch.no_grad():
         output = network(torch.as_tensor(example)).numpy()

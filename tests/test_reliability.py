@@ -140,3 +140,143 @@ def test_a_per_experiment_stage_prints_a_write_failure_as_one_line(tmp_path, cap
     assert len(err) == 1 and err[0].startswith(
         f"error: {blocker / 'train' / 'perceptron_and.json'}: cannot write: Not a directory (ENOTDIR)"
     ), err
+
+
+# ------------------------------------------------------------------------------- a server that dies mid-run
+
+#: MLflow's own request settings for the run (low, as a CI job would set them): one retry, 2 s per attempt.
+RETRY_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "2",
+}
+EPOCHS = 400
+
+
+def _metric_rows(db) -> int:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            return con.execute("select count(*) from metrics").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_a_tracking_server_killed_mid_run_keeps_every_local_output(tmp_path, mirror):
+    """A real ``mlflow server`` (sqlite in tmp, loopback port) is SIGKILLed while ``train perceptron_and`` fits
+    (400 epochs, one step each, logged over HTTP). The fit goes on with logging buffered, writes the checkpoints,
+    ``metrics/train/perceptron_and.json`` and the whole per-epoch history, and the stage then exits 2 with one
+    ``error: tracking server ... stopped answering during the run`` line that names the kept outputs."""
+    import csv
+    import json
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests.conftest import BIN, REPO_ROOT, _env, _free_port
+
+    repo = tmp_path / "repo"
+    for name in ("pipelines", "models", "params"):
+        shutil.copytree(REPO_ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    text = (REPO_ROOT / "params.yaml").read_text()
+    old = "    trainer: {max_epochs: 100, check_val_every_n_epoch: 10}\n"  # perceptron_and's, the first of three
+    assert old in text
+    (repo / "params.yaml").write_text(text.replace(old, f"    trainer: {{max_epochs: {EPOCHS}}}\n", 1))
+    env = _env(mirror)
+    subprocess.run(
+        [sys.executable, "-m", "pipelines.stages.prepare", "logic_and"],
+        cwd=repo,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+
+    store = tmp_path / "server"
+    store.mkdir()
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    with (store / "server.log").open("wb") as sink:
+        server = subprocess.Popen(
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{store / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(store / "artifacts"),
+            ],
+            cwd=store,
+            env=env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, (store / "server.log").read_text()[-3000:]
+            time.sleep(0.5)
+
+        train = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.stages.train", "perceptron_and"],
+            cwd=repo,
+            env=env | RETRY_ENV | {"MLFLOW_TRACKING_URI": uri},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        while _metric_rows(store / "mlflow.db") < 20:  # a few epochs are in the server: kill it mid-fit
+            assert train.poll() is None, train.communicate()[1][-3000:]
+            time.sleep(0.1)
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+        killed_at = time.monotonic()
+        _, stderr = train.communicate(timeout=300)
+        after_kill = time.monotonic() - killed_at
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert train.returncode == 2, stderr[-4000:]
+    assert "Traceback" not in stderr, stderr[-4000:]
+    assert lines[-1].startswith(f"error: tracking server {uri} stopped answering during the run of perceptron_and ("), (
+        lines[-1]
+    )
+    assert (
+        "local outputs kept in checkpoints/perceptron_and, metrics/train/perceptron_and.json, "
+        "plots/history/perceptron_and.csv" in lines[-1]
+    ), lines[-1]
+    assert sum("stopped answering (" in line for line in lines) == 1  # one warning when it was lost, not one per call
+
+    # nothing lost locally: the whole fit, its checkpoints and its metrics
+    ckpt = repo / "checkpoints" / "perceptron_and"
+    assert {"best.ckpt", "last.ckpt", "network.pt", "checkpoint.json"} <= {p.name for p in ckpt.iterdir()}
+    summary = json.loads((repo / "metrics" / "train" / "perceptron_and.json").read_text())
+    assert summary["epochs"] == EPOCHS and summary["model_format"] == "not logged"
+    with (repo / "plots" / "history" / "perceptron_and.csv").open() as fh:
+        assert [int(float(row["epoch"])) for row in csv.DictReader(fh)] == list(range(EPOCHS))
+    assert after_kill < 120, after_kill
+    print(
+        f"\nserver killed after {_metric_rows(store / 'mlflow.db')} metric rows; stage ended {after_kill:.1f} s later"
+    )
+    print(lines[-1])

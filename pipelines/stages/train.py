@@ -101,16 +101,15 @@ def log_gradient_summary(client, run_id: str, name: str, gradients) -> dict[str,
 def train(name: str, params: Params) -> dict[str, Any]:
     """Train experiment ``name``; returns the summary written to ``metrics/train/<name>.json``."""
     import lightning.pytorch as L
-    import mlflow
     import torch
     from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
-    from lightning.pytorch.loggers import MLFlowLogger
     from lightning.pytorch.utilities.exceptions import SIGTERMException
     from mlflow.entities import Metric, RunTag
 
     from pipelines.data.prepared import load_training_data
     from pipelines.tasks import get_task
     from pipelines.tracking import (
+        ResilientTracking,
         data_version,
         ensure_experiment,
         git_commit,
@@ -158,7 +157,8 @@ def train(name: str, params: Params) -> dict[str, Any]:
     num_params = sum(p.numel() for p in module.network.parameters())
     pretrained = load_pretrained(exp, module.network) if exp.pretrained else {}  # reloaded: for its params
 
-    client = mlflow.MlflowClient(tracking_uri(params))
+    tracking = ResilientTracking(tracking_uri(params))  # a server that dies mid-run: logging is buffered
+    client = tracking.client
     versions = data_version(exp.dataset)
     ckpt_dir = CHECKPOINT_ROOT / name
     trains = fingerprint(resolved_settings(name) or exp.model_dump(mode="json"), seed, versions["data_hash"])
@@ -216,9 +216,7 @@ def train(name: str, params: Params) -> dict[str, Any]:
     gradients = gradient_diagnostics(exp)
     if gradients is not None:
         callbacks.append(gradients)
-    logger = MLFlowLogger(
-        experiment_name=params.tracking.experiment_name, tracking_uri=tracking_uri(params), run_id=run_id
-    )
+    logger = tracking.logger(params.tracking.experiment_name, experiment_id, run_id)
     trainer = make_trainer(exp, logger=logger, callbacks=callbacks, default_root_dir=ckpt_dir)
     start = time.perf_counter()
     try:
@@ -290,6 +288,10 @@ def train(name: str, params: Params) -> dict[str, Any]:
     atomic_write_json(METRICS_ROOT / "train" / f"{name}.json", summary)
     # The run stays open for evaluate (it sets the final status); mark it finished for now.
     client.set_terminated(run_id, "FINISHED")
+    # the server died mid-run: every local output is written; exit 2 naming them (the resume checkpoint is kept)
+    tracking.raise_if_lost(
+        name, [ckpt_dir, METRICS_ROOT / "train" / f"{name}.json", PLOTS_ROOT / "history" / f"{name}.csv"]
+    )
     clear_resume(name)  # finished: a rerun starts afresh
     return summary
 
