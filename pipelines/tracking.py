@@ -218,6 +218,7 @@ class ResilientTracking:
                 f"outputs kept in {kept}. When the server answers again, rerun `dvc repro train@{experiment}` to "
                 f"track the run, or keep these outputs as they are with `dvc commit train@{experiment}`"
             ) from None
+        self.error = None
         LOST_URIS.discard(self.uri)
         log.warning("tracking server %s answers again: %d buffered MLflow calls sent", self.uri, len(pending))
 

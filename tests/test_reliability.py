@@ -280,3 +280,47 @@ def test_a_tracking_server_killed_mid_run_keeps_every_local_output(tmp_path, mir
         f"\nserver killed after {_metric_rows(store / 'mlflow.db')} metric rows; stage ended {after_kill:.1f} s later"
     )
     print(lines[-1])
+
+
+class _FlakyClient:
+    """An ``MlflowClient`` stand-in that refuses connections while ``down`` and records what it received."""
+
+    def __init__(self):
+        self.down, self.received = False, []
+
+    def log_batch(self, run_id, metrics=()):
+        if self.down:
+            raise ConnectionRefusedError(errno.ECONNREFUSED, "[Errno 111] Connection refused")
+        self.received.append((run_id, list(metrics)))
+
+    def get_run(self, run_id):
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+        if run_id == "missing":
+            raise MlflowException("no run", error_code=RESOURCE_DOES_NOT_EXIST)
+        if self.down:
+            raise MlflowException("[Errno 111] Connection refused")
+        return run_id
+
+
+def test_logging_is_buffered_while_the_server_is_down_and_sent_when_it_answers_again():
+    from pipelines import tracking
+
+    resilient = tracking.ResilientTracking("http://127.0.0.1:9")
+    flaky = resilient._client = _FlakyClient()  # type: ignore[assignment]
+    resilient.client.log_batch("r", metrics=[1])
+    flaky.down = True
+    resilient.client.log_batch("r", metrics=[2])  # fails: lost, buffered, no exception
+    resilient.client.log_batch("r", metrics=[3])  # buffered without a request
+    assert resilient.lost and "Connection refused" in resilient.error and len(resilient.buffered) == 2
+    assert resilient.client.get_run("r") is None  # Lightning's logger asks before it marks the run finished
+    flaky.down = False
+    resilient.raise_if_lost("perceptron_and", [])  # the server came back: everything sent, in order, no error
+    assert flaky.received == [("r", [1]), ("r", [2]), ("r", [3])] and resilient.buffered == []
+    assert resilient.client.get_run("r") == "r"
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match="no run"):  # an answer of the server is not a lost server
+        resilient.client.get_run("missing")
+    assert not resilient.lost
