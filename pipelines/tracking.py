@@ -138,10 +138,12 @@ class ResilientTracking:
         }
     )
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, spool: Path | None = None) -> None:
         from mlflow import MlflowClient
 
         self.uri = uri
+        #: where :meth:`raise_if_lost` keeps the metrics, params and tags not sent (JSON), for :meth:`replay`
+        self.spool = spool
         self.error: str | None = None  # the first failure, once lost
         self.buffered: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         self._client = MlflowClient(uri)
@@ -211,6 +213,7 @@ class ResilientTracking:
                 getattr(self._client, method)(*args, **kwargs)
                 sent += 1
         except Exception as exc:  # noqa: BLE001
+            self._write_spool(pending[sent:])
             kept = ", ".join(str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p) for p in outputs)
             raise TrackingError(
                 f"tracking server {self.uri} stopped answering during the run of {experiment} ({self.error}; "
@@ -219,8 +222,65 @@ class ResilientTracking:
                 f"track the run, or keep these outputs as they are with `dvc commit train@{experiment}`"
             ) from None
         self.error = None
+        if self.spool is not None:
+            self.spool.unlink(missing_ok=True)
         LOST_URIS.discard(self.uri)
         log.warning("tracking server %s answers again: %d buffered MLflow calls sent", self.uri, len(pending))
+
+    #: The calls a spool keeps: what the run's history is made of (artifacts, figures and the run status are
+    #: logged again by the rerun).
+    SPOOLED = ("log_batch", "log_metric", "log_param", "set_tag")
+
+    def _write_spool(self, calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> None:
+        """Keep the metrics, params and tags of ``calls`` in :attr:`spool` (JSON), for :meth:`replay`."""
+        if self.spool is None:
+            return
+        from pipelines.io import atomic_write_json
+
+        kept = []
+        for method, args, kwargs in calls:
+            if method not in self.SPOOLED:
+                continue
+            call = {"method": method, "args": list(args)} | {
+                k: [_entity(e) for e in v] if k in ("metrics", "params", "tags") else v for k, v in kwargs.items()
+            }
+            kept.append(call)
+        if kept:
+            atomic_write_json(self.spool, kept)
+
+    def replay(self) -> int:
+        """Send what a previous process of this run could not (:attr:`spool`), in order, then remove the spool;
+        returns the number of calls sent. Called when the run resumes: its MLflow history is then continuous."""
+        import json
+
+        from mlflow.entities import Metric, Param, RunTag
+
+        if self.spool is None or not self.spool.is_file():
+            return 0
+        kinds = {"metrics": Metric, "params": Param, "tags": RunTag}
+        calls = json.loads(self.spool.read_text())
+        metrics: dict[str, list[Metric]] = {}  # per run: sent 1,000 a request (MLflow's batch limit), steps explicit
+        for call in calls:
+            method, args = call.pop("method"), call.pop("args")
+            kwargs = {k: [kinds[k](*e) for e in v] if k in kinds else v for k, v in call.items()}
+            if method == "log_batch" and set(kwargs) - {"run_id", "synchronous"} == {"metrics"}:
+                run = str(args[0] if args else kwargs["run_id"])
+                metrics.setdefault(run, []).extend(kwargs["metrics"])
+                continue
+            getattr(self._client, method)(*args, **kwargs)
+        for run, items in metrics.items():
+            for start in range(0, len(items), 1000):
+                self._client.log_batch(run, metrics=items[start : start + 1000])
+        self.spool.unlink()
+        log.info("sent %d MLflow calls that the interrupted run could not (%s)", len(calls), self.spool)
+        return len(calls)
+
+
+def _entity(entity: Any) -> list[Any]:
+    """An MLflow ``Metric`` (key, value, timestamp, step), ``Param`` or ``RunTag`` (key, value) as a JSON list."""
+    if hasattr(entity, "timestamp"):
+        return [entity.key, entity.value, entity.timestamp, entity.step]
+    return [entity.key, entity.value]
 
 
 class _ResilientClient:

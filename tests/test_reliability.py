@@ -164,11 +164,44 @@ def _metric_rows(db) -> int:
         return 0
 
 
-def test_a_tracking_server_killed_mid_run_keeps_every_local_output(tmp_path, mirror):
+def _start_server(store, port: int, env: dict[str, str]):
+    """A lean ``mlflow server`` (one worker, no job runner) on loopback ``port`` over ``store/mlflow.db``, once its
+    ``/health`` answers. Its own process group, so that the test can SIGKILL all of it."""
+    import subprocess
+    import time
+    import urllib.request
+
+    from tests.conftest import BIN
+
+    cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    cmd += ["--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "art")]
+    with (store / "server.log").open("ab") as sink:
+        server = subprocess.Popen(
+            cmd,
+            cwd=store,
+            env=env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                if response.status == 200:
+                    return server
+        except OSError:
+            pass
+        assert server.poll() is None and time.monotonic() < deadline, (store / "server.log").read_text()[-3000:]
+        time.sleep(0.5)
+
+
+def test_a_tracking_server_killed_mid_run_loses_nothing(tmp_path, mirror):
     """A real ``mlflow server`` (sqlite in tmp, loopback port) is SIGKILLed while ``train perceptron_and`` fits
     (400 epochs, one step each, logged over HTTP). The fit goes on with logging buffered, writes the checkpoints,
     ``metrics/train/perceptron_and.json`` and the whole per-epoch history, and the stage then exits 2 with one
-    ``error: tracking server ... stopped answering during the run`` line that names the kept outputs."""
+    ``error: tracking server ... stopped answering during the run`` line that names the kept outputs. With the
+    server back, the rerun resumes the same MLflow run after the last epoch and replays what was never sent."""
     import csv
     import json
     import shutil
@@ -176,9 +209,8 @@ def test_a_tracking_server_killed_mid_run_keeps_every_local_output(tmp_path, mir
     import subprocess
     import sys
     import time
-    import urllib.request
 
-    from tests.conftest import BIN, REPO_ROOT, _env, _free_port
+    from tests.conftest import REPO_ROOT, _env, _free_port
 
     repo = tmp_path / "repo"
     for name in ("pipelines", "models", "params"):
@@ -201,40 +233,8 @@ def test_a_tracking_server_killed_mid_run_keeps_every_local_output(tmp_path, mir
     store.mkdir()
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
-    with (store / "server.log").open("wb") as sink:
-        server = subprocess.Popen(
-            [
-                str(BIN / "mlflow"),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-                "--backend-store-uri",
-                f"sqlite:///{store / 'mlflow.db'}",
-                "--artifacts-destination",
-                str(store / "artifacts"),
-            ],
-            cwd=store,
-            env=env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = _start_server(store, port, env)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, (store / "server.log").read_text()[-3000:]
-            time.sleep(0.5)
-
         train = subprocess.Popen(
             [sys.executable, "-m", "pipelines.stages.train", "perceptron_and"],
             cwd=repo,
@@ -281,6 +281,32 @@ def test_a_tracking_server_killed_mid_run_keeps_every_local_output(tmp_path, mir
     )
     print(lines[-1])
 
+    # nothing lost in MLflow either: with the server back, the rerun resumes the same run after its last epoch
+    # (no retraining), sends what the dead server missed, and the run has every epoch
+    import sqlite3
+
+    server = _start_server(store, port, env)
+    try:
+        rerun = subprocess.run(
+            [sys.executable, "-m", "pipelines.stages.train", "perceptron_and"],
+            cwd=repo,
+            env=env | RETRY_ENV | {"MLFLOW_TRACKING_URI": uri},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert f"resuming run {summary['run_id']} after epoch {EPOCHS - 1}" in rerun.stderr, rerun.stderr[-4000:]
+    with sqlite3.connect(store / "mlflow.db") as con:
+        runs = con.execute("select run_uuid, status from runs").fetchall()
+        steps = [r[0] for r in con.execute("select step from metrics where key = 'train_loss' order by step")]
+    assert runs == [(summary["run_id"], "FINISHED")]  # one run, not a second unrelated one
+    assert steps == list(range(EPOCHS))  # a continuous per-epoch history
+    assert not (repo / "checkpoints" / ".resume" / "perceptron_and").exists()  # finished: nothing left to resume
+
 
 class _FlakyClient:
     """An ``MlflowClient`` stand-in that refuses connections while ``down`` and records what it received."""
@@ -324,3 +350,27 @@ def test_logging_is_buffered_while_the_server_is_down_and_sent_when_it_answers_a
     with pytest.raises(MlflowException, match="no run"):  # an answer of the server is not a lost server
         resilient.client.get_run("missing")
     assert not resilient.lost
+
+
+def test_what_was_never_sent_is_spooled_and_replayed_when_the_run_resumes(tmp_path):
+    from mlflow.entities import Metric
+
+    from pipelines import tracking
+
+    spool = tmp_path / ".resume" / "perceptron_and" / "unsent.json"
+    first = tracking.ResilientTracking("http://127.0.0.1:9", spool=spool)
+    flaky = first._client = _FlakyClient()  # type: ignore[assignment]
+    flaky.down = True
+    first.client.log_batch("r", metrics=[Metric("train_loss", 0.5, 1000, 7)])
+    first.client.log_artifact("r", "best.ckpt")  # not spooled: the rerun logs its artifacts again
+    with pytest.raises(tracking.TrackingError, match="2 MLflow logging calls were not sent"):
+        first.raise_if_lost("perceptron_and", [])
+
+    resumed = tracking.ResilientTracking("http://127.0.0.1:9", spool=spool)
+    resumed._client = flaky  # type: ignore[assignment]
+    flaky.down = False
+    assert resumed.replay() == 1 and not spool.exists()
+    (run_id, [metric]), *_ = flaky.received
+    assert (run_id, metric.key, metric.value, metric.timestamp, metric.step) == ("r", "train_loss", 0.5, 1000, 7)
+    assert resumed.replay() == 0
+    tracking.LOST_URIS.discard("http://127.0.0.1:9")

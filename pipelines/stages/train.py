@@ -157,7 +157,8 @@ def train(name: str, params: Params) -> dict[str, Any]:
     num_params = sum(p.numel() for p in module.network.parameters())
     pretrained = load_pretrained(exp, module.network) if exp.pretrained else {}  # reloaded: for its params
 
-    tracking = ResilientTracking(tracking_uri(params))  # a server that dies mid-run: logging is buffered
+    # a server that dies mid-run: logging is buffered, and what was never sent is kept for the resumed run
+    tracking = ResilientTracking(tracking_uri(params), spool=resume_dir(name) / "unsent.json")
     client = tracking.client
     versions = data_version(exp.dataset)
     ckpt_dir = CHECKPOINT_ROOT / name
@@ -191,6 +192,7 @@ def train(name: str, params: Params) -> dict[str, Any]:
         run_id = resume.run_id
         client.update_run(run_id, status="RUNNING")
         client.set_tag(run_id, "resumed_after_epoch", str(resume.epoch))
+        tracking.replay()  # the metrics a dead tracking server missed, so the run's history is continuous
         restore_best(resume, ckpt_dir)
         log.info("%s: resuming run %s after epoch %d (%s)", name, run_id, resume.epoch, resume.checkpoint)
 
