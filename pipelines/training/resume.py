@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 
-from pipelines.io import atomic_write_json
+from pipelines.io import atomic_write_bytes, atomic_write_json
 from pipelines.paths import CHECKPOINT_ROOT
 
 log = logging.getLogger(__name__)
@@ -117,17 +117,18 @@ class ResumeCheckpoint(Checkpoint):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f".{RESUME_CHECKPOINT}.{os.getpid()}.tmp"
-        trainer.save_checkpoint(tmp)  # collective under DDP; rank 0 writes
-        if not trainer.is_global_zero:
-            return
-        best_path = getattr(trainer.checkpoint_callback, "best_model_path", "")
-        best = Path(best_path) if best_path else None
-        if best is not None and best.is_file():
-            # DVC deletes checkpoints/<experiment> before it reruns the stage: keep the best model so far here
-            copy = self.folder / f".{best.name}.{os.getpid()}.tmp"
-            shutil.copyfile(best, copy)
-            os.replace(copy, self.folder / best.name)
-        os.replace(tmp, self.folder / RESUME_CHECKPOINT)
+        try:
+            trainer.save_checkpoint(tmp)  # collective under DDP; rank 0 writes
+            if not trainer.is_global_zero:
+                return
+            best_path = getattr(trainer.checkpoint_callback, "best_model_path", "")
+            best = Path(best_path) if best_path else None
+            if best is not None and best.is_file():
+                # DVC deletes checkpoints/<experiment> before it reruns the stage: keep the best model so far here
+                atomic_write_bytes(self.folder / best.name, best.read_bytes())
+            os.replace(tmp, self.folder / RESUME_CHECKPOINT)
+        finally:
+            tmp.unlink(missing_ok=True)  # a failed save or copy leaves no temporary behind
         state = {
             "run_id": self.run_id,
             "epoch": trainer.current_epoch,
@@ -142,8 +143,7 @@ def restore_best(resume: Resume, ckpt_dir: Path) -> None:
     state = json.loads((resume.checkpoint.parent / RESUME_STATE).read_text())
     name = state.get("best_checkpoint")
     if name and (resume.checkpoint.parent / name).is_file():
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(resume.checkpoint.parent / name, ckpt_dir / name)
+        atomic_write_bytes(ckpt_dir / name, (resume.checkpoint.parent / name).read_bytes())
 
 
 class RngState(L.Callback):
