@@ -305,6 +305,23 @@ def test_seed_spread_gives_one_fit_per_seed_and_differs(churn):
     assert rows[0]["val_error"] != rows[1]["val_error"] or rows[0]["train_error"] != rows[1]["train_error"]
 
 
+def test_seed_spread_trains_on_train_data_and_measures_on_data(churn, monkeypatch):
+    """The diagnose stage passes the augmented train split as ``train_data``: the fits train on it, the errors are
+    measured on the prepared splits."""
+    from pipelines.diagnostics import refits
+
+    trained_on: list[tuple[object, int]] = []
+    monkeypatch.setattr(refits, "fit", lambda exp, data, seed: trained_on.append((data, seed)) or object())
+    monkeypatch.setattr(
+        refits, "_errors", lambda task, network, data, splits: {f"{s}_error": float(data is churn) for s in splits}
+    )
+    augmented = object()
+    exp = churn_experiment(seeds={"enabled": True, "count": 3})
+    rows = seed_spread(exp, churn, seed=5, train_data=augmented)
+    assert trained_on == [(augmented, 5), (augmented, 6), (augmented, 7)]
+    assert [r["test_error"] for r in rows] == [1.0, 1.0, 1.0]  # measured on `churn`, not on what it trained on
+
+
 def brute_force_delta_test(inputs: np.ndarray, targets: np.ndarray) -> float:
     """The delta test by its definition, without scikit-learn: each sample's nearest *other* sample by squared
     Euclidean distance over the flattened inputs, half the mean squared difference of their targets."""

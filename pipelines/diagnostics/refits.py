@@ -11,8 +11,9 @@ and ``Trainer`` (:mod:`pipelines.training.trainer`):
   squared error into bias², variance and noise (:func:`bootstrap_decomposition`).
 
 Errors are those of the verdict, as the task defines them (1 - accuracy, RMSE, ...; the bootstrap works in squared
-units). Fits use the un-augmented train split (a fraction of augmented copies would not be a fraction of the data)
-and end at the last epoch of the budget (or early stopping); they log nothing themselves.
+units). The learning curve and the bootstrap fit on the un-augmented train split (a fraction of augmented copies
+would not be a fraction of the data); the seeds study trains as the train stage does, augmented copies included.
+Fits end at the last epoch of the budget (or early stopping); they log nothing themselves.
 """
 
 from __future__ import annotations
@@ -217,14 +218,19 @@ def learning_curve(exp: ExperimentConfig, data, seed: int) -> list[dict[str, flo
     return rows
 
 
-def seed_spread(exp: ExperimentConfig, data, seed: int) -> list[dict[str, float]]:
-    """Fits with seeds ``seed, seed + 1, ...`` (``diagnostics.seeds.count``); train, val and test error of each."""
+def seed_spread(exp: ExperimentConfig, data, seed: int, train_data=None) -> list[dict[str, float]]:
+    """Fits with seeds ``seed, seed + 1, ...`` (``diagnostics.seeds.count``); train, val and test error of each.
+
+    ``train_data`` (default ``data``) is what the fits train on: the diagnose stage passes the train split with its
+    augmented copies, as the train stage trains, so that a claim's seeds (:mod:`pipelines.config.claims`) vary the
+    seed alone. The errors are measured on ``data``."""
     cfg = exp.diagnostics.seeds
     budgeted = _with_budget(exp, cfg)
     task = get_task(exp.task)(data.meta)
     rows = []
     for s in range(seed, seed + cfg.count):
-        rows.append({"seed": s} | _errors(task, fit(budgeted, data, s), data, ("train", "val", "test")))
+        network = fit(budgeted, data if train_data is None else train_data, s)
+        rows.append({"seed": s} | _errors(task, network, data, ("train", "val", "test")))
         log.info("seeds: %s", rows[-1])
     return rows
 

@@ -70,7 +70,9 @@ def _run_studies(
         }
         figures["learning_curve.png"] = plots.learning_curve_figure(rows, note, unit)
     if "seeds" in studies:
-        rows = tables["seeds"] = seed_spread(exp, data, seed)
+        from pipelines.data.prepared import load_training_data
+
+        rows = tables["seeds"] = seed_spread(exp, data, seed, train_data=load_training_data(exp.dataset))
         test = [r["test_error"] for r in rows]
         results["seeds"] = {
             "count": len(rows),

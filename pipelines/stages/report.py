@@ -196,13 +196,14 @@ def _claims_section(claims: list[dict[str, Any]]) -> list[str]:
         "## Claims of the notes",
         "",
         "Each claim compares test errors (the task's error unit) over the seeds of the `diagnose` stage's seeds study "
-        "(fits on the un-augmented train split at the experiment's budget; mean ± std, min–max). It holds only when "
-        "every seed of the first experiment beats every seed of the second; overlapping ranges are unclear. "
+        "(trained as the train stage trains, augmented copies included, at the experiment's budget; mean ± std, "
+        "min–max). It holds only when every seed of the first experiment beats every seed of the second; "
+        "overlapping ranges are unclear. "
         "One run moves by points with the CPU kind and thread count (`benchmarks/REPRODUCIBILITY.md`), so the single "
         "run of the leaderboard is shown for reference only.",
         "",
-        "| claim | notes | experiment | test error over seeds | than | test error over seeds | difference of means "
-        "| single run | verdict |",
+        "| claim | notes | experiment | test error over seeds | than | test error over seeds | "
+        "mean error of than minus experiment's (> 0 favours the claim) | single run | verdict |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in claims:
