@@ -1,7 +1,8 @@
 """MLflow tracking set-up and provenance: where the store is, the experiment, and what to record about a run.
 
 The default store is ``sqlite:///<repo>/mlflow/mlflow.db`` with artifacts in ``<repo>/mlflow/artifacts``, both
-absolute, so runs land in the same place from any directory and from DVC's experiment copies. Set
+absolute, so runs land in the same place from any directory and from DVC's experiment copies (a queued
+experiment's temporary copy logs into its workspace's store: :func:`workspace_root`). Set
 ``MLFLOW_TRACKING_URI`` (e.g. ``http://mlflow.team:5000``) to log to a team server instead.
 (MLflow's file store is deprecated and Lightning's logger defaults to ``./mlruns``: we always pass the URI.)
 """
@@ -29,7 +30,20 @@ from pipelines.io import file_lock
 
 log = logging.getLogger("deepnotes.tracking")
 
-MLFLOW_DIR = REPO_ROOT / "mlflow"
+
+def workspace_root(root: Path = REPO_ROOT) -> Path:
+    """The DVC workspace a checkout belongs to: ``root`` itself, or, for the temporary copy in which ``dvc exp run
+    --queue`` / ``--temp`` runs an experiment (``<workspace>/.dvc/tmp/exps/...``), the workspace around it, whose
+    tracking store outlives the copy."""
+    parts = root.parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return root
+
+
+#: The default tracking store's folder: the workspace's ``mlflow/`` (a queued experiment's runs land there too).
+MLFLOW_DIR = workspace_root() / "mlflow"
 LIBRARIES = ("torch", "lightning", "torchmetrics", "mlflow", "optuna", "dvc", "kornia", "numpy", "tokenizers")
 
 
@@ -343,7 +357,8 @@ def ensure_experiment(params: Params, name: str | None = None) -> str:
 #: ``<repo>/mlflow/runs/<experiment>.json``: the MLflow run of an experiment's last ``train``, so ``evaluate`` and
 #: ``diagnose`` log into the same run. Kept out of the DVC outputs: a run id differs on every run, and an output that
 #: changes with identical weights would rerun every stage downstream.
-RUN_LINKS = MLFLOW_DIR / "runs"
+#: The checkout's own run links (a queued experiment's copy keeps its own: its train and evaluate share a run).
+RUN_LINKS = REPO_ROOT / "mlflow" / "runs"
 
 
 def write_run_link(experiment: str, run_id: str, uri: str, experiment_id: str) -> None:

@@ -129,37 +129,9 @@ def test_queued_exp_run_set_runs_and_reaches_exp_show(queued):
     assert _workspace_lr(repo) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: a queued experiment runs in DVC's temporary copy (.dvc/tmp/exps/tmp*), where the default tracking "
-    "URI (REPO_ROOT/mlflow/mlflow.db) names a fresh database of that copy, deleted with it; set "
-    "MLFLOW_TRACKING_URI to an absolute store until pipelines/tracking.py resolves it to the workspace",
-)
 def test_queued_exp_run_set_reaches_the_workspace_mlflow_store(queued):
     """The queued experiment's MLflow run, with lr 0.125 in its params, is in the workspace's store."""
     repo, _, _ = queued
     runs = _runs(repo / "mlflow" / "mlflow.db", 0.125)
     assert len(runs) == 1, "no MLflow run of the queued experiment in the workspace's store"
     assert runs[0].info.status == "FINISHED"
-
-
-def test_queued_exp_run_tracks_into_an_absolute_tracking_uri(exp_repo, tmp_path):
-    """The workaround for the queue's throwaway store: with ``MLFLOW_TRACKING_URI`` set to an absolute SQLite
-    store when the queue starts, the queued experiment's run (and its lr override) is kept there."""
-    repo, env = exp_repo
-    store = tmp_path / "tracking.db"
-    env = env | {"MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
-    _dvc(repo, env, "exp", "run", "--queue", STAGE, "-S", f"{LR}=0.0625", "-n", "lr-sixteenth")
-    _dvc(repo, env, "queue", "start")
-    try:
-        deadline = time.monotonic() + 900
-        while (status := _queue_status(repo, env, "lr-sixteenth")) in ("Queued", "Running"):
-            assert time.monotonic() < deadline, "the queued experiment did not finish"
-            time.sleep(2)
-        assert status == "Success", _dvc(repo, env, "queue", "logs", "lr-sixteenth").stdout[-5000:]
-    finally:
-        _run([str(BIN / "dvc"), "queue", "stop"], repo, env)
-    [run] = _runs(store, 0.0625)
-    assert run.info.status == "FINISHED" and "test_acc" in run.data.metrics
-    assert _shown(repo, env)["lr-sixteenth"]["lr"] == 0.0625
