@@ -43,12 +43,12 @@ class History(L.Callback):
         self.rows.append(row)
 
     def state_dict(self) -> dict[str, Any]:
-        """The rows so far: a run resumed from a checkpoint continues its history (:mod:`.resume`)."""
-        return {"rows": [dict(row) for row in self.rows], "first_step_seconds": self.first_step_seconds}
+        """The rows so far: a run resumed from a checkpoint continues its history (:mod:`.resume`). No time: the
+        state is in every checkpoint, which DVC hashes (a retrain with the same params gives the same bytes)."""
+        return {"rows": [dict(row) for row in self.rows]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = [dict(row) for row in state_dict["rows"]]
-        self.first_step_seconds = state_dict.get("first_step_seconds")
 
 
 class FreezeBackbone(BaseFinetuning):
