@@ -184,12 +184,7 @@ class TimeseriesCsvSource(SourceBase):
     time: str = Field("time", description="the time column (anything pandas parses as a date or time)")
     value: str = Field("value", description="the value column")
     horizon: PositiveInt = Field(1, description="values predicted per sample, from the step after the window")
-
-    @model_validator(mode="after")
-    def _regression(self) -> TimeseriesCsvSource:
-        if self.task not in (None, "regression"):
-            raise ValueError(f"task: a time series forecast is a regression task, not {self.task}")
-        return self
+    task: Literal["regression"] | None = Field(None, description="a forecast is a regression (the only choice)")
 
     def known_task(self) -> SourceTask:
         return "regression"

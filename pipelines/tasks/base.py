@@ -107,6 +107,10 @@ class Task:
     error_unit: ClassVar[str]
     augmentable: ClassVar[bool] = True
     squared_error: ClassVar[bool] = False
+    #: Its targets are class indices (a user dataset's target column is then read as classes, not values).
+    reads_classes: ClassVar[bool] = False
+    #: The number of classes its labels must have, when fixed (binary: 2); ``None``: any.
+    exact_classes: ClassVar[int | None] = None
     module: ClassVar[str] = "pipelines.training.module:SupervisedModule"
 
     # ------------------------------------------------------------------------------------- config (no torch)

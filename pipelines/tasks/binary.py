@@ -21,6 +21,7 @@ class Binary(ClassificationTask):
     """Binary classification from one logit per sample."""
 
     name: ClassVar[str] = "binary"
+    exact_classes: ClassVar[int | None] = 2
     description: ClassVar[str] = "two classes from one logit"
     losses: ClassVar[tuple[str, ...]] = ("bce", "hinge")
 

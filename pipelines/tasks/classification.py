@@ -43,6 +43,7 @@ class ClassificationTask(Task):
     higher_is_better: ClassVar[bool] = True
     summary: ClassVar[tuple[str, ...]] = ("acc", "f1", "roc_auc")
     error_unit: ClassVar[str] = "classification error"
+    reads_classes: ClassVar[bool] = True
 
     @property
     def classes(self) -> list[str]:

@@ -169,10 +169,13 @@ def encode_classes(values: np.ndarray, path: Path, column: str, task: str) -> tu
         DataFormatError: a binary task whose target has other than two distinct values.
     """
     distinct, y = np.unique(values.astype(str) if values.dtype == object else values, return_inverse=True)
+    from pipelines.tasks import get_task
+
     classes = [str(v.item() if hasattr(v, "item") else v) for v in distinct]
-    if task == "binary" and len(classes) != 2:
+    needed = get_task(task).exact_classes
+    if needed is not None and len(classes) != needed:
         raise DataFormatError(
-            f"{path}: column {column}: a binary task needs 2 distinct values, found {len(classes)} "
+            f"{path}: column {column}: a {task} task needs {needed} distinct values, found {len(classes)} "
             f"({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''})"
         )
     return y.astype(np.int64), classes

@@ -99,8 +99,10 @@ def numeric_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray |
 
 
 def _target(frame: pd.DataFrame, source: CsvSource, path: Path, task: str) -> tuple[np.ndarray, list[str] | None]:
+    from pipelines.tasks import get_task
+
     values = frame[source.target].to_numpy()
-    if task == "regression":
+    if not get_task(task).reads_classes:
         numbers = numeric_column(frame, source.target, path)
         if numbers is None:
             raise DataFormatError(f"{path}: column {source.target}: a regression target must be numeric")

@@ -22,6 +22,7 @@ from pipelines.data.preparers.sources import (
 )
 from pipelines.data.preparers.table import read_table
 from pipelines.errors import DataFormatError
+from pipelines.tasks import get_task
 
 
 @source_reader("text_csv")
@@ -35,7 +36,7 @@ def prepare_text_csv(name: str, source: TextCsvSource, config: DatasetConfig, se
     path = resolve_path(source.path, root)
     frame = read_table(path, [source.text, source.target], dtype={source.text: str})
     task = source.task or infer_task(frame[source.target].to_numpy())
-    if task == "regression":
+    if not get_task(task).reads_classes:
         raise DataFormatError(f"{path}: column {source.target}: text_csv reads class labels, not a regression target")
     y, classes = encode_classes(frame[source.target].to_numpy(), path, source.target, task)
     check_class_counts(y, classes, 3, f"{path}: column {source.target}")
