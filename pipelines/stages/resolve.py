@@ -35,7 +35,7 @@ log = logging.getLogger("deepnotes.resolve")
 
 RESOLVED_ROOT = REPO_ROOT / "params" / "resolved"
 #: ``data/sources/<dataset>`` (and ``<dataset>.test``): what ``prepare@<dataset>`` depends on in DVC besides its
-#: resolved settings: a symbolic link to the user's file or folder of a ``source:`` block, else an empty folder.
+#: resolved settings: a symbolic link to the user's file or folder of a ``source:`` block, else a placeholder file.
 SOURCES_ROOT = REPO_ROOT / "data" / "sources"
 #: The entry module of each stage.
 STAGES = {
@@ -140,10 +140,10 @@ def write(params: Params, root: Path = RESOLVED_ROOT) -> dict[str, dict[str, Any
 
 def _link(link: Path, target: Path | None, repo: Path) -> None:
     """``link`` -> ``target`` (relative when ``target`` is inside ``repo``, so a copy of the repo links its own
-    files), or an empty folder when there is no target or it does not exist (``prepare`` then names the missing
-    file)."""
+    files), or a small placeholder file when there is no target (a catalog dataset) or it does not exist (then
+    ``prepare`` reruns and names the missing file). A file, not an empty folder: DVC warns about empty ones."""
     if target is None or not target.exists():
-        link.mkdir()
+        link.write_text("no user files\n" if target is None else f"missing: {target}\n")
         return
     target = target.absolute()
     try:
