@@ -115,6 +115,26 @@ def encode_texts(tokenizer, texts: list[str]) -> np.ndarray:
     return out
 
 
+def tokenized_meta(tokenizer, seq_len: int, cleaning: str = "") -> dict:
+    """The ``meta.json`` fields of texts encoded by :func:`build_tokenizer`'s ``tokenizer`` (IMDB and ``text_csv``
+    sources alike); ``cleaning`` describes what was removed before tokenising."""
+    return {
+        "input_shape": [seq_len],
+        "vocab_size": tokenizer.get_vocab_size(),
+        "seq_len": seq_len,
+        "pad_id": PAD_ID,
+        "unk_id": tokenizer.token_to_id(UNK_TOKEN),
+        "padding": "pre",
+        "truncating": "pre",
+        "tokenizer": "tokenizer.json",
+        "normalization": {
+            "method": "tokenizer",
+            "text": f"{cleaning}NFD, lowercase, strip accents; whitespace/punctuation split; word-level vocab "
+            "fitted on train",
+        },
+    }
+
+
 def prepare_imdb(config: DatasetConfig, seed: int, *, mirror: str | Path | None = None) -> Prepared:
     """IMDB reviews: x int64 (N, seq_len) token ids, y int64 (0 negative, 1 positive).
 
@@ -142,19 +162,5 @@ def prepare_imdb(config: DatasetConfig, seed: int, *, mirror: str | Path | None 
     tokenizer = build_tokenizer(texts[index["train"]].tolist(), config.vocab_size, config.seq_len)
     arrays = {split: (encode_texts(tokenizer, texts[idx].tolist()), labels[idx]) for split, idx in index.items()}
     meta = base_meta(entry, seed)
-    meta.update(
-        input_shape=[config.seq_len],
-        vocab_size=tokenizer.get_vocab_size(),
-        seq_len=config.seq_len,
-        pad_id=PAD_ID,
-        unk_id=tokenizer.token_to_id(UNK_TOKEN),
-        padding="pre",
-        truncating="pre",
-        tokenizer="tokenizer.json",
-        normalization={
-            "method": "tokenizer",
-            "text": "<br /> removed; NFD, lowercase, strip accents; "
-            "whitespace/punctuation split; word-level vocab fitted on train",
-        },
-    )
+    meta.update(tokenized_meta(tokenizer, config.seq_len, "<br /> removed; "))
     return Prepared(arrays, meta, {"tokenizer.json": tokenizer.to_str().encode("utf-8")})

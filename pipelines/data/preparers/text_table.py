@@ -11,7 +11,7 @@ import numpy as np
 from pipelines.config import DatasetConfig
 from pipelines.config.sources import TextCsvSource, resolve_path
 from pipelines.data.preparers.common import Prepared
-from pipelines.data.preparers.imdb import PAD_ID, UNK_TOKEN, build_tokenizer, encode_texts
+from pipelines.data.preparers.imdb import build_tokenizer, encode_texts, tokenized_meta
 from pipelines.data.preparers.sources import (
     check_class_counts,
     encode_classes,
@@ -48,17 +48,6 @@ def prepare_text_csv(name: str, source: TextCsvSource, config: DatasetConfig, se
     meta.update(
         classes=classes,
         num_classes=len(classes),
-        input_shape=[config.seq_len],
-        vocab_size=tokenizer.get_vocab_size(),
-        seq_len=config.seq_len,
-        pad_id=PAD_ID,
-        unk_id=tokenizer.token_to_id(UNK_TOKEN),
-        padding="pre",
-        truncating="pre",
-        tokenizer="tokenizer.json",
-        normalization={
-            "method": "tokenizer",
-            "text": "NFD, lowercase, strip accents; whitespace/punctuation split; word-level vocab fitted on train",
-        },
     )
+    meta.update(tokenized_meta(tokenizer, config.seq_len))
     return Prepared(arrays, meta, {"tokenizer.json": tokenizer.to_str().encode("utf-8")})
