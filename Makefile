@@ -53,6 +53,11 @@ ui: install  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the repo's tra
 	  --workers 1 --backend-store-uri sqlite:///$(abspath mlflow/mlflow.db) \
 	  --default-artifact-root $(abspath mlflow/artifacts) --artifacts-destination $(abspath mlflow/artifacts)
 
+.PHONY: dashboard
+DASHBOARD_PORT ?= 8080
+dashboard: install  ## optuna-dashboard on http://127.0.0.1:$(DASHBOARD_PORT)/dashboard over the study storage (tuning.storage, else studies/deepnotes.journal)
+	$(BIN)/python -m pipelines.tuning.dashboard --port $(DASHBOARD_PORT)
+
 serve: install  ## serve a registered model's champion over HTTP: make serve MODEL=deepnotes-lenet5_mnist [SERVE_PORT=5001]
 	@test -n "$(MODEL)" || { echo "usage: make serve MODEL=deepnotes-<experiment> [SERVE_PORT=5001]"; exit 2; }
 	MLFLOW_TRACKING_URI=sqlite:///$(abspath mlflow/mlflow.db) MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false \

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import REPO_ROOT
-from pipelines.config import ConfigError, ExperimentConfig, Params, TuneSettings, tuned_path
+from pipelines.config import ExperimentConfig, Params, TuneSettings, tuned_path
 from pipelines.io import atomic_write_json, atomic_write_text
 from pipelines.tuning.search_space import SearchSpace, apply
 
@@ -494,25 +494,21 @@ def tune(session: Session) -> dict[str, Any]:
 
     from pipelines.io import file_lock
     from pipelines.tracking import ensure_experiment, git_commit, tracking_uri
-    from pipelines.tuning.studies import lock_path, redact
+    from pipelines.tuning.studies import lock_path, open_study, redact
 
     params, settings = session.params, session.settings
     params.search_space(session.experiment)  # validated (with the `trial` overrides) before anything starts
     uri = tracking_uri(params)
     experiment_id = ensure_experiment(params, mlflow_experiment_name(params, session.study_name))
     storage = _storage_for(session, StaleTrialHandler(uri, params.tuning.max_retry))
-    study = optuna.create_study(
-        study_name=session.study_name, storage=storage, direction=settings.direction, load_if_exists=True
+    study = open_study(  # names the objective (optuna-dashboard shows the metric, not "Objective 0")
+        storage,
+        session.storage,
+        session.study_name,
+        direction=settings.direction,
+        metric=settings.metric,
+        attrs={"experiment": session.experiment, "profile": params.profile},
     )
-    if study.direction.name.lower() != settings.direction:
-        raise ConfigError(
-            f"study {session.study_name!r} in {redact(session.storage)} was created to "
-            f"{study.direction.name.lower()} {study.user_attrs.get('metric', '?')}, but this search "
-            f"would {settings.direction} {settings.metric}; use another --study-name"
-        )
-    for key, value in {"experiment": session.experiment, "metric": settings.metric, "profile": params.profile}.items():
-        if key not in study.user_attrs:
-            study.set_user_attr(key, value)
     optuna.storages.fail_stale_trials(study)  # trials of workers killed since the last session
     before = len(study.get_trials(deepcopy=False))
     with file_lock(lock_path(session.storage)):  # concurrent sessions (cron overlap, SLURM) get distinct numbers

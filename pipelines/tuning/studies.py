@@ -31,7 +31,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import optuna
@@ -327,6 +327,76 @@ class BudgetedStudy(optuna.Study):
             trial = super().ask(fixed_distributions)
             self._storage.set_trial_system_attr(trial._trial_id, WORKER_KEY, worker_identity())
         return trial
+
+
+def study_metric(study: optuna.Study) -> str | None:
+    """The metric ``study`` optimises: its objective's Optuna metric name, else its ``metric`` user attribute (set by
+    every ``deepnotes tune`` session, also before metric names were), else ``None``."""
+    names = study.metric_names
+    if names:
+        return names[0]
+    metric = study.user_attrs.get("metric")
+    return metric if isinstance(metric, str) else None
+
+
+def name_objective(study: optuna.Study, metric: str) -> None:
+    """Name the study's single objective ``metric`` (``Study.set_metric_names``), unless it already has that name.
+
+    The name is what optuna-dashboard, ``Study.trials_dataframe`` and Optuna's plots show instead of "Objective 0".
+    """
+    if study.metric_names != [metric]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # experimental since 3.2
+            study.set_metric_names([metric])
+
+
+def open_study(
+    storage,
+    url: str,
+    study_name: str,
+    *,
+    direction: Literal["minimize", "maximize"],
+    metric: str,
+    attrs: dict[str, Any] | None = None,
+) -> optuna.Study:
+    """Create the study ``study_name`` in ``storage`` (opened from ``url``), or load it, and name its objective.
+
+    A study made before its objective had a name gets the name ``metric`` here, the next time a search opens it.
+    ``metric`` and ``attrs`` (e.g. ``experiment``, ``profile``) are set as user attributes where absent.
+
+    Raises:
+        ConfigError: the study was created to optimise in the other ``direction`` or another ``metric`` (its
+            trials' values would not compare with this search's).
+    """
+    from pipelines.config import ConfigError
+
+    study = optuna.create_study(study_name=study_name, storage=storage, direction=direction, load_if_exists=True)
+    known = study_metric(study)
+    if study.direction.name.lower() != direction or known not in (None, metric):
+        raise ConfigError(
+            f"study {study_name!r} in {redact(url)} was created to {study.direction.name.lower()} "
+            f"{known or '?'}, but this search would {direction} {metric}; use another --study-name"
+        )
+    name_objective(study, metric)
+    for key, value in ({"metric": metric} | (attrs or {})).items():
+        if key not in study.user_attrs:
+            study.set_user_attr(key, value)
+    return study
+
+
+def name_objectives(storage) -> list[str]:
+    """Name the objective of every single-objective study in ``storage`` that has no name yet, from its ``metric``
+    user attribute (studies of ``deepnotes tune`` made before metric names were set). Returns the studies named."""
+    named = []
+    for frozen in storage.get_all_studies():
+        metric = frozen.user_attrs.get("metric")
+        if len(frozen.directions) != 1 or not isinstance(metric, str):
+            continue
+        study = optuna.load_study(study_name=frozen.study_name, storage=storage)
+        if study.metric_names is None:
+            name_objective(study, metric)
+            named.append(frozen.study_name)
+    return named
 
 
 def counts(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> dict[str, int]:
