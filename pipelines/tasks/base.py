@@ -206,3 +206,11 @@ class Task:
     def evaluate(self, evaluation: Evaluation) -> None:
         """Add the task's own figures, tables and metrics to ``evaluation`` (always a ``predictions.png``)."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------ serving
+
+    def serve(self, outputs: torch.Tensor) -> dict[str, np.ndarray]:
+        """Network outputs ``(N, ...)`` -> what a served model answers, one column per name, each ``(N,)`` (or
+        ``(N, k)`` for an array per sample): a label with its class probabilities, a value, a box. The columns of
+        the MLflow pyfunc's predictions (:mod:`pipelines.serving`)."""
+        raise NotImplementedError

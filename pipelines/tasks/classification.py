@@ -57,9 +57,13 @@ class ClassificationTask(Task):
 
     # -------------------------------------------------------------------------------------- evaluation
 
+    def class_scores(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The class part of the network outputs (localization: without the boxes)."""
+        return outputs
+
     def class_view(self, outputs: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(class scores, integer labels)`` of outputs and targets (localization: without the boxes)."""
-        return outputs, y.long()
+        return self.class_scores(outputs), y.long()
 
     def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
         """Class scores -> probabilities: ``(N,)`` of the positive class (binary) or ``(N, C)`` (multiclass)."""
@@ -68,6 +72,25 @@ class ClassificationTask(Task):
     def predicted_classes(self, scores: torch.Tensor) -> torch.Tensor:
         """Class scores -> predicted labels ``(N,)``."""
         raise NotImplementedError
+
+    def class_probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        """Class scores -> ``(N, C)`` probabilities, one column per class of :attr:`classes` (binary too)."""
+        import torch
+
+        probs = self.probabilities(scores)
+        return torch.stack([1 - probs, probs], dim=1) if probs.ndim == 1 else probs
+
+    def serve(self, outputs: torch.Tensor) -> dict[str, np.ndarray]:
+        """``label`` (the class name), ``probability`` (the label's) and ``probability_<class>`` for every class."""
+        import numpy as np
+
+        probs = self.class_probabilities(self.class_scores(outputs)).numpy()
+        best = probs.argmax(axis=1)
+        columns: dict[str, np.ndarray] = {
+            "label": np.array(self.classes, dtype=object)[best],
+            "probability": probs[np.arange(len(probs)), best],
+        }
+        return columns | {f"probability_{name}": probs[:, k] for k, name in enumerate(self.classes)}
 
     def curve_columns(self, probs: torch.Tensor, labels: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """One-vs-rest ``{label: (scores of that class, 0/1 targets)}`` for ROC and PR curves."""

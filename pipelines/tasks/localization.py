@@ -57,10 +57,23 @@ class Localization(Multiclass):
     def class_labels(self, y: np.ndarray) -> np.ndarray:
         return y[:, 0].astype("int64")
 
-    def class_view(self, outputs: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from models.boxes import split_outputs, split_targets
+    def class_scores(self, outputs: torch.Tensor) -> torch.Tensor:
+        from models.boxes import split_outputs
 
-        return split_outputs(outputs, self.num_classes)[0], split_targets(y)[0].long()
+        return split_outputs(outputs, self.num_classes)[0]
+
+    def class_view(self, outputs: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from models.boxes import split_targets
+
+        return self.class_scores(outputs), split_targets(y)[0].long()
+
+    def serve(self, outputs: torch.Tensor) -> dict[str, np.ndarray]:
+        """The class columns (:meth:`ClassificationTask.serve`), then the box ``x1``, ``y1``, ``x2``, ``y2`` in
+        fractions of the canvas (x right, y down; :mod:`models.boxes`)."""
+        from models.boxes import split_outputs
+
+        boxes = split_outputs(outputs.float(), self.num_classes)[1].numpy()
+        return super().serve(outputs) | {k: boxes[:, i] for i, k in enumerate(("x1", "y1", "x2", "y2"))}
 
     def boxes(self, outputs: torch.Tensor, y: torch.Tensor) -> list:
         from models.boxes import split_outputs, split_targets

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, ClassVar
 from pipelines.tasks.base import Evaluation, Task
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
     import torch
     import torchmetrics
     from torch import nn
@@ -87,6 +88,10 @@ class Reconstruction(Task):
 
     def error(self, metrics: dict[str, float]) -> float:
         return metrics["mse"]
+
+    def serve(self, outputs: torch.Tensor) -> dict[str, np.ndarray]:
+        """``reconstruction``: each image ``(C, H, W)`` as 0-255 pixels (the decoder's [0, 1] output, clipped)."""
+        return {"reconstruction": (outputs.float().clamp(0, 1) * 255).numpy()}
 
     def evaluate(self, evaluation: Evaluation, pairs: int = 16) -> None:
         """The mean-image baseline on the test split and ``predictions.png``: ``pairs`` test originals, each above

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 from pipelines.tasks.base import Evaluation, Task
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
     import torch
     import torchmetrics
 
@@ -56,6 +57,13 @@ class Regression(Task):
 
     def error(self, metrics: dict[str, float]) -> float:
         return metrics["rmse"]
+
+    def serve(self, outputs: torch.Tensor) -> dict[str, np.ndarray]:
+        """``value`` (in the target's unit: targets are not scaled), or ``value_1`` ... ``value_<horizon>``."""
+        values = outputs.float().reshape(len(outputs), -1).numpy()
+        if values.shape[1] == 1:
+            return {"value": values[:, 0]}
+        return {f"value_{step + 1}": values[:, step] for step in range(values.shape[1])}
 
     def evaluate(self, evaluation: Evaluation) -> None:
         """Test predictions against actual values, with the identity line."""

@@ -131,6 +131,8 @@ def prepare_churn(config: DatasetConfig, seed: int, *, mirror: str | Path | None
         feature_names=names,
         numeric_features=numeric,
         dropped_columns=list(CHURN_DROPPED),
+        categories={"Geography": list(CHURN_GEOGRAPHIES)},  # one-hot, and Gender as codes: how raw rows encode
+        category_codes={"Gender": CHURN_GENDERS},
         normalization={"method": "standard", "fitted_on": "train", "features": stats},
     )
     return Prepared(arrays, meta, {})

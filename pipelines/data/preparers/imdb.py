@@ -115,10 +115,12 @@ def encode_texts(tokenizer, texts: list[str]) -> np.ndarray:
     return out
 
 
-def tokenized_meta(tokenizer, seq_len: int, cleaning: str = "") -> dict:
+def tokenized_meta(tokenizer, seq_len: int, cleaning: str = "", steps: tuple[str, ...] = ()) -> dict:
     """The ``meta.json`` fields of texts encoded by :func:`build_tokenizer`'s ``tokenizer`` (IMDB and ``text_csv``
-    sources alike); ``cleaning`` describes what was removed before tokenising."""
+    sources alike); ``cleaning`` describes what was removed before tokenising, ``steps`` names those cleaning steps
+    (:data:`pipelines.data.encoding.TEXT_CLEANING`), so a served model cleans raw text the same way."""
     return {
+        "cleaning": list(steps),
         "input_shape": [seq_len],
         "vocab_size": tokenizer.get_vocab_size(),
         "seq_len": seq_len,
@@ -162,5 +164,5 @@ def prepare_imdb(config: DatasetConfig, seed: int, *, mirror: str | Path | None 
     tokenizer = build_tokenizer(texts[index["train"]].tolist(), config.vocab_size, config.seq_len)
     arrays = {split: (encode_texts(tokenizer, texts[idx].tolist()), labels[idx]) for split, idx in index.items()}
     meta = base_meta(entry, seed)
-    meta.update(tokenized_meta(tokenizer, config.seq_len, "<br /> removed; "))
+    meta.update(tokenized_meta(tokenizer, config.seq_len, "<br /> removed; ", ("html_line_breaks",)))
     return Prepared(arrays, meta, {"tokenizer.json": tokenizer.to_str().encode("utf-8")})

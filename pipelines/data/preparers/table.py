@@ -18,6 +18,7 @@ import pandas as pd
 
 from pipelines.config import DatasetConfig
 from pipelines.config.sources import CsvSource, resolve_path
+from pipelines.data.encoding import one_hot
 from pipelines.data.preparers.churn import standardize
 from pipelines.data.preparers.common import Prepared
 from pipelines.data.preparers.sources import (
@@ -159,8 +160,7 @@ def encode_features(
         categories[column] = cats
         names += [f"{column}_{cat}" for cat in cats]
         for split, frame in frames.items():
-            labels = frame[column].astype(str).to_numpy()
-            blocks[split].append((labels[:, None] == np.array(cats)[None, :]).astype(np.float64))
+            blocks[split].append(one_hot(frame[column].to_numpy(), cats))
     return {split: np.concatenate(b, axis=1) for split, b in blocks.items()}, names, numeric, categories
 
 
