@@ -14,22 +14,18 @@ model becomes a new version carrying its test metric (version tags ``metric``, `
 ``challenger`` therefore names the most recent version that did not beat the champion at the time it was
 registered; a new champion leaves it where it is (that version is worse than the new champion too).
 
-Only MLflow models can be registered: a logged model ``models:/m-<id>`` from
-:func:`pipelines.tracking.log_model`. Its fallback, a weights-only ``state_dict`` artifact
-(``runs:/<run>/model_state_dict/state_dict.pt``, for networks ``torch.export`` cannot handle), is not an MLflow
-model: :func:`register` registers nothing, logs a warning and returns ``None``.
+Only MLflow models are registered: the pyfunc ``models:/m-<id>`` that ``train`` logs
+(:func:`pipelines.serving.bundle.log_served_model`), which takes raw input and bundles its preprocessing. A version
+is added only when the weights changed: every logged model carries ``weights_sha256``
+(:func:`pipelines.serving.bundle.weights_digest`, a content hash of the ``state_dict``), and :func:`register` finds
+a version with the same digest first. So rerunning ``evaluate``, or retraining to the same weights, adds nothing.
 
-Loading (:func:`load_champion`, :func:`load_model_safely`) never unpickles arbitrary objects. What MLflow 3.17.2
-and torch 2.13 actually do (read in ``mlflow/pytorch/__init__.py`` and ``torch/export/pt2_archive/_package.py``):
-``mlflow.pytorch.load_model`` loads a "pt2" model with ``torch.export.load``, which rebuilds the program from
-JSON but calls ``torch.load(..., weights_only=False)`` on every weight or constant record the archive flags
-``use_pickle`` (and falls back to it for the sample inputs). MLflow guards this by checking every record of the
-archive with ``torch.load(weights_only=True)`` before ``torch.export.load`` runs, but only when
-``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` is false, and in 3.17.2 that variable defaults to **true**: a plain
-``mlflow.pytorch.load_model`` of a tampered pt2 archive runs the attacker's code (``tests/test_model_registry.py``
-builds such an archive). The loaders here force the variable to ``false`` around the load, so a pt2 archive is
-loaded only if every record is JSON, text, raw tensor bytes, or passes torch's restricted ``weights_only``
-unpickler; a model saved in the "pickle" format is refused outright.
+Loading (:func:`load_champion`, :func:`load_model_safely`, :func:`load_served`) never unpickles: the served model is
+an MLflow "model from code" (MLflow keeps the code file, not a cloudpickled object) whose weights are a
+``state_dict`` read with ``torch.load(weights_only=True)``, and the loaders also force
+``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false`` around the load (MLflow 3.17.2 defaults it to *true*), so a model
+saved in MLflow's "pickle" formats is refused outright. ``tests/test_model_registry.py`` builds tampered models
+of both kinds and checks that their payload never runs.
 
 Concurrency: the ``evaluate`` stages of different experiments may register in parallel (they touch different
 registered models). The read-compare-set of the aliases in :func:`register` is not atomic across processes: two
@@ -67,6 +63,8 @@ METRIC_TAG, VALUE_TAG, DIRECTION_TAG = "metric", "metric_value", "greater_is_bet
 _MODEL_VERSIONS_TAG = "mlflow.modelVersions"
 _LOGGED_MODEL_URI = re.compile(r"models:/(m-[0-9A-Za-z]+)")
 _ALLOW_PICKLE_ENV = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+#: The weights digest tag (:data:`pipelines.serving.bundle.WEIGHTS_TAG`; not imported: this module stays torch-free).
+WEIGHTS_TAG = "weights_sha256"
 
 
 @dataclass(frozen=True)
@@ -81,6 +79,8 @@ class RegistrationResult:
         champion_version: the champion's version after registration (``version`` when the new one won).
         champion_value: the champion's metric value after registration.
         previous_champion_version: the version that lost ``champion`` to the new one, else ``None``.
+        created: ``False`` when a version with the same weights already existed (``version`` is that one, and the
+            aliases did not move).
     """
 
     name: str
@@ -90,6 +90,7 @@ class RegistrationResult:
     champion_version: int
     champion_value: float
     previous_champion_version: int | None = None
+    created: bool = True
 
     @property
     def model_uri(self) -> str:
@@ -159,6 +160,7 @@ def register(
     greater_is_better: bool,
     tags: dict[str, object] | None = None,
     description: str | None = None,
+    weights_sha256: str | None = None,
 ) -> RegistrationResult | None:
     """Register a logged model as a new version of ``name`` and move the ``champion``/``challenger`` aliases.
 
@@ -173,13 +175,16 @@ def register(
     Args:
         client: the client of the tracking store that holds the logged model (its registry is used too).
         name: registered model name, e.g. :func:`registered_name` of the experiment.
-        model_uri: ``models:/m-<id>`` from :func:`pipelines.tracking.log_model`. A ``runs:/...`` artifact URI (the
-            weights-only ``state_dict`` fallback) is not an MLflow model: nothing is registered, a warning is
+        model_uri: ``models:/m-<id>`` from :func:`pipelines.tracking.log_model`. A ``runs:/...`` artifact URI (a
+            plain artifact, e.g. a weights-only ``state_dict``) is not an MLflow model: nothing is registered, a warning is
             logged and ``None`` is returned.
         run_id: the run that logged the model (must be the logged model's source run).
         metric, value, greater_is_better: the ranking metric (the task's primary metric) and this model's value.
         tags: extra version tags (values are turned into strings; the three metric tags cannot be overridden).
         description: optional version description.
+        weights_sha256: the model's :func:`~pipelines.serving.bundle.weights_digest` (default: the logged model's
+            ``weights_sha256`` tag). When a version of ``name`` already carries it, nothing is registered and that
+            version is returned with ``created=False``.
 
     Returns:
         A :class:`RegistrationResult`, or ``None`` for a ``runs:/`` artifact URI.
@@ -218,8 +223,15 @@ def register(
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
+    digest = weights_sha256 or logged.tags.get(WEIGHTS_TAG)
+    if digest:
+        existing = _version_with_weights(client, name, digest)
+        if existing is not None:
+            return existing
     version_tags = {str(k): str(v) for k, v in (tags or {}).items()}
     version_tags |= {METRIC_TAG: metric, VALUE_TAG: repr(value), DIRECTION_TAG: str(greater_is_better).lower()}
+    if digest:
+        version_tags[WEIGHTS_TAG] = digest
     source = model_uri if mlflow.get_tracking_uri() == client.tracking_uri else logged.artifact_location
     created = client.create_model_version(
         name, source, run_id=run_id, tags=version_tags, description=description, model_id=model_id
@@ -249,6 +261,30 @@ def register(
     return result
 
 
+def _version_with_weights(client: MlflowClient, name: str, digest: str) -> RegistrationResult | None:
+    """The version of ``name`` tagged ``weights_sha256 = digest``, as an unchanged :class:`RegistrationResult`
+    (``created=False``; the lowest such version), or ``None``."""
+    versions = client.search_model_versions(f"name = '{name}' and tags.{WEIGHTS_TAG} = '{digest}'")
+    if not versions:
+        return None
+    found = min(versions, key=lambda v: int(v.version))
+    aliases = client.get_registered_model(name).aliases
+    champion_version = int(aliases.get(CHAMPION, found.version))
+    champion_tags = client.get_model_version(name, str(champion_version)).tags
+    value = float(found.tags.get(VALUE_TAG, "nan"))
+    alias = next((a for a, v in aliases.items() if str(v) == str(found.version)), "")
+    log.info("%s: version %s already holds these weights (%s...); no new version", name, found.version, digest[:12])
+    return RegistrationResult(
+        name,
+        int(found.version),
+        alias,
+        value,
+        champion_version,
+        float(champion_tags.get(VALUE_TAG, "nan")),
+        created=False,
+    )
+
+
 @contextlib.contextmanager
 def _pickle_refused() -> Iterator[None]:
     """Set ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false`` for the block (process-wide: not thread-safe)."""
@@ -263,52 +299,59 @@ def _pickle_refused() -> Iterator[None]:
             os.environ[_ALLOW_PICKLE_ENV] = old
 
 
-def load_model_safely(model_uri: str) -> nn.Module:
-    """``mlflow.pytorch.load_model(model_uri)`` with pickle deserialization refused (see the module docstring).
+def load_served(model_uri: str):
+    """``mlflow.pyfunc.load_model(model_uri)`` with pickle deserialization refused (see the module docstring): the
+    served model, whose ``predict`` takes raw input (its signature) and answers what the task predicts.
 
     ``model_uri`` is anything MLflow resolves (``models:/<name>@<alias>``, ``models:/<name>/<version>``,
     ``models:/m-<id>``, a local directory), resolved through the process-wide tracking/registry URI.
 
-    Returns:
-        The exported program as a module (``torch.export``'s ``ExportedProgram.module()``, a ``GraphModule``) on
-        the CPU: a batch ``(N, *input_shape)`` float32 gives what the logged network returned, e.g. ``(N,)``
-        logits for a binary head, ``(N, C)`` for C classes. It was exported in eval mode (dropout off,
-        batch-norm running statistics); do not call ``.eval()``/``.train()`` on it (torch raises).
-
     Raises:
-        mlflow.exceptions.MlflowException: the model is in the "pickle" format, a record of its pt2 archive is
-            not pickle-free (MLflow can only check archives with torch >= 2.10 and refuses otherwise), the URI or
-            alias does not exist, or the model has no ``pytorch`` flavor.
+        mlflow.exceptions.MlflowException: the model is in a pickle format, the URI or alias does not exist, or
+            the model has no ``python_function`` flavor.
+        pickle.UnpicklingError: the bundle's ``weights.pt`` holds more than tensors (torch's ``weights_only``).
     """
-    import mlflow.pytorch
+    import mlflow.pyfunc
 
     with _pickle_refused():
-        return mlflow.pytorch.load_model(model_uri)
+        return mlflow.pyfunc.load_model(model_uri)
 
 
-def load_champion(name: str, tracking_uri: str | None = None, *, alias: str = CHAMPION) -> nn.Module:
-    """Load the ``champion`` (or ``alias``) version of registered model ``name`` without unpickling anything.
-
-    With ``tracking_uri=None`` this is ``mlflow.pytorch.load_model("models:/<name>@champion")`` on the
-    process-wide tracking URI (``MLFLOW_TRACKING_URI`` or ``mlflow.set_tracking_uri``). With a ``tracking_uri``
-    the alias is resolved by a client of that store (used as the registry too) and the version's files are
-    downloaded from there, leaving the process-wide URI alone (MLflow resolves ``models:/`` URIs only through
-    the process-wide registry URI). Either way the pt2 archive is checked as in :func:`load_model_safely`.
-
-    Returns:
-        The champion network (see :func:`load_model_safely` for what it maps a batch to).
+def load_model_safely(model_uri: str) -> nn.Module:
+    """The network of the served model at ``model_uri`` (loaded as :func:`load_served` does), on the CPU in eval
+    mode: a batch ``(N, *input_shape)`` of *prepared* float32 inputs gives the raw outputs, e.g. ``(N,)`` logits for
+    a binary head, ``(N, C)`` for C classes.
 
     Raises:
-        mlflow.exceptions.MlflowException: no such registered model or alias, or the model is refused as pickled.
+        mlflow.exceptions.MlflowException, pickle.UnpicklingError: as :func:`load_served`.
     """
-    if tracking_uri is None:
-        return load_model_safely(f"models:/{name}@{alias}")
+    return load_served(model_uri).unwrap_python_model().network
+
+
+def _local_copy(name: str, tracking_uri: str, alias: str, folder: str) -> str:
+    """Download the ``alias`` version of ``name`` from the store at ``tracking_uri`` into ``folder``."""
     import mlflow
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     version = client.get_model_version_by_alias(name, alias).version
     source = client.get_model_version_download_uri(name, version)
+    return mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=folder, tracking_uri=tracking_uri)
+
+
+def load_champion(name: str, tracking_uri: str | None = None, *, alias: str = CHAMPION) -> nn.Module:
+    """The network of the ``champion`` (or ``alias``) version of registered model ``name``, loaded without
+    unpickling anything (:func:`load_model_safely`).
+
+    With ``tracking_uri=None`` the alias resolves through the process-wide tracking URI (``MLFLOW_TRACKING_URI`` or
+    ``mlflow.set_tracking_uri``). With a ``tracking_uri`` it is resolved by a client of that store (used as the
+    registry too) and the version's files are downloaded from there, leaving the process-wide URI alone (MLflow
+    resolves ``models:/`` URIs only through the process-wide registry URI).
+
+    Raises:
+        mlflow.exceptions.MlflowException: no such registered model or alias, or the model is refused as pickled.
+    """
+    if tracking_uri is None:
+        return load_model_safely(f"models:/{name}@{alias}")
     with tempfile.TemporaryDirectory(prefix="deepnotes-model-") as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri)
-        return load_model_safely(local)  # the archive is read into memory: the folder can go
+        return load_model_safely(_local_copy(name, tracking_uri, alias, tmp))  # read into memory: the folder can go

@@ -1,8 +1,9 @@
 """The model registry (``pipelines.registered_models``) on real models: MLPs trained on a slice of the real churn table,
-logged with ``pipelines.stages.train.log_model`` to a temporary SQLite store, ranked by their accuracy on a held-out
-slice of the real test split. Checks the champion/challenger rule in both metric directions, that the champion
-loads (pt2, no pickle) and predicts exactly as the network that won, that the state_dict fallback is not
-registered, and that pickled and tampered models are refused without running their payload.
+logged as served pyfunc models (``pipelines.tracking.log_model``) to a temporary SQLite store, ranked by their accuracy
+on a held-out slice of the real test split. Checks the champion/challenger rule in both metric directions, that the
+same weights never make a second version, that the champion loads (no pickle) and predicts exactly as the network
+that won, on prepared and on raw rows, that plain artifacts are not registered, and that pickled and tampered models
+are refused without running their payload.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import json
 import logging
 import math
 import os
-import shutil
-import zipfile
+import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,21 +26,25 @@ from torch import nn
 
 from models.registry import NetworkSpec, build_network
 from pipelines.config import DatasetConfig
+from pipelines.data.encoding import raw_input_for
 from pipelines.data.preparers import prepare_dataset
 from pipelines.registered_models import (
     CHALLENGER,
     CHAMPION,
     load_champion,
     load_model_safely,
+    load_served,
     register,
     registered_name,
 )
+from pipelines.serving.bundle import WEIGHTS, Bundle
 from pipelines.tasks import get_task
 from pipelines.tracking import log_model
 
 TRAIN_ROWS, HELD_OUT_ROWS = 2000, 1000
-#: Full-batch Adam steps of the three MLPs: untrained, a little and well trained, so their accuracies differ.
-STEPS = (0, 15, 300)
+#: Full-batch Adam steps of the MLPs: untrained, a little and well trained, so their accuracies differ; the fourth
+#: is trained like the third from another seed (other weights, for a tie on the metric).
+STEPS = (0, 15, 300, 300)
 
 
 @dataclass
@@ -60,6 +64,7 @@ class Store:
     x_test: torch.Tensor  # (HELD_OUT_ROWS, 12) float32, standardised like the train split
     y_test: torch.Tensor  # (HELD_OUT_ROWS,) 0/1
     models: list[Logged]  # in the order of STEPS
+    meta: dict
 
 
 def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -68,7 +73,7 @@ def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, mirror) -> Iterator[Store]:
-    """A temporary tracking store holding three MLPs trained on real churn rows, logged as pt2 models."""
+    """A temporary tracking store holding four MLPs trained on real churn rows, logged as served pyfunc models."""
     arrays, meta, _ = prepare_dataset("churn", DatasetConfig(), 42, mirror=mirror)
     x_train = torch.as_tensor(arrays["train"][0][:TRAIN_ROWS])
     y_train = torch.as_tensor(arrays["train"][1][:TRAIN_ROWS]).float()
@@ -85,7 +90,8 @@ def store(tmp_path_factory, mirror) -> Iterator[Store]:
         models = []
         for seed, steps in enumerate(STEPS):
             torch.manual_seed(seed)
-            net = build_network("mlp", NetworkSpec(tuple(meta["input_shape"]), 1), {"hidden_sizes": [16]})
+            spec = NetworkSpec(tuple(meta["input_shape"]), 1)
+            net = build_network("mlp", spec, {"hidden_sizes": [16]})
             optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
             for _ in range(steps):
                 optimizer.zero_grad()
@@ -93,11 +99,20 @@ def store(tmp_path_factory, mirror) -> Iterator[Store]:
                 optimizer.step()
             net.eval()
             run_id = client.create_run(experiment_id, tags={"mlflow.runName": f"mlp-{steps}-steps"}).info.run_id
-            fmt, model_uri = log_model(net, x_test[:2].numpy(), run_id)
-            assert fmt == "pytorch" and model_uri.startswith("models:/m-")
+            bundle = Bundle(
+                "mlp",
+                {"input_shape": list(spec.input_shape), "num_outputs": 1},
+                {"hidden_sizes": [16]},
+                "binary",
+                {k: meta[k] for k in ("classes", "num_classes", "input_shape")},
+                raw_input_for(meta, root),
+                net,
+            )
+            fmt, model_uri, digest = log_model(bundle, x_test[:2].numpy(), run_id)
+            assert fmt == "pyfunc" and model_uri.startswith("models:/m-") and digest == bundle.digest
             with torch.no_grad():
                 models.append(Logged(net, run_id, model_uri, _accuracy(net(x_test), y_test)))
-        yield Store(uri, root, client, experiment_id, x_test, y_test, models)
+        yield Store(uri, root, client, experiment_id, x_test, y_test, models, meta)
     finally:
         mlflow.set_tracking_uri(previous)  # None unsets MLFLOW_TRACKING_URI again
 
@@ -126,17 +141,17 @@ def test_names_and_metrics():
 def test_champion_moves_only_to_a_strictly_better_accuracy(store):
     client, name = store.client, registered_name("mlp_churn")
     metric, greater = primary_metric("binary")
-    worst, mid, best = sorted(store.models, key=lambda m: m.accuracy)
+    worst, mid, best, twin = store.models  # twin: trained like best, other weights
     assert worst.accuracy < mid.accuracy < best.accuracy, [m.accuracy for m in store.models]
 
-    def reg(model: Logged):
+    def reg(model: Logged, value: float | None = None):
         return register(
             client,
             name=name,
             model_uri=model.model_uri,
             run_id=model.run_id,
             metric=metric,
-            value=model.accuracy,
+            value=model.accuracy if value is None else value,
             greater_is_better=greater,
             tags={"experiment": "mlp_churn"},
         )
@@ -170,23 +185,30 @@ def test_champion_moves_only_to_a_strictly_better_accuracy(store):
     assert (_alias_version(client, name, CHAMPION), _alias_version(client, name, CHALLENGER)) == (3, 2)
     assert client.get_model_version(name, "1").aliases == []  # the former champion lost its alias
 
-    tie = reg(best)  # the same accuracy again: the champion stays
-    assert (tie.version, tie.alias, tie.champion_version) == (4, CHALLENGER, 3)
+    tie = reg(twin, value=best.accuracy)  # other weights, the same accuracy: the champion stays
+    assert (tie.version, tie.alias, tie.champion_version, tie.created) == (4, CHALLENGER, 3, True)
     assert (_alias_version(client, name, CHAMPION), _alias_version(client, name, CHALLENGER)) == (3, 4)
+
+    # The same weights again (evaluate rerun, or a retrain to identical weights): no new version, no alias moved.
+    again = reg(best)
+    assert (again.version, again.alias, again.created, again.champion_version) == (3, CHAMPION, False, 3)
+    assert [int(v.version) for v in client.search_model_versions(f"name = '{name}'")] == [4, 3, 2, 1]
 
     # Each version is linked to its run and logged model, and carries its metric.
     v3 = client.get_model_version(name, "3")
     assert v3.run_id == best.run_id and v3.source == best.model_uri
+    logged = client.get_logged_model(best.model_uri.split("/")[-1])
     assert v3.tags == {
         "metric": "test_acc",
         "metric_value": repr(best.accuracy),
         "greater_is_better": "true",
         "experiment": "mlp_churn",
+        "weights_sha256": logged.tags["weights_sha256"],
     }
-    links = json.loads(client.get_logged_model(best.model_uri.split("/")[-1]).tags["mlflow.modelVersions"])
-    assert {"name": name, "version": 3} in links and {"name": name, "version": 4} in links
+    links = json.loads(logged.tags["mlflow.modelVersions"])
+    assert {"name": name, "version": 3} in links
 
-    # The champion loads from the registry (pt2, pickle refused) and predicts exactly as the winning network.
+    # The champion loads from the registry (pickle refused) and predicts exactly as the winning network.
     champion = load_champion(name)
     with torch.no_grad():
         expected = best.network(store.x_test)
@@ -195,8 +217,14 @@ def test_champion_moves_only_to_a_strictly_better_accuracy(store):
     torch.testing.assert_close(got, expected)
     assert _accuracy(got, store.y_test) == best.accuracy
     with torch.no_grad():
-        torch.testing.assert_close(load_champion(name, alias=CHALLENGER)(store.x_test), expected)  # v4 is best too
+        torch.testing.assert_close(load_champion(name, alias=CHALLENGER)(store.x_test), twin.network(store.x_test))
         torch.testing.assert_close(load_model_safely(f"models:/{name}/2")(store.x_test), worst.network(store.x_test))
+    # ... and, served, it answers raw rows with the probability of that same network
+    raw = raw_input_for(store.meta, store.root).example(store.x_test[:16].numpy())
+    answer = load_served(f"models:/{name}@{CHAMPION}").predict(raw)
+    torch.testing.assert_close(
+        torch.tensor(answer["probability_exited"].to_numpy()), torch.sigmoid(expected[:16]), rtol=1e-4, atol=1e-5
+    )
 
     # An explicit tracking URI works while the process-wide URI points elsewhere (and is left alone).
     mlflow.set_tracking_uri(f"sqlite:///{store.root / 'elsewhere.db'}")
@@ -213,6 +241,7 @@ def test_champion_moves_only_to_a_strictly_better_accuracy(store):
             metric=metric,
             value=worst.accuracy,
             greater_is_better=greater,
+            weights_sha256="another-copy",  # registered again on purpose: stands for other weights
         )
         version = client.get_model_version(name, str(other.version))
         assert other.alias == CHALLENGER and version.run_id == worst.run_id
@@ -243,6 +272,7 @@ def test_lower_is_better_for_regression(store):
             metric=metric,
             value=rmse,
             greater_is_better=greater,
+            weights_sha256=f"plan-{i}",  # five versions from four models: each stands for other weights
         )
         assert (result.version, result.alias, result.champion_version, result.previous_champion_version) == (
             i + 1,
@@ -256,22 +286,13 @@ def test_lower_is_better_for_regression(store):
     assert result.champion_value == 0.3
 
 
-def test_state_dict_fallback_and_bad_uris_are_not_registered(store, caplog):
+def test_plain_artifacts_and_bad_uris_are_not_registered(store, caplog, tmp_path):
     client = store.client
     metric, greater = primary_metric("binary")
-
-    class DataDependent(nn.Module):  # torch.export cannot trace a branch on the data: log_model falls back
-        def __init__(self):
-            super().__init__()
-            self.linear = nn.Linear(store.x_test.shape[1], 1)
-
-        def forward(self, x):
-            out = self.linear(x).squeeze(-1)
-            return out if bool(out.sum() > 0) else -out
-
     run_id = client.create_run(store.experiment_id).info.run_id
-    fmt, uri = log_model(DataDependent(), store.x_test[:2].numpy(), run_id)
-    assert (fmt, uri) == ("state_dict", f"runs:/{run_id}/model_state_dict/state_dict.pt")
+    (tmp_path / "state_dict.pt").write_bytes(b"not a model")
+    client.log_artifact(run_id, str(tmp_path / "state_dict.pt"), artifact_path="model_state_dict")
+    uri = f"runs:/{run_id}/model_state_dict/state_dict.pt"  # an artifact, not an MLflow model
     name = registered_name("state_dict_only")
     with caplog.at_level(logging.WARNING, logger="deepnotes.registry"):
         assert (
@@ -307,55 +328,38 @@ def test_state_dict_fallback_and_bad_uris_are_not_registered(store, caplog):
     assert client.search_registered_models(f"name = '{name}'") == []
 
 
-def _tamper(model_dir: Path, payload: bytes) -> None:
-    """Flag the first weight of the model's pt2 archive as pickled and replace its bytes with ``payload``."""
-    pt2 = model_dir / "data" / "model.pt2"
-    with zipfile.ZipFile(pt2) as archive:
-        records = {info.filename: (info, archive.read(info)) for info in archive.infolist()}
-    config_name = next(name for name in records if name.endswith("/model_weights_config.json"))
-    config = json.loads(records[config_name][1])
-    first = next(iter(config["config"].values()))
-    first["use_pickle"] = True
-    target = f"{config_name.rsplit('/', 1)[0]}/{first['path_name']}"
-    records[config_name] = (records[config_name][0], json.dumps(config).encode())
-    records[target] = (records[target][0], payload)
-    with zipfile.ZipFile(pt2, "w") as archive:
-        for info, data in records.values():
-            archive.writestr(info, data)
-
-
 def test_pickled_and_tampered_models_are_refused(store, tmp_path, monkeypatch):
     client = store.client
     metric, greater = primary_metric("binary")
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")  # the loaders refuse pickle regardless
 
-    # A model saved in MLflow's "pickle" format is refused outright.
+    def champion_of(name: str, model_uri: str, run_id: str) -> None:
+        result = register(
+            client, name=name, model_uri=model_uri, run_id=run_id, metric=metric, value=0.5, greater_is_better=greater
+        )
+        assert result is not None and result.alias == CHAMPION
+
+    # Models saved in MLflow's pickle formats (a torch pickle, a cloudpickled pyfunc) are refused outright.
     run_id = client.create_run(store.experiment_id).info.run_id
     with mlflow.start_run(run_id=run_id):
-        info = mlflow.pytorch.log_model(
+        torch_pickle = mlflow.pytorch.log_model(
             nn.Linear(store.x_test.shape[1], 1),
             name="pickled",
             serialization_format="pickle",
             pip_requirements=["torch"],
         )
-    name = registered_name("pickled")
-    assert (
-        register(
-            client,
-            name=name,
-            model_uri=info.model_uri,
-            run_id=run_id,
-            metric=metric,
-            value=0.5,
-            greater_is_better=greater,
-        ).alias
-        == CHAMPION
-    )
+        cloudpickled = mlflow.pyfunc.log_model(
+            name="cloudpickled", python_model=mlflow.pyfunc.PythonModel(), pip_requirements=["mlflow"]
+        )
+    champion_of(registered_name("pickled"), torch_pickle.model_uri, run_id)
     with pytest.raises(MlflowException, match="pickle"):
-        load_champion(name)
+        load_champion(registered_name("pickled"))
+    champion_of(registered_name("cloudpickled"), cloudpickled.model_uri, run_id)
+    with pytest.raises(MlflowException, match="MLFLOW_ALLOW_PICKLE_DESERIALIZATION"):
+        load_served(f"models:/{registered_name('cloudpickled')}@{CHAMPION}")
     assert os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == "true"  # restored after the load
 
-    # A pt2 archive whose weight record carries a pickle payload is refused before anything is unpickled.
+    # A served model whose weights.pt was replaced by a pickle payload is refused before the payload runs.
     marker = tmp_path / "payload-ran"
 
     class Payload:
@@ -363,21 +367,20 @@ def test_pickled_and_tampered_models_are_refused(store, tmp_path, monkeypatch):
             return open, (str(marker), "w")  # creates the marker file when unpickled
 
     buffer = io.BytesIO()
-    torch.save(Payload(), buffer)
-    torch.load(io.BytesIO(buffer.getvalue()), weights_only=False).close()  # the payload is live ...
+    torch.save({"0.weight": Payload()}, buffer)
+    torch.load(io.BytesIO(buffer.getvalue()), weights_only=False)["0.weight"].close()  # the payload is live ...
     assert marker.exists()
     marker.unlink()
-    logged = store.models[-1]
+    logged = store.models[2]  # the champion of deepnotes-mlp_churn
     source = Path(client.get_logged_model(logged.model_uri.split("/")[-1]).artifact_location.removeprefix("file://"))
-    tampered = tmp_path / "tampered"
-    shutil.copytree(source, tampered)
-    _tamper(tampered, buffer.getvalue())
-    name = registered_name("tampered")
-    client.create_registered_model(name)
-    version = client.create_model_version(name, tampered.as_uri(), run_id=logged.run_id).version
-    client.set_registered_model_alias(name, CHAMPION, version)
-    with pytest.raises(MlflowException, match=r"weights/weight_0.*not a pickle-free payload"):
-        load_champion(name)
-    with pytest.raises(MlflowException, match="not a pickle-free payload"):
-        load_champion(name, tracking_uri=store.uri)
+    [weights] = source.rglob(WEIGHTS)
+    original = weights.read_bytes()
+    weights.write_bytes(buffer.getvalue())
+    try:
+        with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+            load_served(logged.model_uri)
+        with pytest.raises(pickle.UnpicklingError):
+            load_champion(registered_name("mlp_churn"), tracking_uri=store.uri)
+    finally:
+        weights.write_bytes(original)
     assert not marker.exists()  # ... but it never ran
