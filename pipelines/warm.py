@@ -73,7 +73,7 @@ PRELOAD = (
     "torchmetrics.regression",
     "kornia.augmentation",
     "mlflow",
-    "mlflow.pytorch",
+    "mlflow.pyfunc",
     "mlflow.models",
     "mlflow.entities",
     "mlflow.store.tracking.sqlalchemy_store",
@@ -83,7 +83,7 @@ PRELOAD = (
     "matplotlib.pyplot",
     "sklearn.model_selection",
     "scipy.stats",
-    "torch.export._trace",  # what the first torch.export imports (mlflow.pytorch.log_model's pt2 format)
+    "tokenizers",  # the served text models' raw input
 )
 
 
@@ -305,7 +305,7 @@ def serve(path: Path) -> None:
     except Exception as exc:  # noqa: BLE001
         failures.append(f"caches: {type(exc).__name__}: {exc}")
     path.with_suffix(".log").write_text("".join(f"{line}\n" for line in failures))
-    # Some imports configure the root logger (mlflow.pytorch, through pytorch_lightning); a stage that calls
+    # Some imports configure the root logger (mlflow's flavors, through pytorch_lightning); a stage that calls
     # logging.basicConfig first, as in a fresh process, must find it as Python leaves it.
     root.handlers[:], root.level = handlers, level
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -62,15 +62,15 @@ def test_repro_tracks_every_experiment(tiny_repo):
         assert params["seed"] == "42" and "optimizer.lr" in params and "trainer.max_epochs" in params
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"checkpoints", "plots"} <= artifacts, (name, artifacts)
-        if tags["model_format"] == "pytorch":  # MLflow 3 logs models as LoggedModels linked to the run
-            models = mlflow.search_logged_models(
-                experiment_ids=[exp.experiment_id],
-                output_format="list",
-                filter_string=f"source_run_id = '{run.info.run_id}'",
-            )
-            assert [m.model_uri for m in models] == [tags["model_uri"]], name
-        else:
-            assert "model_state_dict" in artifacts, (name, artifacts)
+        # every network is logged as the served pyfunc (raw input in), a LoggedModel linked to the run
+        assert tags["model_format"] == "pyfunc", name
+        models = mlflow.search_logged_models(
+            experiment_ids=[exp.experiment_id],
+            output_format="list",
+            filter_string=f"source_run_id = '{run.info.run_id}'",
+        )
+        assert [m.model_uri for m in models] == [tags["model_uri"]], name
+        assert models[0].tags["weights_sha256"] == tags["weights_sha256"], name
         plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
         assert "plots/history.png" in plots and "plots/predictions.png" in plots  # the rest: test_pipeline_outputs
         train_json = json.loads((repo / "metrics" / "train" / f"{name}.json").read_text())
