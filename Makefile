@@ -47,8 +47,11 @@ plots: install  ## dvc plots show, rendered offline (vega inlined); prints the f
 	test -f .dvc/tmp/plots-offline.html || $(BIN)/python -m pipelines.offline_plots
 	$(BIN)/dvc plots show
 
-ui: install  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the repo's tracking store (lean settings)
+# The URL carries workflowType=machine_learning: MLflow 3.17 opens experiments as GenAI unless its sidebar switch
+# says "Model training" (pipelines/tracking.py, KIND).
+ui: install  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the repo's tracking store (lean settings); prints the runs table's URL
 	mkdir -p mlflow/artifacts
+	@$(BIN)/python -c 'from pipelines.tracking import runs_table_url; print("runs table:", runs_table_url("http://127.0.0.1:$(MLFLOW_PORT)"))'
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) \
 	  --workers 1 --backend-store-uri sqlite:///$(abspath mlflow/mlflow.db) \
 	  --default-artifact-root $(abspath mlflow/artifacts) --artifacts-destination $(abspath mlflow/artifacts)

@@ -318,8 +318,17 @@ def _reason(exc: BaseException) -> str:
     return cause.group(0).strip() if cause else (text.splitlines()[0][:200] if text else type(exc).__name__)
 
 
-#: Without this tag the MLflow 3 UI opens an experiment on its GenAI overview instead of the runs table.
+#: MLflow's experiment kind of a model-training experiment (the experiment tag ``mlflow.experimentKind``; the UI's
+#: "Machine learning" kind), which :func:`ensure_experiment` sets. MLflow 3.17's UI does not read it to choose the page
+#: an experiment opens on: it takes the kind from its sidebar switch "GenAI | Model training" (the URL parameter
+#: ``workflowType``, else the browser's ``localStorage`` key ``mlflow.workflowType_v1``, default GenAI;
+#: mlflow/mlflow#24498), so a fresh browser opens every experiment on the GenAI overview whatever the tag says. Links
+#: into the UI therefore carry :data:`TRAINING_WORKFLOW` (:func:`runs_table_url`), and the README says to pick
+#: "Model training" once per browser. (The 3.17 bundle still reads the tag, and opens the runs table for this kind,
+#: only where its workflow-based navigation flag is off; that flag is hard-wired on.)
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+#: The MLflow UI's URL parameter that shows a page as a training workload (runs, models) rather than GenAI.
+TRAINING_WORKFLOW = "workflowType=machine_learning"
 
 
 def ensure_experiment(params: Params, name: str | None = None) -> str:
@@ -352,6 +361,37 @@ def ensure_experiment(params: Params, name: str | None = None) -> str:
             if created is None:
                 raise
             return created.experiment_id
+
+
+def runs_table_url(base: str, db: Path | None = None, name: str | None = None) -> str:
+    """The URL of experiment ``name``'s runs table in the MLflow UI served at ``base`` (``http://127.0.0.1:5000``):
+    ``<base>/#/experiments/<id>/runs?workflowType=machine_learning`` (:data:`TRAINING_WORKFLOW`: it opens the runs
+    table in a fresh browser too). ``make ui`` prints it before it starts the server.
+
+    The id is read from the SQLite store ``db`` (default the repo's ``mlflow/mlflow.db``) opened read-only, without
+    MLflow and without a server: a query of MLflow's SQL schema (table ``experiments``: ``experiment_id``, ``name``,
+    ``lifecycle_stage``) takes milliseconds, an ``MlflowClient`` over SQLite 3.5 s. ``name`` defaults to
+    ``tracking.experiment_name`` of ``params.yaml``. Without the store or an active experiment of that name (before
+    the first ``make run``), or when the store cannot be read (logged as a warning naming it), returns the experiments
+    list, ``<base>/#/experiments``.
+    """
+    import sqlite3
+
+    from pipelines.config import load_params
+
+    db = db or MLFLOW_DIR / "mlflow.db"
+    name = name or load_params().tracking.experiment_name
+    row = None
+    if db.is_file():
+        query = "SELECT MIN(experiment_id) FROM experiments WHERE name = ? AND lifecycle_stage = 'active'"
+        try:
+            with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as store:
+                row = store.execute(query, (name,)).fetchone()
+        except sqlite3.Error as exc:
+            log.warning("%s: cannot read the id of experiment %r (%s); printing the experiments list", db, name, exc)
+    if row and row[0] is not None:
+        return f"{base.rstrip('/')}/#/experiments/{row[0]}/runs?{TRAINING_WORKFLOW}"
+    return f"{base.rstrip('/')}/#/experiments"
 
 
 #: ``<repo>/mlflow/runs/<experiment>.json``: the MLflow run of an experiment's last ``train``, so ``evaluate`` and
