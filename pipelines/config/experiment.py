@@ -251,6 +251,11 @@ class ExperimentConfig(Strict):
         "dataset's own task. E.g. reconstruction of MNIST instead of its classes",
     )
     description: str = ""
+    notes: str = Field(
+        "",
+        description="the notes section of the experiment's technique, e.g. 'notes 001, Transfer learning' (the "
+        "runs' notes tag); empty: its architecture's (models.registry)",
+    )
     model: dict[str, Any] = Field(
         default_factory=dict, description="architecture-specific params (see models.registry)"
     )
@@ -278,10 +283,6 @@ class ExperimentConfig(Strict):
         descent (optimizer ``gd``)."""
         return None if self.optimizer.name == "gd" else self.batch_size
 
-    @property
-    def notes(self) -> str:
-        return REGISTRY[self.architecture].notes
-
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> ExperimentConfig:
         entry = dataset_entry(self.dataset, info.context)
@@ -292,6 +293,8 @@ class ExperimentConfig(Strict):
         arch = REGISTRY[self.architecture]
         if not self.task:
             self.task = entry.task
+        if not self.notes:
+            self.notes = arch.notes
         try:
             task = get_task(self.task)
         except KeyError as exc:
