@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import logging
 import os
 import platform
@@ -392,6 +393,242 @@ def runs_table_url(base: str, db: Path | None = None, name: str | None = None) -
     if row and row[0] is not None:
         return f"{base.rstrip('/')}/#/experiments/{row[0]}/runs?{TRAINING_WORKFLOW}"
     return f"{base.rstrip('/')}/#/experiments"
+
+
+# --------------------------------------------------------------------------------------------- a run's record
+# What every run of the project carries beside its metrics: its own duration, its datasets and its source.
+
+#: The metrics that time a run's work, in seconds (wall time of a stage process, from its start to the end of its
+#: work). The run's ``end_time`` is ``start_time`` plus their sum (:func:`record_work`), so MLflow's Duration column
+#: shows the run's own work, not the hours between its ``train`` and its ``evaluate`` (DVC runs every train stage
+#: before any evaluate stage).
+WORK_METRICS = ("train_seconds", "evaluate_seconds")
+
+
+def record_work(
+    client,
+    run_id: str,
+    key: str,
+    seconds: float,
+    *,
+    start_time: int,
+    earlier: dict[str, float] | None = None,
+    status: str = "FINISHED",
+    step: int = 0,
+) -> int:
+    """Log the work metric ``key`` (one of :data:`WORK_METRICS`) of ``run_id`` and set the run's end time to
+    ``start_time + 1000 * (seconds + the other work metrics in earlier)``; returns that end time (ms since the epoch).
+
+    Goes through ``set_terminated(run_id, status, end_time=...)``: MLflow's only call that sets an end time; with an
+    explicit ``end_time`` it writes that time, not "now", and ``status`` (the run's own status when ``evaluate``
+    calls it) leaves the status unchanged. The run is never reopened (``RUNNING``).
+
+    Args:
+        client: an ``MlflowClient`` (or :attr:`ResilientTracking.client`).
+        key: ``train_seconds`` or ``evaluate_seconds``.
+        seconds: wall time of the stage's work, in seconds.
+        start_time: the run's ``info.start_time`` (ms): the start of the process that created it.
+        earlier: the run's metrics so far (``run.data.metrics``); only the other :data:`WORK_METRICS` are read.
+        step: the metric's step (``train`` logs ``train_seconds`` per epoch as well: the last step is the total).
+
+    Raises:
+        ValueError: ``key`` is not a work metric.
+    """
+    if key not in WORK_METRICS:
+        raise ValueError(f"work metric {key!r} is not one of {', '.join(WORK_METRICS)}")
+    totals = {k: float(v) for k, v in (earlier or {}).items() if k in WORK_METRICS} | {key: float(seconds)}
+    end_time = int(start_time) + round(1000 * sum(totals.values()))
+    client.log_metric(run_id, key, float(seconds), step=step)
+    client.set_terminated(run_id, status, end_time=end_time)
+    return end_time
+
+
+#: The ``dvc.yaml`` stage groups of a ``transfer:`` experiment, by the stage module that runs: its train and
+#: evaluate run in one stage (``finetune@<name>``, which depends on the weights file), its diagnose in its own group.
+TRANSFER_STAGES = {"train": "finetune", "evaluate": "finetune", "diagnose": "diagnose_transfer"}
+
+
+def dvc_stage(params: Params, experiment: str, stage: str) -> str:
+    """The address of the DVC stage running this process: DVC's own ``DVC_STAGE`` (which ``dvc repro`` and ``dvc
+    exp run`` set for every command, e.g. ``train@lenet5_mnist``), else the stage of ``dvc.yaml`` that runs module
+    ``stage`` for ``experiment``: ``<stage>@<experiment>``, or for a ``transfer:`` experiment its group in
+    :data:`TRANSFER_STAGES` (``finetune@<experiment>``)."""
+    if os.environ.get("DVC_STAGE"):
+        return os.environ["DVC_STAGE"]
+    group = TRANSFER_STAGES.get(stage, stage) if experiment in params.transfer else stage
+    return f"{group}@{experiment}"
+
+
+def entry_point(file: str | Path) -> str:
+    """``file`` (a stage module's ``__file__``) relative to the checkout, e.g. ``pipelines/stages/train.py``: what
+    ``mlflow.source.name`` holds (the UI's Source column shows its last part, ``train.py``)."""
+    path = Path(file).resolve()
+    return path.relative_to(REPO_ROOT).as_posix() if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def source_tags(entry: str, stage: str) -> dict[str, str]:
+    """MLflow's standard source tags of a run a stage creates, plus the DVC stage:
+
+    - ``mlflow.source.name``: ``entry`` (:func:`entry_point`); ``mlflow.source.type``: ``LOCAL``;
+    - ``mlflow.source.git.commit``: the checkout's commit and ``mlflow.source.git.dirty``: ``true`` when tracked
+      files differ from it (:func:`git_commit`; both absent outside a git checkout);
+    - ``mlflow.user``: the account running it (absent when the system cannot name it);
+    - ``dvc.stage``: the DVC stage that created the run (:func:`dvc_stage`), and ``dvc.stages``: every stage that
+      logged into it so far (:func:`add_stage`).
+    """
+    import getpass
+
+    from mlflow.entities import SourceType
+    from mlflow.utils import mlflow_tags
+
+    tags = {
+        mlflow_tags.MLFLOW_SOURCE_NAME: entry,
+        mlflow_tags.MLFLOW_SOURCE_TYPE: SourceType.to_string(SourceType.LOCAL),
+        "dvc.stage": stage,
+        "dvc.stages": stage,
+    }
+    commit = git_commit()
+    if commit != "unknown":
+        tags[mlflow_tags.MLFLOW_GIT_COMMIT] = commit.removesuffix("-dirty")
+        tags[mlflow_tags.MLFLOW_GIT_DIRTY] = str(commit.endswith("-dirty")).lower()
+    with contextlib.suppress(KeyError, OSError):  # no passwd entry for the uid (some containers)
+        tags[mlflow_tags.MLFLOW_USER] = getpass.getuser()
+    return tags
+
+
+def add_stage(client, run_id: str, stage: str, tags: dict[str, str]) -> None:
+    """Append ``stage`` to the run's ``dvc.stages`` tag (space-separated, each stage once), given the run's
+    ``tags``: ``evaluate`` and ``diagnose`` name themselves in the run that ``train`` created."""
+    stages = tags.get("dvc.stages", "").split()
+    if stage not in stages:
+        client.set_tag(run_id, "dvc.stages", " ".join([*stages, stage]))
+
+
+#: ``mlflow.data.context`` of each split (MLflow's dataset contexts).
+CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
+_URL = re.compile(r"https?://[^\s()<>;,]+")
+
+
+def dataset_source(dataset: str, meta: dict[str, Any], declared: Any = None):
+    """Where ``dataset`` comes from, as an MLflow dataset source:
+
+    - a dataset the user declares (``datasets.<name>.source`` in ``params.yaml``, :mod:`pipelines.config.sources`):
+      a ``local`` source with the user's path as written there;
+    - a catalog dataset (:mod:`pipelines.data.catalog`): an ``http`` source with the first URL of its provenance
+      (``meta.json`` ``source``), else of its catalog files' download URLs;
+    - a dataset the prepare stage generates (the logic gates' truth tables): a ``code`` source with its provenance.
+
+    The provenance text, citation and license themselves go into each dataset's profile (:func:`dataset_inputs`).
+    """
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+
+    if declared is not None:
+        return get_dataset_source_from_json(json.dumps({"uri": str(declared.path)}), "local")
+    found = _URL.search(str(meta.get("source", "")))
+    if found:
+        return HTTPDatasetSource(found.group(0).rstrip(".:"))
+    from pipelines.data.catalog import CATALOG
+
+    entry = CATALOG.get(dataset)
+    if entry is not None and entry.base:
+        entry = CATALOG.get(entry.base)
+    urls = [url for raw in (entry.files if entry else ()) for url in raw.urls]
+    if urls:
+        return HTTPDatasetSource(urls[0])
+    return CodeDatasetSource({"generated_by": "pipelines.stages.prepare", "provenance": str(meta.get("source", ""))})
+
+
+def split_digest(dataset: str, versions: dict[str, str], augmented: bool, meta: dict[str, Any]) -> tuple[str, str]:
+    """``(digest, what it is)`` of one split of ``dataset``, from the DVC hashes of :func:`data_version`:
+
+    - a split read from ``data/prepared/<dataset>``: the md5 DVC recorded for the ``prepare@<dataset>`` output in
+      ``dvc.lock`` (32 hex digits, its ``.dir`` suffix dropped);
+    - a training split with the augmented copies appended (``augmented``): the run's ``data_hash`` (16 hex digits,
+      the sha256 of the ``prepare`` and ``augment`` md5s);
+    - without a ``dvc.lock`` entry (a stage run outside DVC): the sha256 of ``meta.json``'s content (16 hex digits).
+
+    Each is within MLflow's 36 characters for a dataset digest.
+    """
+    prepared = versions.get("data.md5.prepare", "").removesuffix(".dir")
+    if augmented and versions.get("data_hash"):
+        return versions["data_hash"], f"sha256 of the dvc.lock md5s of prepare@{dataset} and augment@{dataset}"
+    if prepared:
+        return prepared[:36], f"dvc.lock md5 of prepare@{dataset} (data/prepared/{dataset})"
+    text = json.dumps(meta, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16], "sha256 of meta.json (no dvc.lock entry)"
+
+
+def split_schema(meta: dict[str, Any], x: Any, y: Any):
+    """An ``mlflow.types.Schema`` of one split's arrays: one column per feature for a table whose ``meta.json``
+    names its features (``feature_names``, one per column of ``x``) plus the target ``y``; otherwise two tensors,
+    ``x`` of shape ``(-1, *x.shape[1:])`` and ``y``, with their dtypes."""
+    import numpy as np
+    from mlflow.types import ColSpec, DataType, Schema, TensorSpec
+
+    names = meta.get("feature_names") or []
+    x_type, y_type = DataType.from_numpy_type(x.dtype), DataType.from_numpy_type(y.dtype)
+    specs: list[ColSpec | TensorSpec]
+    if x.ndim == 2 and len(names) == x.shape[1] and y.ndim == 1 and x_type and y_type:
+        specs = [*(ColSpec(x_type, str(n)) for n in names), ColSpec(y_type, "y")]
+    else:
+        specs = [
+            TensorSpec(np.dtype(x.dtype), (-1, *x.shape[1:]), "x"),
+            TensorSpec(np.dtype(y.dtype), (-1, *y.shape[1:]), "y"),
+        ]
+    return Schema(specs)
+
+
+def dataset_inputs(data: Any, versions: dict[str, str], source: Any, splits: tuple[str, ...] = tuple(CONTEXTS)):
+    """MLflow ``DatasetInput`` entities of ``splits`` of a prepared dataset (``data``: a
+    :class:`~pipelines.data.prepared.PreparedData`, its ``meta``, ``x`` and ``y``), one per split:
+
+    - name ``<dataset>/<split>`` (``mnist/train``): splits of one dataset have different digests, and MLflow keeps
+      one dataset per name and digest;
+    - digest :func:`split_digest`; source ``source`` (:func:`dataset_source`); schema :func:`split_schema`;
+    - profile: ``num_samples``, the arrays' shapes and dtypes, the augmented copies in the training split, what
+      the digest is, and the catalog's provenance (``source``, ``citation``, ``license`` of ``meta.json``);
+    - tag ``mlflow.data.context``: ``training``, ``validation`` or ``testing``.
+    """
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    meta = data.meta
+    name = str(meta.get("dataset", ""))
+    inputs = []
+    for split in splits:
+        x, y = data.x[split], data.y[split]
+        augmented = int(meta.get("augmented_train_samples", 0)) if split == "train" else 0
+        digest, digest_of = split_digest(name, versions, augmented > 0, meta)
+        profile = {
+            "num_samples": int(len(x)),
+            "x_shape": list(x.shape),
+            "x_dtype": str(x.dtype),
+            "y_shape": list(y.shape),
+            "y_dtype": str(y.dtype),
+            **({"augmented_samples": augmented} if augmented else {}),
+            "digest": digest_of,
+            "provenance": meta.get("source", ""),
+            "citation": meta.get("citation", ""),
+            "license": meta.get("license", ""),
+        }
+        # MetaDataset writes name, digest, source and schema as MLflow reads them; it has no profile of its own
+        # (its base class declares one abstract, unused by MetaDataset), so the profile goes on the entity.
+        schema = split_schema(meta, x, y)
+        meta_dataset = MetaDataset(source, name=f"{name}/{split}", digest=digest, schema=schema)  # type: ignore[abstract]
+        dataset = Dataset(profile=json.dumps(profile), **meta_dataset.to_dict())
+        inputs.append(DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, CONTEXTS[split])]))
+    return inputs
+
+
+def log_datasets(
+    client, run_id: str, data: Any, versions: dict[str, str], source: Any, splits: tuple[str, ...] = tuple(CONTEXTS)
+) -> None:
+    """Log :func:`dataset_inputs` of ``data`` to ``run_id`` with ``client.log_inputs`` (MLflow's dataset tracking:
+    the runs table's Dataset column and the run page's Datasets). Logging the same inputs again adds nothing."""
+    client.log_inputs(run_id, datasets=dataset_inputs(data, versions, source, splits))
 
 
 #: ``<repo>/mlflow/runs/<experiment>.json``: the MLflow run of an experiment's last ``train``, so ``evaluate`` and

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,55 @@ def test_every_run_has_gradient_and_system_metrics_and_plots(store):
     assert 0.0 <= relu_mlp["dead_relu_fraction"] <= 1.0
     history = client.get_metric_history(runs["mlp_churn"].info.run_id, "grad_norm_total")
     assert len(history) >= 2 and len({m.step for m in history}) == len(history)  # sampled at distinct steps
+
+
+#: How far a run's Duration (``end_time - start_time``) may be from its ``train_seconds + evaluate_seconds``: both
+#: ends are set from those metrics, so only their rounding to milliseconds remains; a run whose end moved to the time
+#: of its evaluation (the bug this checks) is off by the minutes DVC spends on the other experiments' stages.
+DURATION_MARGIN_S = 1.0
+#: How far a ``train_seconds`` value logged at an epoch's end may be from its timestamp's distance to the run's start:
+#: the two clocks are read a few milliseconds apart; a second allows for a loaded machine.
+CLOCK_MARGIN_MS = 1000
+
+
+def test_every_run_records_its_own_duration_datasets_and_source(store):
+    repo, params, client, runs = store
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    for name, run in runs.items():
+        info, metrics, tags = run.info, run.data.metrics, run.data.tags
+        assert info.status == "FINISHED", name
+        work = metrics["train_seconds"] + metrics["evaluate_seconds"]
+        assert metrics["evaluate_seconds"] > 0 and abs((info.end_time - info.start_time) / 1000 - work) <= (
+            DURATION_MARGIN_S
+        ), (name, info.start_time, info.end_time, work)
+        # the start is the train process's: each epoch's train_seconds was logged that long after it
+        epochs = client.get_metric_history(info.run_id, "train_seconds")
+        assert len(epochs) >= 2, name
+        for point in epochs:
+            assert abs(point.timestamp - info.start_time - 1000 * point.value) <= CLOCK_MARGIN_MS, (name, point)
+        # the datasets: one per split, the DVC hash of the prepared data as digest
+        dataset = tags["dataset"]
+        datasets = {
+            {t.key: t.value for t in di.tags}["mlflow.data.context"]: di.dataset for di in run.inputs.dataset_inputs
+        }
+        assert {c: d.name for c, d in datasets.items()} == {
+            "training": f"{dataset}/train",
+            "validation": f"{dataset}/val",
+            "testing": f"{dataset}/test",
+        }, name
+        prepared = lock[f"prepare@{dataset}"]["outs"][0]["md5"].removesuffix(".dir")
+        assert datasets["validation"].digest == datasets["testing"].digest == prepared, name
+        assert datasets["training"].digest in {prepared, tags["data_hash"]}, name  # data_hash: augmented copies
+        assert all(d.schema and d.source for d in datasets.values()), name
+        # the source: the stage's entry point, the commit, the DVC stages that logged into the run
+        group = "finetune" if name in params["transfer"] else None
+        assert tags["mlflow.source.name"] == "pipelines/stages/train.py" and tags["mlflow.source.type"] == "LOCAL"
+        assert tags["mlflow.source.git.commit"] == head, name
+        assert tags["dvc.stage"] == f"{group or 'train'}@{name}", name
+        assert f"{group or 'evaluate'}@{name}" in tags["dvc.stages"].split(), name
+    assert runs["resnet20_cifar10_5to9_frozen"].data.tags["notes"].startswith("notes 001, Transfer learning")
+    assert runs["localizer_mnist"].data.tags["notes"].startswith("notes 000, Image or Object localization")
 
 
 def test_diagnose_runs_the_opt_in_studies(store):

@@ -88,6 +88,26 @@ def _history(repo: Path, run_id: str, key: str) -> list[tuple[int, float]]:
     return [(int(step), float(value)) for step, value in rows]
 
 
+def _assert_work_spans_the_kill(repo: Path, run_id: str, killed_at: int) -> None:
+    """``train_seconds`` (logged at each epoch's end) counts on from the killed process's last value, and the run's
+    Duration is its train and evaluate seconds: not the time it lay killed (``pipelines.stages.train``)."""
+    with sqlite3.connect(repo / "mlflow" / "mlflow.db") as db:
+        start, end = db.execute("SELECT start_time, end_time FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
+        points = db.execute(
+            "SELECT step, value, timestamp FROM metrics WHERE run_uuid = ? AND key = 'train_seconds' ORDER BY step",
+            (run_id,),
+        ).fetchall()
+        [evaluate] = db.execute(
+            "SELECT value FROM latest_metrics WHERE run_uuid = ? AND key = 'evaluate_seconds'", (run_id,)
+        ).fetchone()
+    values = [value for _, value, _ in points]
+    assert values == sorted(values) and len({step for step, _, _ in points}) == len(points), points
+    killed = max(value for step, value, _ in points if step <= killed_at)  # the killed process's last
+    first_resumed = min(stamp for step, _, stamp in points if step > killed_at)
+    assert values[-1] >= killed + (points[-1][2] - first_resumed) / 1000, (killed, points)
+    assert abs((end - start) / 1000 - (values[-1] + evaluate)) <= 1.0, (start, end, values[-1], evaluate)
+
+
 def _outcome(repo: Path) -> dict:
     """What the finished run produced: the best network's weights, the val metrics, the test metrics."""
     train = json.loads((repo / "metrics" / "train" / f"{NAME}.json").read_text())
@@ -126,6 +146,7 @@ def test_sigkill_mid_fit_then_rerun_resumes_and_matches_an_uninterrupted_run(rep
     for step, value in val_loss:
         by_step.setdefault(step, set()).add(value)
     assert len(by_step) == EPOCHS and all(len(v) == 1 for v in by_step.values())  # a repeated epoch logs the same
+    _assert_work_spans_the_kill(repo, run_id, killed_at)
     resumed = _outcome(repo)
 
     # the same experiment uninterrupted, same seed: forced retrain from scratch in the same repo

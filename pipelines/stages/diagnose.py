@@ -101,10 +101,11 @@ def _run_studies(
 
 def _log_to_run(name: str, params: Params, results: dict[str, Any], figures: dict) -> None:
     """Log the studies into the experiment's training run (:func:`pipelines.tracking.read_run_link`), when this
-    checkout has one."""
+    checkout has one, through the client API: the run stays as ``train`` and ``evaluate`` left it (its status and
+    end time, so its Duration stays its train and evaluate seconds); its ``dvc.stages`` tag gains this stage."""
     import mlflow
 
-    from pipelines.tracking import flatten, read_run_link, tracking_uri
+    from pipelines.tracking import add_stage, dvc_stage, flatten, read_run_link, tracking_uri
 
     link = read_run_link(name)
     if link is None:
@@ -112,6 +113,7 @@ def _log_to_run(name: str, params: Params, results: dict[str, Any], figures: dic
         return
     run_id = link["run_id"]
     client = mlflow.MlflowClient(tracking_uri(params))
+    add_stage(client, run_id, dvc_stage(params, name, "diagnose"), client.get_run(run_id).data.tags)
     numbers = {f"diagnose.{k}": float(v) for k, v in flatten(results).items() if isinstance(v, (int, float))}
     for key, value in numbers.items():
         client.log_metric(run_id, key, value)

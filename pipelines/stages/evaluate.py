@@ -14,20 +14,33 @@ Everything is logged to the training run in MLflow (one run tells the whole stor
 - ``metrics/evaluate/<experiment>.json``: every metric of every split, the verdict and the registered model
   (``dvc metrics show metrics/evaluate/<experiment>.json``);
 - ``plots/bias_variance/<experiment>.csv`` and ``plots/evaluate/<experiment>/``: the task's figures as PNG.
+
+The training run was ``FINISHED`` by ``train``; evaluate logs into it through the client API without reopening it
+(its status never goes back to ``RUNNING``). It logs ``evaluate_seconds``, this process's wall time from its start
+to the end of its work, and sets the run's ``end_time`` to ``start_time + train_seconds + evaluate_seconds``
+(:func:`pipelines.tracking.record_work`, an explicit end time, never "now"): DVC runs every ``train`` before any
+``evaluate``, and a run that ended when its evaluation did would show hours as the Duration of a 3-second training.
+A rerun of evaluate replaces ``evaluate_seconds`` (the end moves back accordingly). The run's ``dvc.stages`` tag gains
+``evaluate@<experiment>``. Without a run link (``mlflow/runs/<experiment>.json``: checkpoints pulled from a DVC
+remote), evaluate creates its own run, started at this process's start, with the source tags and the datasets of
+the splits it reads (:func:`pipelines.tracking.log_datasets`), and its Duration is ``evaluate_seconds``.
 """
 
 from __future__ import annotations
 
-import csv
-import logging
-import sys
 import time
-from typing import Any
 
-from pipelines.config import ExperimentConfig, Params
-from pipelines.diagnostics.bias_variance import Diagnosis, verdict
-from pipelines.io import atomic_dir, atomic_write_json, atomic_write_text
-from pipelines.paths import METRICS_ROOT, PLOTS_ROOT
+_PROCESS_START = time.time()
+
+import csv  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from typing import Any  # noqa: E402
+
+from pipelines.config import ExperimentConfig, Params  # noqa: E402
+from pipelines.diagnostics.bias_variance import Diagnosis, verdict  # noqa: E402
+from pipelines.io import atomic_dir, atomic_write_json, atomic_write_text  # noqa: E402
+from pipelines.paths import METRICS_ROOT, PLOTS_ROOT  # noqa: E402
 
 log = logging.getLogger("deepnotes.evaluate")
 
@@ -94,7 +107,21 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
     from pipelines import plots
     from pipelines.data.prepared import PREPARED_ROOT, load_prepared
     from pipelines.tasks.base import Evaluation
-    from pipelines.tracking import check_tracking_server, ensure_experiment, read_run_link, tracking_uri
+    from pipelines.tracking import (
+        add_stage,
+        check_tracking_server,
+        data_version,
+        dataset_source,
+        dvc_stage,
+        ensure_experiment,
+        entry_point,
+        git_commit,
+        log_datasets,
+        read_run_link,
+        record_work,
+        source_tags,
+        tracking_uri,
+    )
     from pipelines.training.inference import load_module, split_outputs
 
     exp = params.experiment(name)
@@ -125,13 +152,28 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
     mlflow.set_tracking_uri(tracking_uri(params))  # the registry resolves models:/ sources through the global URI
     client = mlflow.MlflowClient(tracking_uri(params))
     link = read_run_link(name)
-    run_id = (
-        link["run_id"]
-        if link
-        else client.create_run(
-            ensure_experiment(params), tags={"experiment": name, "stage": "evaluate", "mlflow.runName": name}
-        ).info.run_id
-    )
+    stage = dvc_stage(params, name, "evaluate")
+    if link:  # the training run, finished: logged into as it is (module docstring)
+        run = client.get_run(link["run_id"])
+        add_stage(client, run.info.run_id, stage, run.data.tags)
+    else:  # no training run in this checkout: a run of evaluate's own, from this process's start
+        versions = data_version(exp.dataset)
+        tags = {
+            "experiment": name,
+            "architecture": exp.architecture,
+            "dataset": exp.dataset,
+            "task": exp.task,
+            "notes": exp.notes,
+            "profile": params.profile,
+            "git_commit": git_commit(),
+            "data_hash": versions["data_hash"],
+            "stage": "evaluate",
+            "mlflow.runName": name,
+        } | source_tags(entry_point(__file__), stage)
+        run = client.create_run(ensure_experiment(params), start_time=int(_PROCESS_START * 1000), tags=tags)
+        declared = params.datasets[exp.dataset].source if exp.dataset in params.datasets else None
+        log_datasets(client, run.info.run_id, data, versions, dataset_source(exp.dataset, data.meta, declared))
+    run_id = run.info.run_id
     results["run_id"] = run_id
     figures = dict(evaluation.figures)
     history_path = PLOTS_ROOT / "history" / f"{name}.csv"
@@ -180,9 +222,18 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
             "champion_version": registration.champion_version,
         }
         client.set_tag(run_id, "registered_model", f"{registration.model_uri} ({registration.alias})")
-    client.set_terminated(run_id, "FINISHED")
     atomic_write_json(METRICS_ROOT / "evaluate" / f"{name}.json", results)
     atomic_write_json(METRICS_ROOT / f"{name}.json", summary_metrics(results, task))
+    # The end of its work: the run's end moves by these seconds; its status stays (a run of its own: FINISHED now).
+    record_work(
+        client,
+        run_id,
+        "evaluate_seconds",
+        time.time() - _PROCESS_START,
+        start_time=run.info.start_time,
+        earlier=run.data.metrics,
+        status="FINISHED" if run.info.status == "RUNNING" else run.info.status,
+    )
     return results
 
 

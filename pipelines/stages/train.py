@@ -10,6 +10,19 @@ Outputs: ``checkpoints/<experiment>/{best,last}.ckpt``, ``network.pt`` (the best
 only: what a ``transfer`` experiment starts from) and ``checkpoint.json`` (the best checkpoint's file name); the MLflow
 run id goes to ``mlflow/runs/<experiment>.json``, outside what DVC hashes, so ``evaluate`` logs into the same run, ``metrics/train/<experiment>.json`` and ``plots/history/<experiment>.csv``.
 
+Tracking (``pipelines.tracking``): the run starts when this process did: ``start_time`` is ``_PROCESS_START``,
+taken on this module's first line (the interpreter's own start-up before it, and the warm launcher's fork,
+:mod:`pipelines.warm`, are a few tenths of a second not counted). It carries MLflow's source tags
+(``mlflow.source.name`` ``pipelines/stages/train.py``, ``mlflow.source.type``, ``mlflow.source.git.commit``,
+``mlflow.user``) with ``dvc.stage`` (``train@<experiment>``), and its train, validation and test datasets
+(``log_inputs``: name, DVC digest, source, schema, context), all three logged here: the run's inputs are known
+before it trains. ``train_seconds`` is this process's wall time from its start to the end of its work (logged at
+each epoch's end too, cumulative); at the end the run is ``FINISHED`` with ``end_time = start_time +
+train_seconds``, so its Duration is its own work. ``evaluate`` later adds ``evaluate_seconds`` and moves
+``end_time`` by that much, without reopening the run. A resumed run (killed, rerun) keeps its ``start_time``: its
+``train_seconds`` adds the seconds its killed processes had logged by their last finished epoch, and its end is
+again ``start_time + train_seconds``, not counting the time between the kill and the rerun.
+
 An experiment under ``transfer:`` (``pretrained:``) first loads its backbone from the weights file
 (:func:`models.transfer.load_backbone`) and trains with :class:`pipelines.training.callbacks.FreezeBackbone` when the backbone
 is frozen.
@@ -102,7 +115,7 @@ def train(name: str, params: Params) -> dict[str, Any]:
     """Train experiment ``name``; returns the summary written to ``metrics/train/<name>.json``."""
     import lightning.pytorch as L
     import torch
-    from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
+    from lightning.pytorch.callbacks import LambdaCallback, LearningRateMonitor, TQDMProgressBar
     from lightning.pytorch.utilities.exceptions import SIGTERMException
     from mlflow.entities import Metric, RunTag
 
@@ -111,12 +124,18 @@ def train(name: str, params: Params) -> dict[str, Any]:
     from pipelines.tracking import (
         ResilientTracking,
         data_version,
+        dataset_source,
+        dvc_stage,
         ensure_experiment,
+        entry_point,
         git_commit,
         library_versions,
+        log_datasets,
         log_model,
         log_params,
+        record_work,
         run_params,
+        source_tags,
         system_metrics,
         tracking_uri,
         write_run_link,
@@ -179,9 +198,14 @@ def train(name: str, params: Params) -> dict[str, Any]:
         "stage": "train",
         "mlflow.runName": name,
     } | {f"version.{k}": v for k, v in library_versions().items()}
-    tags |= {"data_hash": versions["data_hash"]}
+    tags |= {"data_hash": versions["data_hash"]} | source_tags(entry_point(__file__), dvc_stage(params, name, "train"))
     if resume is None:
-        run_id = client.create_run(experiment_id, tags=tags).info.run_id
+        # the run starts when this process did: its Duration is then its own work (module docstring)
+        start_time = int(_PROCESS_START * 1000)
+        run_id = client.create_run(experiment_id, start_time=start_time, tags=tags).info.run_id
+        earlier = 0.0
+        declared = params.datasets[exp.dataset].source if exp.dataset in params.datasets else None
+        log_datasets(client, run_id, data, versions, dataset_source(exp.dataset, meta, declared))
         log_params(
             client,
             run_id,
@@ -193,6 +217,10 @@ def train(name: str, params: Params) -> dict[str, Any]:
         client.update_run(run_id, status="RUNNING")
         client.set_tag(run_id, "resumed_after_epoch", str(resume.epoch))
         tracking.replay()  # the metrics a dead tracking server missed, so the run's history is continuous
+        # its start, and the seconds its killed processes trained until their last epoch (None: the server died)
+        resumed = client.get_run(run_id)
+        start_time = resumed.info.start_time if resumed else int(_PROCESS_START * 1000)
+        earlier = float(resumed.data.metrics.get("train_seconds", 0.0)) if resumed else 0.0
         restore_best(resume, ckpt_dir)
         log.info("%s: resuming run %s after epoch %d (%s)", name, run_id, resume.epoch, resume.checkpoint)
 
@@ -215,6 +243,15 @@ def train(name: str, params: Params) -> dict[str, Any]:
         TQDMProgressBar(refresh_rate=exp.trainer.progress_bar_refresh_rate),
     ]
     callbacks += fit_callbacks(exp)
+
+    def log_train_seconds(trainer: L.Trainer, _module: L.LightningModule) -> None:
+        """``train_seconds`` so far at each epoch's end: what a killed run's resumed process starts from."""
+        if trainer.is_global_zero:
+            client.log_metric(
+                run_id, "train_seconds", earlier + time.time() - _PROCESS_START, step=trainer.current_epoch
+            )
+
+    callbacks.append(LambdaCallback(on_train_epoch_end=log_train_seconds))
     gradients = gradient_diagnostics(exp)
     if gradients is not None:
         callbacks.append(gradients)
@@ -288,8 +325,15 @@ def train(name: str, params: Params) -> dict[str, Any]:
     )
     write_run_link(name, run_id, tracking_uri(params), experiment_id)
     atomic_write_json(METRICS_ROOT / "train" / f"{name}.json", summary)
-    # The run stays open for evaluate (it sets the final status); mark it finished for now.
-    client.set_terminated(run_id, "FINISHED")
+    # Finished: end_time = start_time + train_seconds; evaluate later adds its own seconds, without reopening it.
+    record_work(
+        client,
+        run_id,
+        "train_seconds",
+        earlier + time.time() - _PROCESS_START,
+        start_time=start_time,
+        step=trainer.current_epoch,
+    )
     # the server died mid-run: every local output is written; exit 2 naming them (the resume checkpoint is kept)
     tracking.raise_if_lost(
         name, [ckpt_dir, METRICS_ROOT / "train" / f"{name}.json", PLOTS_ROOT / "history" / f"{name}.csv"]

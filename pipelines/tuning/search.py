@@ -43,6 +43,8 @@ from pipelines.tuning.search_space import SearchSpace, apply
 log = logging.getLogger("deepnotes.tune")
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+#: ``mlflow.source.name`` of the search's runs: the stage that runs it (``python -m pipelines.stages tune``).
+TUNE_ENTRY = "pipelines/stages/tune.py"
 
 
 # --------------------------------------------------------------------------------------------- settings
@@ -218,7 +220,7 @@ class Objective:
         import lightning.pytorch  # noqa: F401  (sets its loggers to INFO on import: quiet them after)
 
         from pipelines.data.prepared import load_training_data
-        from pipelines.tracking import data_version
+        from pipelines.tracking import data_version, dvc_stage, source_tags
 
         for name in ("lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -233,6 +235,8 @@ class Objective:
         dataset = self.base["dataset"]
         self.data = load_training_data(dataset)  # once per worker, shared by its trials
         self.versions = data_version(dataset)
+        #: MLflow's source tags and the DVC stage, the same for every trial of this worker
+        self.source = source_tags(TUNE_ENTRY, dvc_stage(session.params, session.experiment, "tune"))
 
     def __call__(self, trial) -> float:
         import mlflow
@@ -254,7 +258,8 @@ class Objective:
             "stage": "tune",
             "architecture": self.base["architecture"],
             "dataset": self.base["dataset"],
-        }
+            "notes": self.base.get("notes"),
+        } | self.source
         frozen = trial.study._storage.get_trial(trial._trial_id)  # system attrs (a re-queued trial's origin)
         retried = frozen.system_attrs.get("failed_trial")  # set by RetryHeartbeatStaleTrialCallback
         if retried is not None:
@@ -493,7 +498,7 @@ def tune(session: Session) -> dict[str, Any]:
     import optuna
 
     from pipelines.io import file_lock
-    from pipelines.tracking import ensure_experiment, git_commit, tracking_uri
+    from pipelines.tracking import dvc_stage, ensure_experiment, git_commit, source_tags, tracking_uri
     from pipelines.tuning.studies import lock_path, open_study, redact
 
     params, settings = session.params, session.settings
@@ -527,7 +532,8 @@ def tune(session: Session) -> dict[str, Any]:
             "git_commit": git_commit(),
             "profile": params.profile,
             "session": str(session_index),
-        },
+        }
+        | source_tags(TUNE_ENTRY, dvc_stage(params, session.experiment, "tune")),
     )
     session.parent_run_id = parent.info.run_id
     from pipelines.tracking import log_params
