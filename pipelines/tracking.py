@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import logging
 import os
@@ -782,46 +781,21 @@ def system_metrics(params: Params, run_id: str, enabled: bool = True):
                 log.warning("system metrics of run %s not sent to %s (%s)", run_id, uri, _reason(exc))
 
 
-def log_model(network, example, run_id: str) -> tuple[str, str]:
-    """Log the trained network to MLflow with a signature, input example and explicit pip requirements.
+def log_model(bundle, example, run_id: str) -> tuple[str, str, str]:
+    """Log a trained network as the served pyfunc model of run ``run_id``
+    (:func:`pipelines.serving.bundle.log_served_model`: raw-input signature, a raw ``input_example`` made from the
+    prepared samples ``example``, explicit pip requirements, plain-data preprocessing).
 
-    Returns ``("not logged", "")`` when the tracking server stopped answering during the run (:data:`LOST_URIS`).
-    Otherwise ``(format, uri)``: ``("pytorch", "models:/m-...")`` when ``mlflow.pytorch.log_model`` succeeded (a
-    logged model linked to the run), or ``("state_dict", "runs:/<run>/model_state_dict/state_dict.pt")`` when export
-    failed and a weights-only ``state_dict`` was logged instead (load with ``torch.load(..., weights_only=True)``).
+    Returns ``(format, model_uri, weights_sha256)``: ``("pyfunc", "models:/m-...", digest)``, or
+    ``("not logged", "", digest)`` when the tracking server stopped answering during the run (:data:`LOST_URIS`;
+    the weights are in ``checkpoints/`` only).
     """
     import mlflow
-    import torch
-    from mlflow.models import infer_signature
 
-    if mlflow.get_tracking_uri() in LOST_URIS:  # the server died mid-run: the weights are in checkpoints/ only
-        return "not logged", ""
-    network = network.cpu().eval()
-    with torch.no_grad():
-        output = network(torch.as_tensor(example)).numpy()
-    try:
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.pytorch.log_model(
-                network,
-                name="model",
-                signature=infer_signature(example, output),
-                input_example=example,
-                pip_requirements=pip_requirements(),
-            )
-        return "pytorch", info.model_uri
-    except Exception as exc:  # export of some modules (recurrent, dynamic shapes) is not supported
-        log.warning(
-            "mlflow.pytorch.log_model failed (%s: %s); logging a state_dict instead",
-            type(exc).__name__,
-            str(exc).splitlines()[0] if str(exc) else "",
-        )
-        buffer = io.BytesIO()
-        torch.save(network.state_dict(), buffer)
-        client = mlflow.MlflowClient()
-        import tempfile
+    from pipelines.serving.bundle import log_served_model
 
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "state_dict.pt"
-            path.write_bytes(buffer.getvalue())
-            client.log_artifact(run_id, str(path), artifact_path="model_state_dict")
-        return "state_dict", f"runs:/{run_id}/model_state_dict/state_dict.pt"
+    if mlflow.get_tracking_uri() in LOST_URIS:
+        return "not logged", "", bundle.digest
+    requirements = pip_requirements() + [f"{lib}=={metadata.version(lib)}" for lib in ("pandas", "tokenizers")]
+    logged = log_served_model(bundle, example, run_id, requirements)
+    return "pyfunc", logged.model_uri, logged.weights_sha256

@@ -45,13 +45,20 @@ from pipelines.paths import METRICS_ROOT, PLOTS_ROOT  # noqa: E402
 log = logging.getLogger("deepnotes.evaluate")
 
 
+#: The run tags each registered version copies (``data_hash``: the DVC hash of the prepared data it trained on).
+VERSION_TAGS = ("data_hash", "git_commit", "weights_sha256")
+
+
 def register_model(client, name: str, run_id: str, task, results: dict[str, Any]):
-    """Register the run's logged model as a new version of ``deepnotes-<name>`` and move the ``champion`` /
-    ``challenger`` aliases by the task's primary test metric (:mod:`pipelines.registered_models`). Returns the
-    :class:`~pipelines.registered_models.RegistrationResult`, or ``None`` when the run logged no MLflow model."""
+    """Register the run's logged model as a version of ``deepnotes-<name>`` when its weights are new, and move the
+    ``champion`` / ``challenger`` aliases by the task's primary test metric (:mod:`pipelines.registered_models`).
+    The version is tagged with the experiment and the run's :data:`VERSION_TAGS`. Returns the
+    :class:`~pipelines.registered_models.RegistrationResult` (``created=False``: a version with these weights
+    existed), or ``None`` when the run logged no MLflow model."""
     from pipelines.registered_models import register, registered_name
 
-    model_uri = client.get_run(run_id).data.tags.get("model_uri")
+    tags = client.get_run(run_id).data.tags
+    model_uri = tags.get("model_uri")
     if not model_uri:
         return None
     metric, greater_is_better = task.primary_metric()
@@ -63,7 +70,8 @@ def register_model(client, name: str, run_id: str, task, results: dict[str, Any]
         metric=metric,
         value=results["test"][task.primary],
         greater_is_better=greater_is_better,
-        tags={"experiment": name},
+        tags={"experiment": name} | {k: tags[k] for k in VERSION_TAGS if tags.get(k)},
+        weights_sha256=tags.get("weights_sha256"),
     )
 
 
@@ -220,6 +228,7 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
             "version": registration.version,
             "alias": registration.alias,
             "champion_version": registration.champion_version,
+            "created": registration.created,
         }
         client.set_tag(run_id, "registered_model", f"{registration.model_uri} ({registration.alias})")
     atomic_write_json(METRICS_ROOT / "evaluate" / f"{name}.json", results)

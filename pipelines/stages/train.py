@@ -3,8 +3,8 @@
 Trains one experiment of ``params.yaml`` with a seeded Lightning ``Trainer`` and tracks it in MLflow:
 every resolved param (flattened), per-epoch train/val loss and metrics, the penalty term, the learning rate, epoch
 time, git commit, the data hash from ``dvc.lock``, the seed and library versions; then the best checkpoint and the
-model (``mlflow.pytorch.log_model`` with a signature, an input example and explicit pip requirements; a
-``state_dict`` where export fails).
+served model (an MLflow pyfunc that takes raw input and bundles its preprocessing, :mod:`pipelines.serving`, with
+a raw-input signature, a raw input example and explicit pip requirements).
 
 Outputs: ``checkpoints/<experiment>/{best,last}.ckpt``, ``network.pt`` (the best network's ``state_dict``, weights
 only: what a ``transfer`` experiment starts from) and ``checkpoint.json`` (the best checkpoint's file name); the MLflow
@@ -309,11 +309,20 @@ def train(name: str, params: Params) -> dict[str, Any]:
     # The best weights, into the module that trained (same class, same hyperparameters).
     module.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"])
     save_network(module.network, ckpt_dir / "network.pt")
-    if params.tracking.log_model:
+    if params.tracking.log_model:  # the served pyfunc: raw input in, the task's answer out (pipelines/serving)
+        from pipelines.data.prepared import PREPARED_ROOT
+        from pipelines.serving.bundle import WEIGHTS_TAG, Bundle
+
+        bundle = Bundle.from_module(module, meta, PREPARED_ROOT / exp.dataset)
         example = datamodule.tensors["test"][0][:2].numpy()
-        summary["model_format"], summary["model_uri"] = log_model(module.network, example, run_id)
+        summary["model_format"], summary["model_uri"], summary[WEIGHTS_TAG] = log_model(bundle, example, run_id)
         client.log_batch(
-            run_id, tags=[RunTag("model_format", summary["model_format"]), RunTag("model_uri", summary["model_uri"])]
+            run_id,
+            tags=[
+                RunTag("model_format", summary["model_format"]),
+                RunTag("model_uri", summary["model_uri"]),
+                RunTag(WEIGHTS_TAG, summary[WEIGHTS_TAG]),
+            ],
         )
 
     write_history(history.rows, PLOTS_ROOT / "history" / f"{name}.csv")
