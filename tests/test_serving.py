@@ -287,4 +287,4 @@ def test_rerunning_evaluate_on_unchanged_weights_adds_no_version(tiny_repo):
     after = client.search_model_versions(f"name = '{name}'")
     assert [v.version for v in after] == [version.version]
     result = json.loads((repo / "metrics" / "evaluate" / "perceptron_and.json").read_text())
-    assert result["registry"]["created"] is False and result["registry"]["version"] == int(version.version)
+    assert result["registry"]["version"] == int(version.version) and result["registry"]["alias"] == "champion"

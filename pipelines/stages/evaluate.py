@@ -228,8 +228,9 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
             "version": registration.version,
             "alias": registration.alias,
             "champion_version": registration.champion_version,
-            "created": registration.created,
-        }
+        }  # the same on a rerun with the same weights (no new version): downstream stages stay cached
+        if not registration.created:
+            log.info("%s: weights unchanged (%s), no new version", name, registration.model_uri)
         client.set_tag(run_id, "registered_model", f"{registration.model_uri} ({registration.alias})")
     atomic_write_json(METRICS_ROOT / "evaluate" / f"{name}.json", results)
     atomic_write_json(METRICS_ROOT / f"{name}.json", summary_metrics(results, task))
