@@ -34,7 +34,7 @@ register(
         MLPParams,
         "notes 004, Multi layer perceptron; notes 001, Activation Functions",
         "Rumelhart, Hinton, Williams (1986), Learning representations by back-propagating errors",
-        frozenset({"table", "tabular", "image"}),
-        _TASKS,
+        frozenset({"table", "tabular", "image", "series"}),
+        _TASKS | {"forecasting"},
     )
 )

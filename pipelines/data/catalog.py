@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 #: How a dataset's samples are stored, which decides the architectures that can read it.
-Modality = Literal["table", "image", "tabular", "text"]
+Modality = Literal["table", "image", "tabular", "text", "series", "chars"]
 
 
 @dataclass(frozen=True)
