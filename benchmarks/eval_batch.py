@@ -40,8 +40,8 @@ def cases() -> dict[str, tuple[torch.nn.Module, torch.Tensor]]:
             build_network("localizer", NetworkSpec((1, 64, 64), 10, batch_norm=True)),
             image(4096, 1, 64, 64),
         ),
-        "lstm_classifier, 128 tokens": (
-            build_network("lstm_classifier", NetworkSpec((128,), 1, vocab_size=20000)),
+        "rnn (lstm), 128 tokens": (
+            build_network("rnn", NetworkSpec((128,), 1, vocab_size=20000), {"cell": "lstm"}),
             torch.randint(0, 20000, (4096, 128)),
         ),
     }

@@ -59,7 +59,7 @@ def test_env_var_selects_profile(monkeypatch):
         ("experiments.lenet5_mnist.model", {"depth": 3}, "model.depth"),
         ("experiments.mlp_churn.loss", "ce", "loss 'ce' does not fit the binary task"),
         ("experiments.lenet5_mnist.loss", "hinge", "loss 'hinge' does not fit the multiclass task"),
-        ("experiments.lenet5_mnist.architecture", "lstm_classifier", "cannot read image data"),
+        ("experiments.lenet5_mnist.architecture", "conv1d_text", "cannot read image data"),
         ("experiments.lenet5_mnist.architecture", "transformer", "architecture 'transformer' is not registered"),
         ("experiments.mlp_churn.early_stopping.monitor", "val_r2", "early_stopping.monitor 'val_r2' is not logged"),
         ("experiments.mlp_churn.regularization", {"type": "l1", "strength": 0}, "regularization.strength is 0"),

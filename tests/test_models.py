@@ -57,7 +57,9 @@ def test_every_registered_architecture_is_buildable():
         "mlp": NetworkSpec((5,), 3),
         "keras_convnet": NetworkSpec((1, 28, 28), 10),
         "lenet5": NetworkSpec((1, 28, 28), 10),
-        "lstm_classifier": NetworkSpec((12,), 1, vocab_size=50),
+        "rnn": NetworkSpec((12,), 1, vocab_size=50),
+        "conv1d_text": NetworkSpec((24,), 3, vocab_size=50),
+        "char_rnn": NetworkSpec((12,), 50, vocab_size=50),
         "alexnet": NetworkSpec((3, 32, 32), 10),
         "vgg": NetworkSpec((3, 32, 32), 10),
         "resnet": NetworkSpec((3, 32, 32), 10),
@@ -74,6 +76,8 @@ def test_every_registered_architecture_is_buildable():
             expected = (4, spec.num_outputs + 4)
         if name == "autoencoder":  # the reconstruction has the input's shape
             expected = (4, *spec.input_shape)
+        if name == "char_rnn":  # next-symbol logits at every step
+            expected = (4, *spec.input_shape, spec.num_outputs)
         assert net(x).shape == expected, name
 
 
@@ -189,48 +193,7 @@ def test_mlp_unknown_activation():
         build_network("mlp", NetworkSpec((3,), 1, activation="gelu"))
 
 
-def _lstm_count(vocab_size, embedding_dim, hidden_size, num_layers, bidirectional, num_outputs):
-    directions = 2 if bidirectional else 1
-    total = vocab_size * embedding_dim + dense(hidden_size * directions, num_outputs)
-    for layer in range(num_layers):
-        in_size = embedding_dim if layer == 0 else hidden_size * directions
-        total += directions * 4 * hidden_size * (in_size + hidden_size + 2)  # W_ih, W_hh, b_ih, b_hh
-    return total
-
-
-@pytest.mark.parametrize(
-    ("hidden_size", "num_layers", "bidirectional", "num_outputs"),
-    [(8, 1, False, 1), (8, 2, True, 3), (16, 2, False, 1)],
-)
-def test_lstm_counts_and_shapes(hidden_size, num_layers, bidirectional, num_outputs):
-    spec = NetworkSpec((20,), num_outputs, dropout=0.2, vocab_size=1000)
-    params = {"embedding_dim": 16, "hidden_size": hidden_size, "num_layers": num_layers, "bidirectional": bidirectional}
-    net = build_network("lstm_classifier", spec, params)
-    assert n_params(net) == _lstm_count(1000, 16, hidden_size, num_layers, bidirectional, num_outputs)
-    tokens = torch.randint(1, 1000, (5, 20))
-    tokens[:, :7] = 0  # left padding
-    assert net(tokens).shape == ((5,) if num_outputs == 1 else (5, num_outputs))
-    assert net.lstm.dropout == (0.2 if num_layers > 1 else 0.0)
-
-
-def test_lstm_backward_direction_reads_only_real_text():
-    net = build_network(
-        "lstm_classifier",
-        NetworkSpec((10,), 1, vocab_size=30),
-        {"embedding_dim": 4, "hidden_size": 3, "bidirectional": True},
-    ).eval()
-    text = torch.tensor([5, 9, 2, 7])
-    short = torch.cat([torch.zeros(6, dtype=torch.long), text])[None]  # left-padded to 10
-    outputs, _ = net.lstm(net.embedding(torch.cat([torch.zeros(2, dtype=torch.long), text])[None]))
-    summary_backward = net.lstm(net.embedding(text[None]))[0][0, 0, 3:]
-    # the backward state at the first real token only depends on the real text, whatever the padding
-    torch.testing.assert_close(outputs[0, 2, 3:], summary_backward)
-    assert net(short).shape == (1,)
-
-
-def test_lstm_needs_a_vocabulary():
-    with pytest.raises(ValueError, match="vocab_size"):
-        build_network("lstm_classifier", NetworkSpec((20,), 1))
+# The sequence family (rnn, char_rnn, conv1d_text): counts and shapes in tests/test_sequence_models.py.
 
 
 # --------------------------------------------------------------------- notes 001: perceptron and XOR

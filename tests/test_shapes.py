@@ -194,7 +194,7 @@ def test_summarize_counts_shared_and_frozen_parameters_once():
 
 
 def test_summarize_text_model_and_errors():
-    net = build_network("lstm_classifier", NetworkSpec((12,), 1, vocab_size=50))
+    net = build_network("rnn", NetworkSpec((12,), 1, vocab_size=50))
     rows = summarize(net, (12,), dtype=torch.long)
     assert sum(r.params for r in rows) == n_params(net)
     assert rows[-1].output_shape == ()  # a single logit per sample

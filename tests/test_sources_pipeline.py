@@ -38,10 +38,10 @@ EXPERIMENTS = {
     "mlp_my_idx": {"architecture": "mlp", "dataset": "my_idx", "loss": "ce", "model": {"hidden_sizes": [32]}},
     "lenet5_my_digits": {"architecture": "lenet5", "dataset": "my_digits", "loss": "ce", "batch_size": 32},
     "lstm_my_text": {
-        "architecture": "lstm_classifier",
+        "architecture": "rnn",
         "dataset": "my_text",
         "loss": "bce",
-        "model": {"embedding_dim": 16, "hidden_size": 16},
+        "model": {"cell": "lstm", "embedding_dim": 16, "hidden_size": 16},
     },
     "mlp_my_series": {"architecture": "mlp", "dataset": "my_series", "loss": "mse", "model": {"hidden_sizes": [8]}},
 }

@@ -44,6 +44,7 @@ register(
         "Cho et al. (2014), Learning phrase representations using RNN encoder-decoder (GRU)",
         frozenset({"text", "series"}),
         frozenset({"binary", "multiclass", "regression", "forecasting"}),
+        "models.sequence.recurrent:describe_rnn",
     )
 )
 
@@ -90,5 +91,6 @@ register(
         "Graves (2013), Generating sequences with recurrent neural networks",
         frozenset({"chars"}),
         frozenset({"language_model"}),
+        "models.sequence.language_model:describe_char_rnn",
     )
 )
