@@ -37,6 +37,12 @@ class DatasetConfig(Strict):
     window: PositiveInt = Field(
         14, description="time series: past days per sample (the features); the target is the next day"
     )
+    horizon: PositiveInt = Field(
+        1, description="forecasting: values predicted per sample, the steps right after the window"
+    )
+    test_steps: PositiveInt | None = Field(
+        None, description="forecasting: the last test_steps time steps hold the test targets (None: test_fraction)"
+    )
     max_train_per_class: PositiveInt | None = Field(
         None, description="keep this many seeded train samples of each class (few-label fine-tuning)"
     )

@@ -321,6 +321,42 @@ CATALOG["att_faces"] = DatasetEntry(
 )
 
 
+CATALOG |= {
+    # Forecasting (notes 002, "TYPES OF RNN", many to many): past values -> the next `horizon` values
+    # (pipelines/data/preparers/forecast.py).
+    "airline_passengers": DatasetEntry(
+        "airline_passengers",
+        "forecasting",
+        "csv",
+        "series",
+        files=(
+            RawFile(
+                "airline_passengers/airline-passengers.csv",
+                ("8cb51be753a718d9be5d76d7e238cc224792754676adc21faa59e954b0201621",),
+                urls=(
+                    "https://raw.githubusercontent.com/jbrownlee/Datasets/"
+                    "d20fcb6402ae34e653d4513b00f39257bb37ed7f/airline-passengers.csv",
+                ),
+            ),
+        ),
+        source="International airline passengers, monthly totals Jan 1949 - Dec 1960 (thousands): Box & Jenkins "
+        "Series G, via Hyndman's Time Series Data Library (TSDL); file from GitHub jbrownlee/Datasets",
+        citation="Box, Jenkins (1976), Time Series Analysis: Forecasting and Control, Series G",
+        license="classic textbook series, commonly treated as freely usable (R's datasets::AirPassengers)",
+    ),
+    "melbourne_temp_7d": DatasetEntry(
+        "melbourne_temp_7d",
+        "forecasting",
+        "csv",
+        "series",
+        files=CATALOG["melbourne_temp"].files,
+        source=CATALOG["melbourne_temp"].source + "; the next 7 days from past days",
+        license=CATALOG["melbourne_temp"].license,
+        base="melbourne_temp",
+    ),
+}
+
+
 def get_dataset(name: str) -> DatasetEntry:
     """Return the catalog entry for ``name``.
 

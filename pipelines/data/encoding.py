@@ -17,6 +17,8 @@ kind       raw input (MLflow signature)                   encoding
                                                           standardisation (CIFAR-10)
 ``text``   a ``text`` column of strings                   the dataset's cleaning, then its own
                                                           ``tokenizer.json`` (padding and truncation)
+``series`` one number column per past step             logged (if the dataset is), standardised with
+           (``t-<window>`` ... ``t-1``, ``double``)       the train steps' mean/std
 =========  =============================================  ==============================================
 
 Everything a raw input needs is plain data: its :attr:`RawInput.spec` (JSON) and the files it names
@@ -388,3 +390,61 @@ class TextInput(RawInput):
 
         tokenizer = self._tokenizer()
         return pd.DataFrame({TEXT_COLUMN: [tokenizer.decode(row.tolist(), skip_special_tokens=True) for row in x]})
+
+
+# --------------------------------------------------------------------------------------------------- series
+
+
+@raw_input("series")
+class SeriesInput(RawInput):
+    """A window of raw past values (named columns ``t-<window>`` ... ``t-1``, oldest first, in the series' units)
+    -> the forecasting scale of :func:`~pipelines.data.preparers.forecast.encode_series`.
+
+    ``spec``: ``names`` (``meta.input_names``), ``log``, ``mean``, ``std`` (``meta.normalization``, fitted on train).
+    """
+
+    @classmethod
+    def accepts(cls, meta: dict[str, Any]) -> bool:
+        return meta.get("modality") == "series" and "input_names" in meta
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any], folder: Path) -> RawInput:
+        norm = meta["normalization"]
+        return cls(
+            {"names": list(meta["input_names"]), "log": bool(norm["log"]), "mean": norm["mean"], "std": norm["std"]}
+        )
+
+    def schema(self) -> Schema:
+        from mlflow.types import ColSpec, Schema
+
+        return Schema([ColSpec("double", name) for name in self.spec["names"]])
+
+    def encode(self, raw: Any) -> np.ndarray:
+        """A DataFrame of raw windows -> float32 ``(N, window)``, computed in float64 as the preparer does.
+
+        Raises:
+            RawInputError: a missing column, a value that is not a finite number, or (logged series) not positive.
+        """
+        import pandas as pd
+
+        from pipelines.data.preparers.forecast import encode_series
+
+        names = self.spec["names"]
+        frame = _frame(raw, names)
+        values = np.stack([pd.to_numeric(frame[n], errors="coerce").to_numpy(dtype=np.float64) for n in names], 1)
+        bad = ~np.isfinite(values) | ((values <= 0) if self.spec["log"] else False)
+        if bad.any():
+            row, col = (int(i[0]) for i in np.nonzero(bad))
+            expected = "a positive number (the series is logged)" if self.spec["log"] else "a finite number"
+            raise RawInputError(
+                f"raw input: column {names[col]!r} has {frame[names[col]].iloc[row]!r}; expected {expected}"
+            )
+        return encode_series(values, self.spec["log"], self.spec["mean"], self.spec["std"]).astype(np.float32)
+
+    def example(self, x: np.ndarray) -> pd.DataFrame:
+        """Prepared windows back to raw values (7 significant digits, as float32 carries)."""
+        import pandas as pd
+
+        scaled = np.asarray(x, dtype=np.float64) * self.spec["std"] + self.spec["mean"]
+        values = np.exp(scaled) if self.spec["log"] else scaled
+        return pd.DataFrame({n: [float(f"{v:.7g}") for v in values[:, k]] for k, n in enumerate(self.spec["names"])})

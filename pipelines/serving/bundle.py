@@ -134,7 +134,11 @@ class Bundle:
                 f"{path}: format_version {description.get('format_version')!r}; expected {FORMAT_VERSION}"
             )
         spec = dict(description["spec"], input_shape=tuple(description["spec"]["input_shape"]))
-        network = build_network(description["architecture"], NetworkSpec(**spec), description["model_params"])
+        from pipelines.tasks import get_task
+
+        network = get_task(description["task"])(description["task_meta"]).wrap_network(
+            build_network(description["architecture"], NetworkSpec(**spec), description["model_params"])
+        )
         network.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
         return cls(
             architecture=description["architecture"],

@@ -13,7 +13,8 @@ Everything is logged to the training run in MLflow (one run tells the whole stor
   headline figures, with the same keys for every experiment;
 - ``metrics/evaluate/<experiment>.json``: every metric of every split, the verdict and the registered model
   (``dvc metrics show metrics/evaluate/<experiment>.json``);
-- ``plots/bias_variance/<experiment>.csv`` and ``plots/evaluate/<experiment>/``: the task's figures as PNG.
+- ``plots/bias_variance/<experiment>.csv`` and ``plots/evaluate/<experiment>/``: the task's figures as PNG, and the
+  points of a figure as CSV where the task gives them (``Evaluation.plot_data``: a forecast's series).
 
 The training run was ``FINISHED`` by ``train``; evaluate logs into it through the client API without reopening it
 (its status never goes back to ``RUNNING``). It logs ``evaluate_seconds``, this process's wall time from its start
@@ -205,6 +206,8 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
     with atomic_dir(PLOTS_ROOT / "evaluate" / name) as tmp:  # the task's own figures, for `dvc plots`
         for file_name, fig in evaluation.figures.items():
             (tmp / file_name).write_bytes(plots.png_bytes(fig))
+        for file_name, text in evaluation.plot_data.items():  # a figure's points, for `dvc plots` templates
+            (tmp / file_name).write_text(text)
 
     # test_<metric> for the test split; eval_<split>_<metric> for the best checkpoint on train and val.
     metrics = {f"test_{k}": v for k, v in results["test"].items() if isinstance(v, (int, float))}
@@ -220,6 +223,8 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
         plots.close(fig)
     for file_name, text in evaluation.tables.items():
         client.log_text(run_id, text, f"evaluation/{file_name}")
+    for file_name, text in evaluation.plot_data.items():
+        client.log_text(run_id, text, f"plots/{file_name}")
     client.log_dict(run_id, results | evaluation.details, "evaluation/metrics.json")
     registration = register_model(client, name, run_id, task, results)
     if registration is not None:

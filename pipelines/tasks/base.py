@@ -63,6 +63,8 @@ class Evaluation:
         figures: ``{file name: Figure}``: logged to MLflow under ``plots/`` and written as PNG to
             ``plots/evaluate/<experiment>/`` for ``dvc plots`` (the task's own evaluation plots).
         tables: ``{file name: CSV text}``: logged to MLflow under ``evaluation/`` (e.g. ROC curve points).
+        plot_data: ``{file name: CSV text}``: the points of a figure, written beside the figures in
+            ``plots/evaluate/<experiment>/`` for ``dvc plots`` (e.g. a forecast against the actual series).
         test_metrics: extra test metrics (e.g. ``average_precision``), merged into the test split's metrics.
         details: extra JSON-able results logged to MLflow's ``evaluation/metrics.json`` (e.g. the confusion matrix).
     """
@@ -72,6 +74,7 @@ class Evaluation:
     splits: dict[str, Outputs]
     figures: dict[str, Figure] = field(default_factory=dict)
     tables: dict[str, str] = field(default_factory=dict)
+    plot_data: dict[str, str] = field(default_factory=dict)
     test_metrics: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -159,6 +162,13 @@ class Task:
     def num_outputs(self) -> int:
         """``NetworkSpec.num_outputs``: the head's width (1: one logit or value)."""
         return 1
+
+    def wrap_network(self, network: nn.Module) -> nn.Module:
+        """The network the task trains, evaluates and serves, built around the architecture's ``network`` (default:
+        ``network`` itself). Applied wherever a network is built (the training module, the served bundle), so its
+        ``state_dict`` is the wrapped one's. A forecast predicts relative to its window's last value
+        (:mod:`pipelines.tasks.forecasting`)."""
+        return network
 
     def loss(self, name: str, huber_delta: float = 1.0) -> nn.Module:
         """The loss module ``name`` (one of :attr:`losses`), called as ``loss(outputs, loss_targets(x, y))``."""

@@ -27,7 +27,18 @@ from models.factories import initialize, make_optimizer, penalised_parameters, r
 from models.registry import NetworkSpec, build_network
 
 #: The keys of a prepared dataset's ``meta.json`` a task reads; kept in checkpoints (``task_meta``).
-TASK_META_KEYS = ("dataset", "modality", "input_shape", "num_classes", "classes", "normalization", "vocab_size")
+TASK_META_KEYS = (
+    "dataset",
+    "modality",
+    "input_shape",
+    "num_classes",
+    "classes",
+    "normalization",
+    "vocab_size",
+    "vocab",
+    "horizon",
+    "forecast",
+)
 
 
 def network_spec(exp, meta: dict[str, Any]) -> NetworkSpec:
@@ -86,10 +97,10 @@ class SupervisedModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         spec = dict(spec, input_shape=tuple(spec["input_shape"]))
-        self.network: nn.Module = initialize(
-            build_network(architecture, NetworkSpec(**spec), model_params), initializer
-        )
         self.task = get_task(task)(task_meta)
+        self.network: nn.Module = self.task.wrap_network(
+            initialize(build_network(architecture, NetworkSpec(**spec), model_params), initializer)
+        )
         self.loss_fn = self.task.loss(loss, huber_delta=huber_delta)
         self._reg_cfg = RegularizationConfig.model_validate(regularization)
         self._penalised = penalised_parameters(self.network)  # collected once, not on every step

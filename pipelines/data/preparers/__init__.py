@@ -31,6 +31,9 @@ melbourne_temp   float32 (N, window)         float32    x: the previous ``window
                                                         standardised (train mean/std); y: the next day's, °C
 att_faces        float32 (N, 1, 112, 92)     int64 0-39 min-max: pixel / 255; subjects s1-s40, stratified
 ===============  ==========================  =========  ================================================
+
+``airline_passengers``, ``melbourne_temp_7d`` (:mod:`.forecast`): x float32 ``(N, window)`` on the network's scale
+(airline logged, then standardised on train), y float32 ``(N, horizon)`` in the series' units, split by target time.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from pipelines.config import DatasetConfig
 from pipelines.data.preparers.churn import prepare_churn
 from pipelines.data.preparers.cifar10 import prepare_cifar10
 from pipelines.data.preparers.common import Prepared
+from pipelines.data.preparers.forecast import prepare_forecast
 from pipelines.data.preparers.idx import prepare_fashion_mnist, prepare_mnist
 from pipelines.data.preparers.image_folder import prepare_att_faces
 from pipelines.data.preparers.imdb import prepare_imdb
@@ -75,6 +79,8 @@ PREPARERS: dict[str, Callable[..., Prepared]] = {
     "imdb": prepare_imdb,
     "melbourne_temp": prepare_melbourne_temp,
     "att_faces": prepare_att_faces,
+    "airline_passengers": partial(prepare_forecast, name="airline_passengers"),
+    "melbourne_temp_7d": partial(prepare_forecast, name="melbourne_temp_7d"),
 }
 
 
@@ -112,6 +118,7 @@ __all__ = [
     "prepare_cifar10",
     "prepare_dataset",
     "prepare_fashion_mnist",
+    "prepare_forecast",
     "prepare_imdb",
     "prepare_logic",
     "prepare_melbourne_temp",
