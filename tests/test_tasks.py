@@ -92,6 +92,7 @@ def test_registry_lists_every_task_and_imports_no_torch():
     assert out.stdout.strip().split(",") == [
         "binary",
         "forecasting",
+        "language_model",
         "localization",
         "multiclass",
         "reconstruction",

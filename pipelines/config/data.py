@@ -49,6 +49,16 @@ class DatasetConfig(Strict):
     max_test_samples: PositiveInt | None = Field(
         None, description="image datasets: seeded stratified subset of the official test split"
     )
+    tbptt_steps: int = Field(
+        100,
+        ge=2,
+        le=10000,
+        description="characters: the chunk length of truncated back-propagation through time (the state is carried "
+        "from one chunk to the next, the gradient is not) and of the served context",
+    )
+    max_train_chars: PositiveInt | None = Field(
+        None, description="characters: keep only the first this many characters of the train stretch"
+    )
     canvas_size: int = Field(64, ge=32, le=256, description="localization: side of the square canvas, pixels")
     min_scale: float = Field(0.6, gt=0, description="localization: smallest digit side, relative to its 28 pixels")
     max_scale: float = Field(1.6, gt=0, description="localization: largest digit side, relative to its 28 pixels")
@@ -61,6 +71,11 @@ class DatasetConfig(Strict):
             raise ValueError(
                 f"a digit at max_scale {self.max_scale} ({round(28 * self.max_scale)} px) does not fit "
                 f"on the {self.canvas_size}-pixel canvas"
+            )
+        if self.max_train_chars is not None and self.max_train_chars <= self.tbptt_steps:
+            raise ValueError(
+                f"max_train_chars {self.max_train_chars} leaves no training chunk of tbptt_steps {self.tbptt_steps} "
+                f"characters (and its next-character targets); use more characters or shorter chunks"
             )
         return self
 

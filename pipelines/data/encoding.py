@@ -17,6 +17,8 @@ kind       raw input (MLflow signature)                   encoding
                                                           standardisation (CIFAR-10)
 ``text``   a ``text`` column of strings                   the dataset's cleaning, then its own
                                                           ``tokenizer.json`` (padding and truncation)
+``chars``  a ``text`` column of strings                   the last T characters as ids of ``meta.vocab``
+                                                          (left-padded with newlines; unseen: an error)
 ``series`` one number column per past step             logged (if the dataset is), standardised with
            (``t-<window>`` ... ``t-1``, ``double``)       the train steps' mean/std
 =========  =============================================  ==============================================
@@ -390,6 +392,61 @@ class TextInput(RawInput):
 
         tokenizer = self._tokenizer()
         return pd.DataFrame({TEXT_COLUMN: [tokenizer.decode(row.tolist(), skip_special_tokens=True) for row in x]})
+
+
+# ------------------------------------------------------------------------------------------------ characters
+
+
+@raw_input("chars")
+class CharsInput(RawInput):
+    """Strings in a ``text`` column -> symbol ids ``(N, T)`` of a character corpus (a language model's context).
+
+    ``spec``: ``vocab`` (the characters in id order, ``meta.vocab``), ``length`` (``T``, the prepared chunk length)
+    and ``pad`` (the character a shorter text is left-padded with: a newline, which separates speeches in the corpus,
+    so the model reads a short text as if it began a speech). A longer text keeps its last ``T`` characters.
+    """
+
+    @classmethod
+    def accepts(cls, meta: dict[str, Any]) -> bool:
+        return "vocab" in meta and len(meta.get("input_shape", ())) == 1
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any], folder: Path) -> RawInput:
+        vocab = list(meta["vocab"])
+        return cls({"vocab": vocab, "length": int(meta["input_shape"][0]), "pad": "\n" if "\n" in vocab else vocab[0]})
+
+    def schema(self) -> Schema:
+        from mlflow.types import ColSpec, Schema
+
+        return Schema([ColSpec("string", TEXT_COLUMN)])
+
+    def encode(self, raw: Any) -> np.ndarray:
+        """A DataFrame with a ``text`` column -> int64 ``(N, T)``.
+
+        Raises:
+            RawInputError: a text is empty, or holds a character outside the vocabulary (naming it and the row).
+        """
+        from pipelines.data.preparers.chars import encode_chars
+
+        frame = _frame(raw, [TEXT_COLUMN])
+        length, pad, vocab = self.spec["length"], self.spec["pad"], self.spec["vocab"]
+        rows = []
+        for row, text in enumerate(str(t) for t in frame[TEXT_COLUMN].tolist()):
+            if not text:
+                raise RawInputError(f"raw input: column {TEXT_COLUMN!r} row {row} is empty; expected some text")
+            try:
+                rows.append(encode_chars(text[-length:].rjust(length, pad), vocab))
+            except ValueError as exc:
+                raise RawInputError(f"raw input: column {TEXT_COLUMN!r} row {row}: {exc}") from None
+        return np.stack(rows) if rows else np.empty((0, length), dtype=np.int64)
+
+    def example(self, x: np.ndarray) -> pd.DataFrame:
+        """Symbol ids back to text."""
+        import pandas as pd
+
+        from pipelines.data.preparers.chars import decode_chars
+
+        return pd.DataFrame({TEXT_COLUMN: [decode_chars(row, self.spec["vocab"]) for row in np.asarray(x)]})
 
 
 # --------------------------------------------------------------------------------------------------- series

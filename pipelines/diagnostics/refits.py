@@ -166,7 +166,7 @@ def _errors(task, network, data, splits: tuple[str, ...]) -> dict[str, float]:
 
     return {
         f"{split}_error": task.error(task.split_metrics(out.outputs, out.x, out.y))
-        for split, out in split_outputs(network, data, splits).items()
+        for split, out in split_outputs(network, data, splits, task=task).items()
     }
 
 

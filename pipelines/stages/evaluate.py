@@ -138,7 +138,7 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
     module, _ = load_module(name, exp)
     task = module.task
     data = load_prepared(PREPARED_ROOT / exp.dataset)  # the un-augmented train split: the error the model fits
-    splits = split_outputs(module.network, data)
+    splits = split_outputs(module.network, data, task=task)
     results: dict[str, Any] = {
         "experiment": name,
         "architecture": exp.architecture,
@@ -154,9 +154,11 @@ def evaluate(name: str, params: Params) -> dict[str, Any]:
         "remedies": "; ".join(diagnosis.remedies) or "none",
         "unit": task.error_unit,
     }
-    evaluation = Evaluation(name, data, splits)
+    evaluation = Evaluation(name, data, splits, network=module.network)
     task.evaluate(evaluation)
     results["test"] |= evaluation.test_metrics
+    if evaluation.report:  # what the task shows in the report (Task.report_section)
+        results["report"] = evaluation.report
 
     mlflow.set_tracking_uri(tracking_uri(params))  # the registry resolves models:/ sources through the global URI
     client = mlflow.MlflowClient(tracking_uri(params))

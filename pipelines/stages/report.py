@@ -91,6 +91,7 @@ def collect(params: Params, metrics_root: Path = METRICS_ROOT) -> list[dict[str,
                 "seeds": studies.get("seeds"),
                 "bootstrap": studies.get("bootstrap"),
                 "pretrained": exp.pretrained.model_dump() if exp.pretrained else None,
+                "section": task.report_section(name, evaluation),
             }
         )
     return rows
@@ -280,6 +281,9 @@ def render(rows: list[dict[str, Any]], claims: list[dict[str, Any]] | None = Non
         lines.append("")
     lines += _transfer_section(rows)
     lines += _claims_section(claims or [])
+    sections = [line for r in rows for line in r.get("section") or []]  # the tasks' own (Task.report_section)
+    if sections:
+        lines += ["## What the tasks show", "", *sections]
     studies = [r for r in rows if r["learning_curve"] or r["seeds"] or r["bootstrap"]]
     if studies:
         lines += ["## Diagnostic studies", ""]

@@ -67,6 +67,10 @@ class Evaluation:
             ``plots/evaluate/<experiment>/`` for ``dvc plots`` (e.g. a forecast against the actual series).
         test_metrics: extra test metrics (e.g. ``average_precision``), merged into the test split's metrics.
         details: extra JSON-able results logged to MLflow's ``evaluation/metrics.json`` (e.g. the confusion matrix).
+        network: the trained network (eval mode, CPU), for a task that runs it again (a language model's samples);
+            ``None`` where the caller has none.
+        report: JSON-able results written to ``metrics/evaluate/<experiment>.json`` under ``report``, which the
+            report stage hands back to :meth:`Task.report_section` (a language model's samples).
     """
 
     name: str
@@ -77,6 +81,8 @@ class Evaluation:
     plot_data: dict[str, str] = field(default_factory=dict)
     test_metrics: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    network: nn.Module | None = None
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 class Task:
@@ -94,6 +100,8 @@ class Task:
         augmentable: whether offline augmentation keeps the targets valid.
         squared_error: whether the bootstrap bias-variance decomposition (of squared error) applies.
         module: ``"module:Class"`` of the LightningModule that trains the task (default: the shared supervised one).
+        datamodule: ``"module:Class"`` of the LightningDataModule that batches its data, built as
+            ``Class(data, batch_size=..., seed=...)`` (default: shuffled mini-batches of samples).
 
     An instance is bound to one prepared dataset's ``meta`` (``meta.json``: classes, input shape, normalisation).
     """
@@ -115,6 +123,7 @@ class Task:
     #: The number of classes its labels must have, when fixed (binary: 2); ``None``: any.
     exact_classes: ClassVar[int | None] = None
     module: ClassVar[str] = "pipelines.training.module:SupervisedModule"
+    datamodule: ClassVar[str] = "pipelines.data.datamodule:ArrayDataModule"
 
     # ------------------------------------------------------------------------------------- config (no torch)
 
@@ -147,6 +156,18 @@ class Task:
         """The LightningModule class that trains (and reloads) this task's experiments."""
         module_name, _, attr = cls.module.partition(":")
         return getattr(importlib.import_module(module_name), attr)
+
+    @classmethod
+    def datamodule_class(cls) -> type:
+        """The LightningDataModule class that feeds this task's experiments (:attr:`datamodule`)."""
+        module_name, _, attr = cls.datamodule.partition(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    @classmethod
+    def report_section(cls, experiment: str, evaluation: dict[str, Any]) -> list[str]:
+        """Markdown lines the report adds for ``experiment`` from its ``metrics/evaluate/<experiment>.json``
+        (``evaluation``; its ``report`` entry is :attr:`Evaluation.report`); default none."""
+        return []
 
     # ------------------------------------------------------------------------------------------ run time
 
@@ -196,6 +217,14 @@ class Task:
         """The batch's headline metric summed over samples (divided by the sample count it is the headline):
         the running train statistic, far cheaper than a torchmetrics update per step."""
         raise NotImplementedError
+
+    def compute_outputs(self, network: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One split's outputs as :meth:`split_metrics` and :meth:`evaluate` read them, for inputs ``x`` and labels
+        ``y`` (default: the network's outputs, :func:`pipelines.training.inference.predict`). A task whose raw
+        outputs are too large to keep for a whole split returns a summary of them here."""
+        from pipelines.training.inference import predict
+
+        return predict(network, x)
 
     def split_metrics(self, outputs: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """The full metric set of one split: ``{metric: value}``."""

@@ -23,15 +23,17 @@ def predict(network, x, batch_size: int | None = None):
         return torch.cat([network(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).float()
 
 
-def split_outputs(network, data, splits: tuple[str, ...] = ("train", "val", "test")) -> dict[str, Any]:
-    """``{split: Outputs(outputs, x, y)}`` of ``network`` on the prepared ``data``."""
+def split_outputs(network, data, splits: tuple[str, ...] = ("train", "val", "test"), task=None) -> dict[str, Any]:
+    """``{split: Outputs(outputs, x, y)}`` of ``network`` on the prepared ``data``: the outputs of
+    :meth:`task.compute_outputs <pipelines.tasks.base.Task.compute_outputs>` when a ``task`` is given, else the
+    network's own (:func:`predict`)."""
     from pipelines.data.datamodule import to_tensor
     from pipelines.tasks.base import Outputs
 
     out = {}
     for split in splits:
         x, y = to_tensor(data.x[split]), to_tensor(data.y[split])
-        out[split] = Outputs(predict(network, x), x, y)
+        out[split] = Outputs(predict(network, x) if task is None else task.compute_outputs(network, x, y), x, y)
     return out
 
 

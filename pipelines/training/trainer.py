@@ -59,11 +59,12 @@ def transfer_callbacks(exp: ExperimentConfig) -> list:
 
 
 def make_datamodule(exp: ExperimentConfig, data, seed: int):
-    """The seeded :class:`pipelines.data.ArrayDataModule` of ``exp`` over prepared ``data`` (batches of
-    ``exp.batch_size``; the whole train split at once for full-batch gradient descent, optimizer ``gd``)."""
-    from pipelines.data.datamodule import ArrayDataModule
+    """The seeded datamodule of ``exp``'s task (:meth:`pipelines.tasks.base.Task.datamodule_class`, by default
+    :class:`pipelines.data.datamodule.ArrayDataModule`) over prepared ``data`` (batches of ``exp.batch_size``; the
+    whole train split at once for full-batch gradient descent, optimizer ``gd``)."""
+    from pipelines.tasks import get_task
 
-    return ArrayDataModule(data, batch_size=exp.train_batch_size, seed=seed)
+    return get_task(exp.task).datamodule_class()(data, batch_size=exp.train_batch_size, seed=seed)
 
 
 def load_pretrained(exp: ExperimentConfig, network) -> dict[str, Any]:

@@ -34,6 +34,9 @@ att_faces        float32 (N, 1, 112, 92)     int64 0-39 min-max: pixel / 255; su
 
 ``airline_passengers``, ``melbourne_temp_7d`` (:mod:`.forecast`): x float32 ``(N, window)`` on the network's scale
 (airline logged, then standardised on train), y float32 ``(N, horizon)`` in the series' units, split by target time.
+
+``tiny_shakespeare`` (:mod:`.chars`): x and y int64 ``(N, tbptt_steps)``, contiguous chunks of character ids
+(the corpus's sorted characters) and the same chunks shifted by one character, train, val, test in text order.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from functools import partial
 from pathlib import Path
 
 from pipelines.config import DatasetConfig
+from pipelines.data.preparers.chars import prepare_tiny_shakespeare
 from pipelines.data.preparers.churn import prepare_churn
 from pipelines.data.preparers.cifar10 import prepare_cifar10
 from pipelines.data.preparers.common import Prepared
@@ -81,6 +85,7 @@ PREPARERS: dict[str, Callable[..., Prepared]] = {
     "att_faces": prepare_att_faces,
     "airline_passengers": partial(prepare_forecast, name="airline_passengers"),
     "melbourne_temp_7d": partial(prepare_forecast, name="melbourne_temp_7d"),
+    "tiny_shakespeare": prepare_tiny_shakespeare,
 }
 
 
