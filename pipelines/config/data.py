@@ -47,7 +47,7 @@ class DatasetConfig(Strict):
         None, description="keep this many seeded train samples of each class (few-label fine-tuning)"
     )
     max_test_samples: PositiveInt | None = Field(
-        None, description="image datasets: seeded stratified subset of the official test split"
+        None, description="image datasets and imdb: seeded stratified subset of the official test split"
     )
     tbptt_steps: int = Field(
         100,

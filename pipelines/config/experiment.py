@@ -106,6 +106,9 @@ class TrainerConfig(Strict):
     limit_val_batches: PositiveFloat | PositiveInt = 1.0
     check_val_every_n_epoch: PositiveInt = 1
     gradient_clip_val: PositiveFloat | None = None
+    gradient_clip_algorithm: Literal["norm", "value"] = Field(
+        "norm", description="with gradient_clip_val: rescale the total L2 norm (norm) or clamp each entry (value)"
+    )
     deterministic: bool = True
     log_every_n_steps: PositiveInt = 50
     progress_bar_refresh_rate: PositiveInt = Field(20, description="batches between progress-bar updates")

@@ -83,6 +83,7 @@ def collect(params: Params, metrics_root: Path = METRICS_ROOT) -> list[dict[str,
                 "gradient_flags": (train.get("gradients") or {}).get("flags"),
                 "num_params": train.get("num_params"),
                 "fit_seconds": train.get("fit_seconds"),
+                "epoch_seconds": train.get("epoch_seconds"),
                 "run_id": evaluation.get("run_id") or train.get("run_id"),
                 "model": f"{registry['name']} v{registry['version']} ({registry['alias']})"
                 if registry.get("name")
@@ -247,7 +248,7 @@ def render(rows: list[dict[str, Any]], claims: list[dict[str, Any]] | None = Non
     ]
     header = (
         "| rank | experiment | architecture | dataset | notes | primary metric | train / val / test error | "
-        "bias/variance | gradients | params | train time (s) | model | MLflow run |"
+        "bias/variance | gradients | params | train time (s) | s / epoch | model | MLflow run |"
     )
     by_task: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
@@ -270,13 +271,14 @@ def render(rows: list[dict[str, Any]], claims: list[dict[str, Any]] | None = Non
                 f"| {rank} | `{r['experiment']}` | {r['architecture']} | {r['dataset']} | {r['notes']} | "
                 f"{r['metric']} {_fmt(r['value'])} | {errors} | {_fmt(r['verdict'])} | "
                 f"{_fmt(r['gradient_flags'])} | {_fmt(r['num_params'])} | {_fmt(r['fit_seconds'], 1)} | "
+                f"{_fmt(r['epoch_seconds'], 2)} | "
                 f"{_fmt(r['model'])} | `{_fmt(r['run_id'])}` |"
             )
         for r in group:
             if r["value"] is None:
                 lines.append(
                     f"| – | `{r['experiment']}` | {r['architecture']} | {r['dataset']} | {r['notes']} | "
-                    "not run | | | | | | | |"
+                    "not run | | | | | | | | |"
                 )
         lines.append("")
     lines += _transfer_section(rows)

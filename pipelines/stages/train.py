@@ -38,6 +38,7 @@ import csv  # noqa: E402
 import io  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
+import statistics  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -279,6 +280,9 @@ def train(name: str, params: Params) -> dict[str, Any]:
 
     best_path = Path(checkpoint.best_model_path or checkpoint.last_model_path)
     best_score = checkpoint.best_model_score
+    # the mean seconds of an epoch's training batches in this process, validation excluded (History)
+    epochs_timed = history.train_epoch_seconds
+    epoch_seconds = round(statistics.fmean(epochs_timed), 3) if epochs_timed else None
     summary: dict[str, Any] = {
         "run_id": run_id,
         "experiment": name,
@@ -287,6 +291,7 @@ def train(name: str, params: Params) -> dict[str, Any]:
         "epochs": trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 3),
         "first_step_seconds": round(history.first_step_seconds or 0.0, 3),
+        "epoch_seconds": epoch_seconds,
         "num_params": num_params,
         "best_checkpoint": best_path.name,
         f"best_{exp.checkpoint.monitor}": None if best_score is None else float(best_score),
@@ -302,6 +307,8 @@ def train(name: str, params: Params) -> dict[str, Any]:
         metrics=[
             Metric("fit_seconds", fit_seconds, now, 0),
             Metric("first_step_seconds", summary["first_step_seconds"], now, 0),
+            *([Metric("epoch_seconds", summary["epoch_seconds"], now, 0)] if summary["epoch_seconds"] else []),
+            Metric("num_params", num_params, now, 0),
         ],
     )
     client.log_artifact(run_id, str(best_path), artifact_path="checkpoints")

@@ -15,6 +15,10 @@ class History(L.Callback):
     """Collects one row of epoch-level metrics per epoch (for ``dvc plots``) and logs ``epoch_time`` in seconds to
     the logger only (a time in the rows would make every retraining a new ``plots/history`` file for DVC).
 
+    ``train_epoch_seconds`` holds, for each epoch this process trained, the seconds from the epoch's start to its
+    validation (or to its end when it does not validate): the training batches (data loading, forward, backward,
+    optimizer step, the per-step callbacks), not validation; not in the checkpoint state either.
+
     Args:
         process_start: ``time.time()`` when the process started; ``first_step_seconds`` is then the start-up cost
             (imports, data loading, model building) up to the first training batch.
@@ -25,15 +29,26 @@ class History(L.Callback):
         self.process_start = process_start or time.time()
         self.first_step_seconds: float | None = None
         self._epoch_start = 0.0
+        self.train_epoch_seconds: list[float] = []
+        self._train_clock: float | None = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.first_step_seconds is None:
             self.first_step_seconds = time.time() - self.process_start
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._epoch_start = time.perf_counter()
+        self._epoch_start = self._train_clock = time.perf_counter()
+
+    def _stop_train_clock(self) -> None:
+        if self._train_clock is not None:
+            self.train_epoch_seconds.append(time.perf_counter() - self._train_clock)
+            self._train_clock = None
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._stop_train_clock()  # Lightning 2 validates inside the epoch, before on_train_epoch_end
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._stop_train_clock()
         seconds = time.perf_counter() - self._epoch_start
         pl_module.log("epoch_time", seconds, on_step=False, on_epoch=True)
         row = {"epoch": float(trainer.current_epoch)}  # no wall time: the rows are a DVC output, hashed

@@ -9,7 +9,12 @@ the optimizer step (and before any gradient clipping):
 - the ratio of the first layer's gradient norm to the last layer's (``grad_ratio_first_last``);
 - the fraction of dead ReLU units (zero for every sample of the batch) and of saturated sigmoid/tanh inputs
   (``|x| > saturation_threshold``), captured by forward hooks that exist only during sampled steps, so the other
-  steps pay nothing.
+  steps pay nothing;
+- when the trainer clips gradients (``trainer.gradient_clip_val``, notes 002's fix for exploding gradients), the
+  total norm AFTER clipping as well (``grad_norm_total_clipped``). Lightning 2.6 calls ``on_before_optimizer_step``
+  and then clips (``Precision._after_closure``); the optimizer steps on the clipped ``p.grad``, and the next
+  ``zero_grad`` runs inside the next step's closure, so at ``on_train_batch_end`` ``p.grad`` still holds the
+  clipped gradients of the step just taken.
 
 A *layer* is a weight tensor with two or more dimensions (linear and convolution weights, embeddings, recurrent
 weight matrices), named after its parameter (``hidden.0.0`` for ``hidden.0.0.weight``), in definition order:
@@ -79,6 +84,8 @@ class GradientRecord:
     ratio: float
     dead: dict[str, float] = field(default_factory=dict)
     saturated: dict[str, float] = field(default_factory=dict)
+    #: total L2 norm after gradient clipping; None when the trainer does not clip (and in older checkpoints).
+    total_norm_clipped: float | None = None
 
 
 class GradientDiagnostics(L.Callback):
@@ -87,7 +94,8 @@ class GradientDiagnostics(L.Callback):
     Logged through the trainer's logger at the global step (only on global rank 0):
     ``grad_norm/<layer>``, ``weight_norm/<layer>``, ``grad_norm_total``, ``grad_ratio_first_last``,
     ``dead_relu_fraction`` (and ``dead_relu/<layer>``), ``saturated_fraction`` (and ``saturated/<layer>``); the
-    last two only when the network has such activation modules.
+    last two only when the network has such activation modules; ``grad_norm_total_clipped`` (the total norm after
+    clipping, logged at the same step) only when the trainer clips gradients.
 
     Args:
         every_n_steps: sampling period in optimizer steps (step 0 is always sampled).
@@ -131,6 +139,7 @@ class GradientDiagnostics(L.Callback):
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._dead: dict[str, torch.Tensor] = {}
         self._saturated: dict[str, torch.Tensor] = {}
+        self._unclipped: GradientRecord | None = None  # sampled this step, clipped norm still to read
 
     # -------------------------------------------------------------------------------------------- sampling
     def _sampled(self, trainer: L.Trainer) -> bool:
@@ -207,8 +216,21 @@ class GradientDiagnostics(L.Callback):
             saturated={k: float(v) for k, v in self._saturated.items()},
         )
         self._keep(record)
+        if trainer.gradient_clip_val:  # Lightning clips right after this hook: read the result at batch end
+            self._unclipped = record
         if trainer.logger is not None and trainer.is_global_zero:
             trainer.logger.log_metrics(_finite(step_metrics(record)), step=trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        record, self._unclipped = self._unclipped, None
+        if record is None:
+            return
+        grads = [p.grad.detach() for p in self._network(pl_module).parameters() if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) if grads else 0.0
+        record.total_norm_clipped = float(norm)
+        if trainer.logger is not None and trainer.is_global_zero:
+            metrics = {"grad_norm_total_clipped": record.total_norm_clipped}
+            trainer.logger.log_metrics(_finite(metrics), step=record.step)
 
     def _keep(self, record: GradientRecord) -> None:
         self.records.append(record)
@@ -231,8 +253,12 @@ class GradientDiagnostics(L.Callback):
         """The verdicts and the numbers behind them (all plain floats/ints/strings; empty before any record).
 
         Keys: ``vanishing`` and ``exploding`` (0 or 1), ``flags`` (``vanishing``, ``exploding``, both joined with
-        ``+``, or ``ok``), ``grad_ratio_median``, ``grad_norm_total_max``, ``non_finite_steps``, ``samples``,
-        ``dead_relu_fraction`` and ``saturated_fraction`` (mean over the last sampled step's layers, when present).
+        ``+``, or ``ok``), ``grad_ratio_median``, ``grad_norm_total_max`` (before clipping), ``non_finite_steps``,
+        ``samples``, ``dead_relu_fraction`` and ``saturated_fraction`` (mean over the last sampled step's layers,
+        when present); with gradient clipping, ``grad_norm_clipped_max`` (the largest total norm after clipping)
+        and ``clipped_fraction`` (the share of sampled steps whose norm clipping reduced by more than 1e-6
+        relatively). The flags judge the gradients before clipping: clipping hides an explosion, it does not
+        undo it.
         """
         if not self.records:
             return {}
@@ -252,6 +278,10 @@ class GradientDiagnostics(L.Callback):
             "non_finite_steps": self.non_finite_steps,
             "samples": len(self.records),
         }
+        clipped = [(r.total_norm, r.total_norm_clipped) for r in self.records if r.total_norm_clipped is not None]
+        if clipped:
+            out["grad_norm_clipped_max"] = max(after for _, after in clipped)
+            out["clipped_fraction"] = sum(after < before * (1 - 1e-6) for before, after in clipped) / len(clipped)
         last = self.records[-1]
         if last.dead:
             out["dead_relu_fraction"] = statistics.fmean(last.dead.values())

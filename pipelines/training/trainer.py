@@ -129,6 +129,7 @@ def make_trainer(
         limit_val_batches=t.limit_val_batches,
         check_val_every_n_epoch=min(t.check_val_every_n_epoch, t.max_epochs),  # validate at least once
         gradient_clip_val=t.gradient_clip_val,
+        gradient_clip_algorithm=t.gradient_clip_algorithm if t.gradient_clip_val is not None else None,
         deterministic=t.deterministic,
         log_every_n_steps=t.log_every_n_steps,
         logger=logger,

@@ -20,6 +20,7 @@ from pipelines.data.preparers.common import (
     base_meta,
     carve_train_val,
     fetch_files,
+    test_indices,
 )
 from pipelines.data.readers import read_csv
 from pipelines.errors import DataError
@@ -141,9 +142,9 @@ def prepare_imdb(config: DatasetConfig, seed: int, *, mirror: str | Path | None 
     """IMDB reviews: x int64 (N, seq_len) token ids, y int64 (0 negative, 1 positive).
 
     The official 25,000/25,000 train/test split is kept; ``val_fraction`` of train (stratified) is validation;
-    ``max_train_samples`` subsamples the rest. The tokenizer (``tokenizer.json``, saved beside the arrays) is
-    fitted on the final train split only, with ``vocab_size`` tokens at most (``meta.vocab_size`` is the actual
-    size). Sequences keep their last ``seq_len`` tokens and are left-padded with ``[PAD]`` = 0.
+    ``max_train_samples`` subsamples the rest and ``max_test_samples`` (seeded, stratified) the test reviews. The
+    tokenizer (``tokenizer.json``, saved beside the arrays) is fitted on the final train split only, with
+    ``vocab_size`` tokens at most (``meta.vocab_size`` is the actual size). Sequences keep their last ``seq_len`` tokens and are left-padded with ``[PAD]`` = 0.
 
     Raises:
         DataNotFoundError, DataIntegrityError: from :func:`~pipelines.data.fetch.fetch`.
@@ -159,7 +160,8 @@ def prepare_imdb(config: DatasetConfig, seed: int, *, mirror: str | Path | None 
     is_train = (frame["split"] == "train").to_numpy()
     official = {"train": np.flatnonzero(is_train), "test": np.flatnonzero(~is_train)}
     train, val = carve_train_val(labels[official["train"]], config, seed)
-    index = {"train": official["train"][train], "val": official["train"][val], "test": official["test"]}
+    test = official["test"][test_indices(labels[official["test"]], config, seed)]
+    index = {"train": official["train"][train], "val": official["train"][val], "test": test}
 
     tokenizer = build_tokenizer(texts[index["train"]].tolist(), config.vocab_size, config.seq_len)
     arrays = {split: (encode_texts(tokenizer, texts[idx].tolist()), labels[idx]) for split, idx in index.items()}
