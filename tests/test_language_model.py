@@ -222,3 +222,44 @@ def test_bad_settings_fail_clearly():
         DatasetConfig(tbptt_steps=1)
     with pytest.raises(ValueError, match=r"character '\\t' \(position 2\) is not in the vocabulary of 2 symbols"):
         encode_chars("ab\t", ["a", "b"])
+
+
+def test_tune_runs_two_trials_ranked_by_bits_per_char(tmp_path, mirror):
+    """``deepnotes tune`` on the language model (tiny profile): 2 trials of the char_rnn space (cell, width, depth,
+    streams), each a nested MLflow run with the task's metrics, and the best params written."""
+    import shutil
+    import subprocess
+    import sys
+
+    import mlflow
+    import yaml
+
+    from tests.conftest import REPO_ROOT, _env
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name in ("pipelines", "models", "params", "scheduling"):
+        shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["profile"] = "tiny"
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = _env(mirror)
+    for args in (
+        ("pipelines.stages.prepare", "tiny_shakespeare"),
+        ("pipelines.stages.augment", "tiny_shakespeare"),
+        ("pipelines.stages.tune", EXPERIMENT, "--n-trials", "2", "--study-name", "lm"),
+    ):
+        done = subprocess.run([sys.executable, "-m", *args], cwd=root, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{args} exited {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("deepnotes-tune/lm")
+    runs = client.search_runs([experiment.experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2 and all(r.data.tags["state"] == "COMPLETE" for r in children)
+    for run in children:
+        metrics = run.data.metrics
+        assert metrics["val_bits_per_char"] == pytest.approx(metrics["val_loss"] / math.log(2), rel=1e-5)
+        assert "val_perplexity" in metrics and run.data.params["model.cell"] in ("rnn", "lstm", "gru")
+    tuned = yaml.safe_load((root / "params" / "tuned" / f"{EXPERIMENT}.yaml").read_text())
+    best = min(r.data.metrics["val_bits_per_char"] for r in children)
+    assert tuned["value"] == pytest.approx(best) and {"cell", "hidden_size", "num_layers"} <= set(tuned["params"]["model"])
