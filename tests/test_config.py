@@ -39,8 +39,14 @@ def test_profiles_merge_most_specific_last():
     assert default.experiment("lenet5_mnist").trainer.max_epochs == 5
     assert full.experiment("lenet5_mnist").trainer.max_epochs == 20  # the experiment's own full block
     assert tiny.experiment("lenet5_mnist").trainer.max_epochs == 1  # the global tiny block
-    assert tiny.dataset("imdb").seq_len == 64 and default.dataset("imdb").seq_len == 128
-    assert full.experiment("lstm_imdb").model["bidirectional"] is True
+    assert tiny.dataset("imdb").seq_len == 64 and default.dataset("imdb").seq_len == 100
+    assert full.experiment("bilstm_imdb").model == {
+        "cell": "lstm",
+        "embedding_dim": 64,
+        "hidden_size": 128,
+        "bidirectional": True,
+    }  # the experiment's own full block
+    assert full.dataset("imdb").seq_len == 256 and default.dataset("imdb").max_test_samples == 5000
 
 
 def test_env_var_selects_profile(monkeypatch):
