@@ -317,3 +317,43 @@ def test_old_gradient_records_still_load():
     callback.load_state_dict({"records": [old], "non_finite_steps": 0})
     assert callback.records == [GradientRecord(**old)] and callback.records[0].total_norm_clipped is None
     assert "clipped_fraction" not in callback.summary()
+
+
+def test_epoch_seconds_count_the_training_batches_of_each_epoch(imdb):
+    """``History.train_epoch_seconds``: one entry per trained epoch, its clock stopped when the epoch's validation
+    starts (Lightning 2 validates inside the epoch, before ``on_train_epoch_end``): validation is not counted."""
+    from pipelines.training.callbacks import History
+
+    arrays, meta = imdb
+    module = SupervisedModule(
+        "conv1d_text",
+        {"input_shape": meta["input_shape"], "num_outputs": 1, "vocab_size": meta["vocab_size"]},
+        {"embedding_dim": 8, "channels": [8]},
+        "binary",
+        {"classes": meta["classes"], "num_classes": 2, "input_shape": meta["input_shape"]},
+        "bce",
+        {"name": "adam", "lr": 1e-3},
+        {"type": "none", "strength": 0.0},
+        "xavier_uniform",
+    )
+    history, stops = History(), []
+
+    class Order(L.Callback):
+        def on_validation_start(self, trainer, pl_module):
+            stops.append(len(history.train_epoch_seconds))
+
+    trainer = L.Trainer(
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[history, Order()],
+        num_sanity_val_steps=0,
+    )
+    (x, y), (xv, yv) = ((torch.from_numpy(a) for a in arrays[s]) for s in ("train", "val"))
+    trainer.fit(module, TensorBatches(x, y, batch_size=32, shuffle=True, seed=0), TensorBatches(xv, yv, batch_size=32))
+    assert len(history.train_epoch_seconds) == 2 and all(s > 0 for s in history.train_epoch_seconds)
+    assert stops == [1, 2]  # each epoch's clock had stopped when its validation began
