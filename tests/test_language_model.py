@@ -77,6 +77,7 @@ def test_stream_batches_continue_each_row_on_the_real_text(data, text):
     per_stream = len(data.x["train"]) // 8
     assert len(batches) == per_stream and all(x.shape == (8, steps) for x, _ in batches)
     for (x, y), (x_next, _) in zip(batches, batches[1:]):
+        assert torch.equal(x[:, 1:], y[:, :-1])  # the targets are the inputs shifted by one character
         assert torch.equal(x_next[:, 0], y[:, -1])  # row b of batch k+1 starts with row b of batch k's next char
     for b in (0, 3, 7):  # each row, read across the batches, is one stretch of the text
         stream = decode_chars(torch.cat([x[b] for x, _ in batches]).tolist(), vocab)
@@ -94,7 +95,7 @@ def test_tbptt_carries_the_state_and_stops_the_gradient_at_the_chunk(params, dat
     module, _ = _module(params, data.meta)
     module.train()
     batches = iter(StreamDataModule(data, batch_size=4, seed=0).train_dataloader())
-    (x0, y0), (x1, y1) = next(batches), next(batches)
+    (x0, _), (x1, y1) = next(batches), next(batches)
     embedded: list[torch.Tensor] = []
 
     def keep(_module, _inputs, output):
@@ -142,7 +143,12 @@ def test_bits_per_char_is_the_loss_over_ln2_and_evaluate_reads_the_stream_alike(
     exp = exp.model_copy(update={"trainer": exp.trainer.model_copy(update={"max_epochs": 1, "limit_train_batches": 5})})
     exp = exp.model_copy(update={"trainer": exp.trainer.model_copy(update={"limit_val_batches": 1.0})})
     trainer = make_trainer(
-        exp, logger=False, callbacks=[], default_root_dir=tmp_path, enable_checkpointing=False, enable_progress_bar=False
+        exp,
+        logger=False,
+        callbacks=[],
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
     )
     trainer.fit(module, datamodule=make_datamodule(exp, data, 0))
     logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -262,4 +268,5 @@ def test_tune_runs_two_trials_ranked_by_bits_per_char(tmp_path, mirror):
         assert "val_perplexity" in metrics and run.data.params["model.cell"] in ("rnn", "lstm", "gru")
     tuned = yaml.safe_load((root / "params" / "tuned" / f"{EXPERIMENT}.yaml").read_text())
     best = min(r.data.metrics["val_bits_per_char"] for r in children)
-    assert tuned["value"] == pytest.approx(best) and {"cell", "hidden_size", "num_layers"} <= set(tuned["params"]["model"])
+    assert tuned["value"] == pytest.approx(best)
+    assert {"cell", "hidden_size", "num_layers"} <= set(tuned["params"]["model"])
