@@ -11,7 +11,9 @@ The registry is torch-free: a task is found by its module name (``pipelines/task
 
 To add a task: write ``pipelines/tasks/<name>.py`` with a ``Task`` subclass bound to ``TASK``. A task that does not
 fit the shared supervised step (a GAN's two optimizers, DQN's environment) overrides :attr:`Task.module` with its
-own LightningModule.
+own LightningModule; one whose batches must keep an order (a language model's parallel streams of one text) overrides
+:attr:`Task.datamodule`, and one whose raw outputs are too large to keep for a whole split summarises them in
+:meth:`Task.compute_outputs`.
 """
 
 from __future__ import annotations
