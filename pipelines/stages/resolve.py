@@ -48,15 +48,16 @@ STAGES = {
 
 
 def experiment_modules(exp: ExperimentConfig) -> list[str]:
-    """The modules an experiment's stages load by name at run time: its task, the task's LightningModule and the
-    architecture's network (and its ``describe`` function)."""
+    """The modules an experiment's stages load by name at run time: its task, the task's LightningModule and
+    datamodule, and the architecture's network (and its ``describe`` function)."""
     from models.registry import get_architecture
     from pipelines.tasks import get_task
 
     task = get_task(exp.task)
     arch = get_architecture(exp.architecture)
     targets = [arch.target] + ([arch.describe_target] if arch.describe_target else [])
-    return [f"pipelines.tasks.{exp.task}", task.module.partition(":")[0]] + [t.partition(":")[0] for t in targets]
+    loaded = [task.module, task.datamodule] + targets
+    return [f"pipelines.tasks.{exp.task}"] + [t.partition(":")[0] for t in loaded]
 
 
 def architecture_entry(name: str) -> dict[str, Any]:
