@@ -171,7 +171,7 @@ class LanguageModel(Task):
         top = np.argsort(-counts, kind="stable")[:characters]
         means = [bits[targets == k].mean() for k in top]
         right.bar(range(len(top)), means)
-        right.set_xticks(range(len(top)), [repr(self.vocab[k])[1:-1] for k in top])
+        right.set_xticks(range(len(top)), ["space" if self.vocab[k] == " " else repr(self.vocab[k])[1:-1] for k in top])
         right.set(ylabel="bits per character", title=f"Test: the {len(top)} most frequent next characters")
         fig.tight_layout()
         return fig
