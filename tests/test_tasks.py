@@ -182,3 +182,42 @@ def test_reconstruction_targets_undo_the_channel_standardisation():
     assert target.flatten().tolist() == [1.0, 0.0, 0.5]
     with pytest.raises(ValueError, match="unknown reconstruction loss 'ce'"):
         get_task("reconstruction")(meta).loss("ce")
+
+
+def _sequence_experiments() -> list[str]:
+    """One experiment (the first in params.yaml) of every architecture of the sequence family."""
+    from models.registry import REGISTRY
+
+    first: dict[str, str] = {}
+    for name, exp in load_params(profile="tiny").all_experiments.items():
+        if REGISTRY[exp.architecture].family == "sequence":
+            first.setdefault(exp.architecture, name)
+    return sorted(first.values())
+
+
+@pytest.mark.parametrize("name", _sequence_experiments())
+def test_every_sequence_architecture_trains_one_step_on_real_data(name, params, mirror, tmp_path):
+    """The one-step smoke test of each architecture of models/sequence (rnn, conv1d_text, char_rnn): built from its
+    experiment, one optimizer step on a real slice of its dataset moves its weights and logs the task's val
+    metrics, with its task's own module and batches."""
+    from models.registry import REGISTRY
+    from pipelines.training.trainer import build_module, seed_everything
+
+    exp = params.experiment(name)
+    data = _slice(prepare_dataset(exp.dataset, params.dataset(exp.dataset), 0, mirror=mirror))
+    seed_everything(0)
+    module = build_module(exp, data.meta)
+    assert type(module) is get_task(exp.task).module_class()
+    network_class = REGISTRY[exp.architecture].load()  # the task may wrap it (a forecast's last-value residual)
+    assert any(isinstance(m, network_class) for m in module.network.modules())
+    before = {k: v.clone() for k, v in module.network.state_dict().items()}
+    exp = exp.model_copy(
+        update={
+            "trainer": exp.trainer.model_copy(
+                update={"max_epochs": 1, "limit_train_batches": 1, "limit_val_batches": 1}
+            )
+        }
+    )
+    trainer = _fit(module, exp, data, tmp_path)
+    assert any(not torch.equal(before[k], v) for k, v in module.network.state_dict().items()), "no weight moved"
+    assert {f"val_{m}" for m in module.task.metrics} <= set(trainer.callback_metrics)
