@@ -26,11 +26,13 @@ SCREENSHOT = REPO_ROOT / "test-artifacts" / "plots" / "dvc-plots-offline.png"
 
 
 def _n_vega_plots() -> int:
-    """One vega plot per data file under the paths of dvc.yaml's top-level `plots:` definitions."""
+    """One vega plot per data file under the paths of dvc.yaml's top-level `plots:` definitions, and one per named
+    definition (an id whose `y` maps files to columns, e.g. a forecast's test series)."""
     definitions = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["plots"]
     paths = [REPO_ROOT / (next(iter(d)) if isinstance(d, dict) else d) for d in definitions]
     files = [f for p in paths for f in (p.rglob("*") if p.is_dir() else [p])]
-    return sum(f.is_file() and f.suffix in (".csv", ".tsv", ".json", ".yaml", ".yml") for f in files)
+    named = [d for d in definitions if isinstance(d, dict) and isinstance(next(iter(d.values())).get("y"), dict)]
+    return sum(f.is_file() and f.suffix in (".csv", ".tsv", ".json", ".yaml", ".yml") for f in files) + len(named)
 
 
 N_PLOTS = _n_vega_plots()

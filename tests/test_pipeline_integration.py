@@ -51,6 +51,11 @@ def test_repro_tracks_every_experiment(tiny_repo):
         elif tags["dataset"] == "mnist_localization":  # class and box
             assert 0.0 <= metrics["test_acc_iou50"] <= metrics["test_acc"] <= 1.0
             assert 0.0 <= metrics["test_mean_iou"] <= 1.0
+        elif tags["task"] == "forecasting":  # in the series' units, beside the baselines on the same windows
+            assert metrics["test_rmse"] > 0 and metrics["test_mase"] > 0 and "test_acc" not in metrics
+            assert {f"test_rmse_{b}" for b in ("persistence", "seasonal_naive", "linear_ar")} <= set(metrics)
+        elif tags["task"] == "language_model":  # bits per character and perplexity (> 1: not every symbol sure)
+            assert metrics["test_bits_per_char"] > 0 and metrics["test_perplexity"] > 1, name
         elif tags["architecture"] == "autoencoder":  # reconstruction of MNIST: PSNR in dB, per-pixel MSE
             assert tags["task"] == "reconstruction" and metrics["test_psnr"] > 0 and 0 < metrics["test_mse"] < 1
             assert "test_acc" not in metrics and "test_psnr_mean_image" in metrics
@@ -169,4 +174,6 @@ def test_mlflow_server_answers_rest_search(tiny_repo, mlflow_server):
         runs = json.load(response)["runs"]
     names = sorted(next(t["value"] for t in r["data"]["tags"] if t["key"] == "experiment") for r in runs)
     assert names == _experiments(repo)
-    assert all(any(m["key"] in ("test_acc", "test_rmse", "test_psnr") for m in r["data"]["metrics"]) for r in runs)
+    for run in runs:  # each run carries its task's primary test metric
+        task = next(t["value"] for t in run["data"]["tags"] if t["key"] == "task")
+        assert get_task(task).primary_metric()[0] in {m["key"] for m in run["data"]["metrics"]}, task

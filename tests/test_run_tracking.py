@@ -283,10 +283,14 @@ def test_every_run_names_the_notes_section_of_its_technique():
     from models.registry import REGISTRY
 
     params = load_params()
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    declared = raw["experiments"] | raw.get("transfer", {})
     for name, exp in params.all_experiments.items():
         assert exp.notes.startswith("notes 00"), (name, exp.notes)
         if name in params.transfer or name in {"resnet20_cifar10_0to4", "resnet20_cifar10_5to9_scratch"}:
             assert exp.notes.startswith("notes 001, Transfer learning"), name  # the study's steps and baseline
+        elif "notes" in declared[name]:  # the experiment's own technique (a vanilla RNN, a stacked LSTM)
+            assert exp.notes == declared[name]["notes"], name
         else:  # none given: the architecture's
             assert exp.notes == REGISTRY[exp.architecture].notes, name
     assert params.transfer
