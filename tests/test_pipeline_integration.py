@@ -83,7 +83,9 @@ def test_repro_tracks_every_experiment(tiny_repo):
         assert train_json["run_id"] == eval_json["run_id"] == run.info.run_id
         # The verdict, recomputed from the file's own split metrics and the tiny repo's bias_variance params.
         exp_cfg = tiny_params.experiment(name)
-        task = get_task(exp_cfg.task)({})
+        task = get_task(exp_cfg.task)(
+            json.loads((repo / "data" / "prepared" / exp_cfg.dataset / "meta.json").read_text())
+        )
         errors = [task.error(eval_json[split]) for split in ("train", "val", "test")]
         expected = verdict(*errors, exp_cfg.bias_variance.reference_error, exp_cfg.bias_variance.tolerance)
         assert eval_json["bias_variance"] == expected.as_dict() | {
