@@ -48,6 +48,12 @@ def _slice(prepared, n: int = 256) -> PreparedData:
     )
 
 
+def _one_step(exp):
+    """``exp`` with a trainer of one epoch of one train batch and one val batch."""
+    limits = {"max_epochs": 1, "limit_train_batches": 1, "limit_val_batches": 1}
+    return exp.model_copy(update={"trainer": exp.trainer.model_copy(update=limits)})
+
+
 def _fit(module, exp, data, tmp_path):
     """Fit ``module`` as the train stage would (its Trainer and batches), without logger or checkpoints."""
     from pipelines.training.trainer import make_datamodule, make_trainer
@@ -119,13 +125,7 @@ def test_every_task_trains_one_step_and_evaluates_on_real_data(task_name, params
     module = build_module(exp, data.meta)
     assert type(module) is get_task(task_name).module_class()
     before = {k: v.clone() for k, v in module.network.state_dict().items()}
-    exp = exp.model_copy(
-        update={
-            "trainer": exp.trainer.model_copy(
-                update={"max_epochs": 1, "limit_train_batches": 1, "limit_val_batches": 1}
-            )
-        }
-    )
+    exp = _one_step(exp)
     trainer = _fit(module, exp, data, tmp_path)
     assert any(not torch.equal(before[k], v) for k, v in module.network.state_dict().items()), "no weight moved"
     assert f"train_{module.task.headline}" in trainer.callback_metrics
@@ -211,13 +211,7 @@ def test_every_sequence_architecture_trains_one_step_on_real_data(name, params, 
     network_class = REGISTRY[exp.architecture].load()  # the task may wrap it (a forecast's last-value residual)
     assert any(isinstance(m, network_class) for m in module.network.modules())
     before = {k: v.clone() for k, v in module.network.state_dict().items()}
-    exp = exp.model_copy(
-        update={
-            "trainer": exp.trainer.model_copy(
-                update={"max_epochs": 1, "limit_train_batches": 1, "limit_val_batches": 1}
-            )
-        }
-    )
+    exp = _one_step(exp)
     trainer = _fit(module, exp, data, tmp_path)
     assert any(not torch.equal(before[k], v) for k, v in module.network.state_dict().items()), "no weight moved"
     assert {f"val_{m}" for m in module.task.metrics} <= set(trainer.callback_metrics)
