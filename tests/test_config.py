@@ -39,7 +39,7 @@ def test_profiles_merge_most_specific_last():
     assert default.experiment("lenet5_mnist").trainer.max_epochs == 5
     assert full.experiment("lenet5_mnist").trainer.max_epochs == 20  # the experiment's own full block
     assert tiny.experiment("lenet5_mnist").trainer.max_epochs == 1  # the global tiny block
-    assert tiny.dataset("imdb").seq_len == 64 and default.dataset("imdb").seq_len == 100
+    assert tiny.dataset("imdb").max_train_samples == 512 and default.dataset("imdb").max_train_samples == 16000
     assert full.experiment("bilstm_imdb").model == {
         "cell": "lstm",
         "embedding_dim": 64,
