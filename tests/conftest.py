@@ -34,6 +34,35 @@ def mirror() -> Path:
     return DATA_MIRROR
 
 
+@pytest.fixture(scope="session")
+def imdb(mirror: Path):
+    """Real IMDB reviews through the imdb preparer: 256 train reviews, their last 200 tokens, left-padded with 0.
+    ``(arrays, meta)``; shared by the sequence and attention families' tests."""
+    import numpy as np
+
+    from pipelines.config import DatasetConfig
+    from pipelines.data.preparers import prepare_dataset
+
+    config = DatasetConfig(val_fraction=0.1, max_train_samples=256, max_test_samples=64, vocab_size=3000, seq_len=200)
+    arrays, meta, _ = prepare_dataset("imdb", config, 42, mirror=mirror)
+    assert arrays["test"][0].shape == (64, 200) and np.bincount(arrays["test"][1]).tolist() == [32, 32]
+    return arrays, meta
+
+
+@pytest.fixture(scope="session")
+def imdb_reviews(imdb):
+    """``n -> (n, 200)`` int64 real reviews of :func:`imdb`: half shorter than 200 tokens (left-padded), half cut to
+    their last 200."""
+    import torch
+
+    def reviews(n: int):
+        x = torch.from_numpy(imdb[0]["train"][0])
+        padded = (x == 0).any(dim=1)
+        return torch.cat([x[padded][: n // 2], x[~padded][: n - n // 2]])
+
+    return reviews
+
+
 def _env(mirror: Path) -> dict[str, str]:
     """A clean environment for subprocesses: no inherited MLFLOW_/DEEPNOTES_ settings, the venv first on PATH."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DEEPNOTES_"))}

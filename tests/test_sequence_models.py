@@ -21,9 +21,7 @@ from torch import nn
 from models.registry import REGISTRY, NetworkSpec, build_network
 from models.sequence.conv1d import conv1d_length
 from models.sequence.core import GATES, detach_state, make_recurrent, recurrent_parameter_count
-from pipelines.config import DatasetConfig
 from pipelines.data.datamodule import TensorBatches
-from pipelines.data.preparers import prepare_dataset
 from pipelines.training.gradient_flow import GradientDiagnostics, GradientRecord
 from pipelines.training.module import SupervisedModule
 
@@ -40,22 +38,6 @@ def notes_count(gates: int, x: int, h: int) -> int:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-@pytest.fixture(scope="module")
-def imdb(mirror: Path):
-    """Real IMDB reviews through the imdb preparer: 256 train reviews, their last 200 tokens, left-padded with 0."""
-    config = DatasetConfig(val_fraction=0.1, max_train_samples=256, max_test_samples=64, vocab_size=3000, seq_len=200)
-    arrays, meta, _ = prepare_dataset("imdb", config, 42, mirror=mirror)
-    assert arrays["test"][0].shape == (64, 200) and np.bincount(arrays["test"][1]).tolist() == [32, 32]
-    return arrays, meta
-
-
-def reviews(imdb, n: int) -> torch.Tensor:
-    """``n`` real reviews ``(n, 200)``: half shorter than 200 tokens (left-padded), half cut to their last 200."""
-    x = torch.from_numpy(imdb[0]["train"][0])
-    padded = (x == 0).any(dim=1)
-    return torch.cat([x[padded][: n // 2], x[~padded][: n - n // 2]])
 
 
 # ------------------------------------------------------------------------------------------- counts
@@ -108,9 +90,9 @@ def test_make_recurrent_builds_the_named_cell():
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("pooling", ["last", "mean", "max"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_rnn_on_real_reviews_gives_one_output_per_review(imdb, cell, pooling, bidirectional):
+def test_rnn_on_real_reviews_gives_one_output_per_review(imdb, imdb_reviews, cell, pooling, bidirectional):
     meta = imdb[1]
-    x = reviews(imdb, 16)
+    x = imdb_reviews(16)
     assert (x[:, 0] == 0).any() and (x[:, -1] != 0).all()  # left-padded: the last step is real text
     for outputs, shape in ((1, (16,)), (3, (16, 3))):
         spec = NetworkSpec(tuple(meta["input_shape"]), outputs, vocab_size=meta["vocab_size"])
@@ -146,9 +128,9 @@ def test_rnn_reads_a_real_valued_window(mirror, features):
 
 
 @pytest.mark.parametrize("pooling", ["mean", "max"])
-def test_pooling_ignores_padding_positions(imdb, pooling):
+def test_pooling_ignores_padding_positions(imdb, imdb_reviews, pooling):
     meta = imdb[1]
-    x = reviews(imdb, 32)
+    x = imdb_reviews(32)
     real = x != 0
     assert (~real).any(dim=1).sum() == 16  # half the reviews are shorter than 200 tokens
     spec = NetworkSpec((200,), 1, vocab_size=meta["vocab_size"])
