@@ -60,6 +60,7 @@ def test_every_registered_architecture_is_buildable():
         "rnn": NetworkSpec((12,), 1, vocab_size=50),
         "conv1d_text": NetworkSpec((24,), 3, vocab_size=50),
         "char_rnn": NetworkSpec((12,), 50, vocab_size=50),
+        "transformer_encoder": NetworkSpec((12,), 1, vocab_size=50),
         "alexnet": NetworkSpec((3, 32, 32), 10),
         "vgg": NetworkSpec((3, 32, 32), 10),
         "resnet": NetworkSpec((3, 32, 32), 10),
