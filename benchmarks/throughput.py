@@ -130,7 +130,7 @@ def load_mnist(params, seed: int):
 
     if (PREPARED_ROOT / "mnist" / "meta.json").exists():
         return load_training_data("mnist"), f"{PREPARED_ROOT / 'mnist'} (load_training_data)"
-    from pipelines.data.preparers import prepare_mnist
+    from pipelines.data.preparers.idx import prepare_mnist
 
     arrays, meta, _ = prepare_mnist(params.dataset("mnist"), seed)
     meta = dict(meta, splits={split: len(x) for split, (x, _) in arrays.items()})

@@ -72,6 +72,8 @@ def test_env_var_selects_profile(monkeypatch):
         ("augment.mnist.hflip", True, "augment.mnist.hflip: a flip changes the label"),
         ("augment.churn.rotation_degrees", 10, "augment.churn: tabular data only takes noise_std"),
         ("datasets.mnist.val_fraction", 1.5, "datasets.mnist.val_fraction"),
+        ("datasets.churn.options", {"max_words": 5}, "datasets.churn.options: takes no options; got max_words"),
+        ("experiments.mlp_churn.task_options", {"beam_size": 4}, "task_options: takes no options; got beam_size"),
         ("profile", "huge", "unknown profile 'huge'"),
     ],
 )
@@ -118,3 +120,21 @@ def test_stage_rejects_unknown_experiment_before_running(stage, capsys):
     assert main([stage, "resnet_mnist"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: params.yaml: experiments.resnet_mnist: no such experiment")
+
+
+def test_options_are_checked_against_their_model_and_stored_with_defaults():
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from pipelines.config.base import validate_options
+
+    class Decoding(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        beam_size: int = Field(1, ge=1)
+        max_len: int = 20
+
+    assert validate_options(Decoding, {"beam_size": 4}, "task_options") == {"beam_size": 4, "max_len": 20}
+    assert validate_options(None, {}, "task_options") == {}
+    with pytest.raises(ValueError, match=r"task_options\.beam_size: Input should be greater than or equal to 1"):
+        validate_options(Decoding, {"beam_size": 0}, "task_options")
+    with pytest.raises(ValueError, match=r"task_options\.beam: Extra inputs are not permitted"):
+        validate_options(Decoding, {"beam": 2}, "task_options")

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import gzip
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -797,3 +798,27 @@ def test_no_hard_coded_shared_path() -> None:
     files += [REPO_ROOT / "pipelines" / "stages" / "augment.py", *(REPO_ROOT / "pipelines/data/preparers").glob("*.py")]
     for path in files:
         assert "../shared" not in path.read_text(), path
+
+
+def test_every_dataset_is_registered_by_its_own_module_and_names_an_importable_preparer() -> None:
+    from pipelines.data.catalog import CATALOG, MODULES
+
+    assert MODULES["imdb"] == "pipelines.data.datasets.imdb"
+    assert MODULES["cifar10_5to9"] == MODULES["cifar10"] == "pipelines.data.datasets.cifar10"
+    for name, entry in CATALOG.items():
+        assert MODULES[name].startswith("pipelines.data.datasets."), name
+        assert callable(entry.load_preparer()), name
+        json.dumps(entry.record())  # the resolve stage writes it
+
+
+def test_a_dataset_registered_twice_or_without_a_preparer_is_refused() -> None:
+    from dataclasses import replace
+
+    from pipelines.data.catalog import CATALOG, register
+
+    churn = get_dataset("churn")
+    with pytest.raises(ValueError, match="dataset 'churn' is registered twice"):
+        register(replace(churn, license="another"))
+    with pytest.raises(ValueError, match="dataset 'churn_nowhere' .*set preparer='module:function'"):
+        register(replace(churn, name="churn_nowhere", preparer=""))
+    assert CATALOG["churn"] == churn and "churn_nowhere" not in CATALOG

@@ -165,6 +165,47 @@ def test_a_new_architecture_and_experiment_leave_every_other_stage_unchanged(rep
     assert changed == {"train@linear_churn", "evaluate@linear_churn", "diagnose@linear_churn", "report"}, changed
 
 
+NEW_DATASET = '''"""A second name for the churn table: the test dataset of tests/test_dependencies.py."""
+
+from dataclasses import replace
+
+from pipelines.data.catalog import get_dataset, register
+
+register(replace(get_dataset("churn"), name="churn_test", preparer="pipelines.data.preparers.churn_test:prepare"))
+'''
+
+NEW_PREPARER = '''"""The preparer of the test dataset of tests/test_dependencies.py."""
+
+from pipelines.data.preparers.churn import prepare_churn
+
+
+def prepare(config, seed, *, name, mirror=None):
+    return prepare_churn(config, seed, name=name, mirror=mirror)
+'''
+
+
+def test_a_new_dataset_and_its_preparer_leave_every_other_stage_unchanged(repo, edit):
+    """A dataset is a module of pipelines/data/datasets and its preparer's: no file that other stages import."""
+    root, env = repo
+    edit("pipelines/data/datasets/churn_test.py", NEW_DATASET)
+    edit("pipelines/data/preparers/churn_test.py", NEW_PREPARER)
+    params = (root / "params.yaml").read_text()
+    edit("params.yaml", params.replace("\ndatasets:\n", "\ndatasets:\n  churn_test: {}\n", 1))
+    changed = _changed(root, env)
+    assert changed == {"prepare@churn_test", "augment@churn_test"}, changed
+
+
+def test_editing_a_dataset_entry_marks_only_the_stages_that_read_that_dataset(repo, edit):
+    root, env = repo
+    path = "pipelines/data/datasets/churn.py"
+    text = (root / path).read_text()
+    assert 'license="educational/demo data, terms unknown"' in text
+    edit(path, text.replace("terms unknown", "terms not stated"))
+    users = {n for n, e in _experiments(root).items() if e["dataset"] == "churn"}
+    assert users and users != set(_experiments(root))
+    assert _changed(root, env) == {"prepare@churn", "augment@churn"} | _stages_of(root, users)
+
+
 def test_editing_the_resnet_module_marks_only_the_experiments_that_use_it(repo, edit):
     root, env = repo
     path = "models/vision/resnet.py"

@@ -23,7 +23,8 @@ from pipelines.config import DatasetConfig, ExperimentConfig, GradientDiagnostic
 from pipelines.config.loading import DEFAULT_PARAMS_PATH, validate
 from pipelines.data.datamodule import TensorBatches
 from pipelines.data.prepared import load_prepared, write_prepared
-from pipelines.data.preparers import prepare_churn, prepare_melbourne_temp
+from pipelines.data.preparers.churn import prepare_churn
+from pipelines.data.preparers.temperature import prepare_melbourne_temp
 from pipelines.data.readers import read_idx
 from pipelines.diagnostics.bias_variance import REMEDIES, verdict
 from pipelines.diagnostics.refits import (

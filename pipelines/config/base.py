@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -61,3 +61,20 @@ def format_errors(exc: ValidationError, prefix: str = "", source: str = "") -> s
 
 #: The start of a validator message that names a key below the model it validates (``model.depth: ...``).
 _SUB_PATH = re.compile(r"^([A-Za-z_]\w*(?:\.\w+)*): (.*)$", re.S)
+
+
+def validate_options(model: type[BaseModel] | None, raw: dict[str, Any], key: str) -> dict[str, Any]:
+    """``raw`` checked against ``model`` (a dataset's or a task's own settings) and returned with every default
+    filled in, so the resolved stage files record what actually runs; ``{}`` when ``model`` is ``None``.
+
+    Raises:
+        ValueError: ``raw`` has keys but there is no model, or it fails ``model`` (each error under ``key``).
+    """
+    if model is None:
+        if raw:
+            raise ValueError(f"{key}: takes no options; got {', '.join(sorted(raw))}")
+        return {}
+    try:
+        return model.model_validate(raw).model_dump(mode="json")
+    except ValidationError as exc:
+        raise ValueError(format_errors(exc, prefix=key)) from None

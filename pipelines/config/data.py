@@ -3,6 +3,8 @@ subsampling, preprocessing) and its augmentation."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import (
     Field,
     NonNegativeFloat,
@@ -62,6 +64,11 @@ class DatasetConfig(Strict):
     canvas_size: int = Field(64, ge=32, le=256, description="localization: side of the square canvas, pixels")
     min_scale: float = Field(0.6, gt=0, description="localization: smallest digit side, relative to its 28 pixels")
     max_scale: float = Field(1.6, gt=0, description="localization: largest digit side, relative to its 28 pixels")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the dataset's own settings, checked against its catalog entry's options model "
+        "(DatasetEntry.options) and stored with every default filled in",
+    )
 
     @model_validator(mode="after")
     def _scales(self) -> DatasetConfig:

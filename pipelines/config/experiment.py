@@ -26,6 +26,7 @@ from pipelines.config.base import (
     RegularizationName,
     Strict,
     format_errors,
+    validate_options,
 )
 from pipelines.data.catalog import CATALOG, DatasetEntry
 from pipelines.tasks import get_task
@@ -279,6 +280,11 @@ class ExperimentConfig(Strict):
     bias_variance: BiasVarianceConfig = Field(default_factory=BiasVarianceConfig)
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
     pretrained: PretrainedConfig | None = Field(None, description="transfer learning: start from saved weights")
+    task_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the task's own settings (a translation's beam size), checked against its options model "
+        "(Task.options) and stored with every default filled in",
+    )
 
     @property
     def train_batch_size(self) -> int | None:
@@ -302,6 +308,7 @@ class ExperimentConfig(Strict):
             task = get_task(self.task)
         except KeyError as exc:
             raise ValueError(exc.args[0]) from None
+        self.task_options = validate_options(task.options, self.task_options, "task_options")
         problem = task.dataset_problem(entry)
         if problem:
             raise ValueError(f"task: {problem}")

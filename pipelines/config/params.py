@@ -19,6 +19,7 @@ from pipelines.config.base import (
     ConfigError,
     Strict,
     format_errors,
+    validate_options,
 )
 from pipelines.config.claims import ClaimConfig, apply_claims
 from pipelines.config.data import AugmentConfig, DatasetConfig
@@ -82,6 +83,8 @@ class Params(Strict):
                 raise ValueError(
                     f"datasets.{name}: not in the catalog and no source: block; known: {', '.join(sorted(CATALOG))}"
                 )
+            options_model = CATALOG[name].options if dataset.source is None else None
+            dataset.options = validate_options(options_model, dataset.options, f"datasets.{name}.options")
         for name, aug in self.augment.items():
             if name not in self.datasets:
                 raise ValueError(f"augment.{name}: no such entry under datasets")

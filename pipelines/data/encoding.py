@@ -23,6 +23,10 @@ kind       raw input (MLflow signature)                   encoding
            (``t-<window>`` ... ``t-1``, ``double``)       the train steps' mean/std
 =========  =============================================  ==============================================
 
+A kind defined elsewhere (beside the preparer of a new kind of data) is named by the prepared dataset itself:
+``meta["raw_input"]`` is its ``"module:Class"``, and that string is its :attr:`RawInput.kind`, so nothing here
+changes when a kind is added.
+
 Everything a raw input needs is plain data: its :attr:`RawInput.spec` (JSON) and the files it names
 (:attr:`RawInput.files`, e.g. ``tokenizer.json``), so a served model bundles no pickle.
 """
@@ -122,6 +126,8 @@ def raw_input_for(meta: dict[str, Any], folder: Path) -> RawInput:
     Raises:
         RawInputError: no registered kind accepts the dataset (naming it and the kinds).
     """
+    if "raw_input" in meta:
+        return _kind(meta["raw_input"]).from_meta(meta, folder)
     for cls in RAW_INPUTS.values():
         if cls.accepts(meta):
             return cls.from_meta(meta, folder)
@@ -137,14 +143,32 @@ def load_raw_input(description: dict[str, Any], folder: Path) -> RawInput:
     Raises:
         RawInputError: an unknown kind, or a named file missing from ``folder``.
     """
-    kind = description.get("kind")
-    if kind not in RAW_INPUTS:
-        raise RawInputError(f"raw input kind {kind!r} is unknown; expected one of {', '.join(RAW_INPUTS)}")
+    kind = str(description.get("kind"))
+    cls = _kind(kind)
     files = {name: folder / name for name in description.get("files", [])}
     missing = [str(path) for path in files.values() if not path.is_file()]
     if missing:
         raise RawInputError(f"raw input {kind}: missing file(s) {', '.join(missing)}")
-    return RAW_INPUTS[kind](description["spec"], files)
+    return cls(description["spec"], files)
+
+
+def _kind(kind: str) -> type[RawInput]:
+    """The raw input class of ``kind``: a name of :data:`RAW_INPUTS`, or ``"module:Class"`` of one defined elsewhere.
+
+    Raises:
+        RawInputError: an unknown name, or a ``module:Class`` that does not import.
+    """
+    if ":" in kind:
+        import importlib
+
+        module, _, name = kind.partition(":")
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            raise RawInputError(f"raw input kind {kind!r} does not import: {exc}") from None
+    if kind not in RAW_INPUTS:
+        raise RawInputError(f"raw input kind {kind!r} is unknown; expected one of {', '.join(RAW_INPUTS)}")
+    return RAW_INPUTS[kind]
 
 
 def _frame(raw: Any, columns: list[str]) -> pd.DataFrame:

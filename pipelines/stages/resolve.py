@@ -2,15 +2,17 @@
 depends on, one small JSON file each, under ``params/resolved/``:
 
 - ``prepare/<dataset>.json``, ``augment/<dataset>.json``: the seed, the dataset's (or its augmentation's) settings
-  with the active profile merged in, and the md5 of every project file the stage imports;
+  with the active profile merged in, the dataset's catalog entry as data (:meth:`DatasetEntry.record
+  <pipelines.data.catalog.DatasetEntry.record>`), and the md5 of every project file the stage imports, the preparer
+  its entry names included;
 - ``train/<experiment>.json``, ``evaluate/<experiment>.json``, ``diagnose/<experiment>.json``: the seed, the
   experiment as it runs (profile and, with ``use_tuned``, tuned values merged in), the architecture's registry entry
-  and params schema, and the md5 of every file of the stage's import closure, its task's module, the task's
+  and params schema, its dataset's catalog entry, and the md5 of every file of the stage's import closure, its task's module, the task's
   LightningModule and the architecture's module included (:mod:`pipelines.dependencies`);
 - ``report.json``: the experiments the report lists, the claims it checks (``claims:``) and the report's code.
 
 The per-experiment stages depend on these files instead of on all of ``params.yaml`` and whole code folders. So
-adding an architecture or an experiment, editing another architecture's module, the inactive profile, or finishing
+adding an architecture, a dataset (a module of :mod:`pipelines.data.datasets` and its preparer) or an experiment, editing another architecture's module, the inactive profile, or finishing
 a tuning search while ``use_tuned`` is false changes none of an experiment's files, and DVC reruns none of its
 stages; an edit to a module that a stage does import changes that stage's file. ``resolve`` itself depends on the
 params and the code folders: it always reruns when they change, in well under a second (no torch), and rewrites
@@ -89,14 +91,18 @@ def resolved(params: Params) -> dict[str, dict[str, Any]]:
 
     files: dict[str, dict[str, Any]] = {}
     for name, dataset in params.datasets.items():
+        entry = params.dataset_entry(name)
+        preparer = [entry.preparer.partition(":")[0]] if entry.preparer and dataset.source is None else []
         files[f"prepare/{name}.json"] = {
             "seed": params.seed,
             "dataset": dataset.model_dump(mode="json"),
-            "code": code(STAGES["prepare"]),
+            "entry": entry.record(),
+            "code": code(STAGES["prepare"], *preparer),
         }
         files[f"augment/{name}.json"] = {
             "seed": params.seed,
             "augment": params.augmentation(name).model_dump(mode="json"),
+            "entry": entry.record(),
             "code": code(STAGES["augment"]),
         }
     for name, exp in params.all_experiments.items():
@@ -104,6 +110,7 @@ def resolved(params: Params) -> dict[str, dict[str, Any]]:
             "seed": params.experiment_seed(name),
             "experiment": exp.model_dump(mode="json"),
             "architecture": architecture_entry(exp.architecture),
+            "dataset_entry": params.dataset_entry(exp.dataset).record(),
         }
         for stage in ("train", "evaluate", "diagnose"):
             files[f"{stage}/{name}.json"] = common | {"code": code(STAGES[stage], *experiment_modules(exp))}

@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     import torchmetrics
     from matplotlib.figure import Figure
+    from pydantic import BaseModel
     from torch import nn
 
     from pipelines.data.catalog import DatasetEntry
@@ -102,6 +103,10 @@ class Task:
         module: ``"module:Class"`` of the LightningModule that trains the task (default: the shared supervised one).
         datamodule: ``"module:Class"`` of the LightningDataModule that batches its data, built as
             ``Class(data, batch_size=..., seed=...)`` (default: shuffled mini-batches of samples).
+        meta_keys: the ``meta.json`` keys the task reads besides the shared ones
+            (:data:`pipelines.training.module.TASK_META_KEYS`), saved in the checkpoint with them.
+        options: the pydantic model of the task's own settings, ``task_options`` in an experiment (a
+            translation's beam size); ``None``: the task takes none. Read them with :meth:`parse_options`.
 
     An instance is bound to one prepared dataset's ``meta`` (``meta.json``: classes, input shape, normalisation).
     """
@@ -124,8 +129,19 @@ class Task:
     exact_classes: ClassVar[int | None] = None
     module: ClassVar[str] = "pipelines.training.module:SupervisedModule"
     datamodule: ClassVar[str] = "pipelines.data.datamodule:ArrayDataModule"
+    meta_keys: ClassVar[tuple[str, ...]] = ()
+    options: ClassVar[type[BaseModel] | None] = None
 
     # ------------------------------------------------------------------------------------- config (no torch)
+
+    @classmethod
+    def parse_options(cls, raw: dict[str, Any]) -> BaseModel | None:
+        """An experiment's ``task_options`` as the task's :attr:`options` model (``None`` when it has none).
+
+        Raises:
+            pydantic.ValidationError: an option is unknown or out of range (the config loader has checked this).
+        """
+        return cls.options.model_validate(raw) if cls.options is not None else None
 
     @classmethod
     def dataset_problem(cls, entry: DatasetEntry) -> str | None:

@@ -115,12 +115,14 @@ class SupervisedModule(L.LightningModule):
     def from_experiment(cls, exp, meta: dict[str, Any]) -> SupervisedModule:
         """The module of experiment ``exp`` (a ``pipelines.config.ExperimentConfig``) on a prepared dataset's
         ``meta``; the network is initialised with the current (seeded) RNG."""
+        from pipelines.tasks import get_task as task_class
+
         return cls(
             architecture=exp.architecture,
             spec=dataclasses.asdict(network_spec(exp, meta)),
             model_params=exp.model,
             task=exp.task,
-            task_meta={k: meta[k] for k in TASK_META_KEYS if k in meta},
+            task_meta={k: meta[k] for k in TASK_META_KEYS + task_class(exp.task).meta_keys if k in meta},
             loss=exp.loss,
             optimizer=exp.optimizer.model_dump(mode="json"),
             regularization=exp.regularization.model_dump(mode="json"),

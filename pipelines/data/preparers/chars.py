@@ -136,6 +136,8 @@ def prepare_chars(name: str, config: DatasetConfig, seed: int, *, mirror: str | 
     return Prepared(arrays, meta, {})
 
 
-def prepare_tiny_shakespeare(config: DatasetConfig, seed: int, *, mirror: str | Path | None = None) -> Prepared:
+def prepare_tiny_shakespeare(
+    config: DatasetConfig, seed: int, *, mirror: str | Path | None = None, name: str = "tiny_shakespeare"
+) -> Prepared:
     """Tiny Shakespeare (char-rnn's ``tinyshakespeare/input.txt``); see :func:`prepare_chars`."""
-    return prepare_chars("tiny_shakespeare", config, seed, mirror=mirror)
+    return prepare_chars(name, config, seed, mirror=mirror)

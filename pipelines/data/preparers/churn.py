@@ -103,7 +103,9 @@ def standardize(x: dict[str, np.ndarray], columns: list[int], names: list[str]) 
     return stats
 
 
-def prepare_churn(config: DatasetConfig, seed: int, *, mirror: str | Path | None = None) -> Prepared:
+def prepare_churn(
+    config: DatasetConfig, seed: int, *, mirror: str | Path | None = None, name: str = "churn"
+) -> Prepared:
     """Bank churn: x float32 (N, 12), y int64 ``Exited``.
 
     Features, in order: CreditScore, Geography_France, Geography_Germany, Geography_Spain, Gender (Female 0,
@@ -115,7 +117,7 @@ def prepare_churn(config: DatasetConfig, seed: int, *, mirror: str | Path | None
         DataNotFoundError, DataIntegrityError: from :func:`~pipelines.data.fetch.fetch`.
         DataFormatError: the CSV is malformed (naming the line) or holds an unexpected category.
     """
-    entry = get_dataset("churn")
+    entry = get_dataset(name)
     path = fetch_files(entry, mirror)["Churn_Modelling.csv"]
     x, y, names = churn_features(read_csv(path, CHURN_COLUMNS), path)
     rest, test = split_indices(y, config.test_fraction, seed)

@@ -97,7 +97,9 @@ def prepare_idx_images(name: str, config: DatasetConfig, seed: int, mirror: str 
     return Prepared(arrays, meta, {})
 
 
-def prepare_mnist(config: DatasetConfig, seed: int, *, mirror: str | Path | None = None) -> Prepared:
+def prepare_mnist(
+    config: DatasetConfig, seed: int, *, mirror: str | Path | None = None, name: str = "mnist"
+) -> Prepared:
     """MNIST from its four IDX files: x float32 (N, 1, 28, 28) in [0, 1], y int64 digits.
 
     The official 10,000 test images are the test split; ``val_fraction`` of the 60,000 train images (stratified)
@@ -107,10 +109,12 @@ def prepare_mnist(config: DatasetConfig, seed: int, *, mirror: str | Path | None
         DataNotFoundError, DataIntegrityError: from :func:`~pipelines.data.fetch.fetch`.
         DataFormatError: an IDX file is malformed or images and labels disagree.
     """
-    return prepare_idx_images("mnist", config, seed, mirror)
+    return prepare_idx_images(name, config, seed, mirror)
 
 
-def prepare_fashion_mnist(config: DatasetConfig, seed: int, *, mirror: str | Path | None = None) -> Prepared:
+def prepare_fashion_mnist(
+    config: DatasetConfig, seed: int, *, mirror: str | Path | None = None, name: str = "fashion_mnist"
+) -> Prepared:
     """Fashion-MNIST (Xiao, Rasul, Vollgraf 2017), MNIST's drop-in replacement, prepared exactly like
     :func:`prepare_mnist`: x float32 (N, 1, 28, 28) in [0, 1], y int64 0-9 in the order of ``meta['classes']``
     (T-shirt/top, Trouser, ..., Ankle boot). Official 10,000 test images kept; val carved from the 60,000 train
@@ -120,7 +124,7 @@ def prepare_fashion_mnist(config: DatasetConfig, seed: int, *, mirror: str | Pat
         DataNotFoundError, DataIntegrityError: from :func:`~pipelines.data.fetch.fetch`.
         DataFormatError: an IDX file is malformed or images and labels disagree.
     """
-    return prepare_idx_images("fashion_mnist", config, seed, mirror)
+    return prepare_idx_images(name, config, seed, mirror)
 
 
 @source_reader("idx")

@@ -185,7 +185,9 @@ def folder_digest(folder: Path, files: list[Path]) -> str:
     return hashlib.sha256(listing.encode()).hexdigest()
 
 
-def prepare_att_faces(config: DatasetConfig, seed: int, *, mirror: str | Path | None = None) -> Prepared:
+def prepare_att_faces(
+    config: DatasetConfig, seed: int, *, mirror: str | Path | None = None, name: str = "att_faces"
+) -> Prepared:
     """The AT&T (ORL) faces, read by the ``image_folder`` reader: x float32 (400 split, 1, 112, 92) in [0, 1],
     y int64 subject 0-39 (``s1`` .. ``s40``); a seeded split stratified by subject.
 
@@ -196,7 +198,7 @@ def prepare_att_faces(config: DatasetConfig, seed: int, *, mirror: str | Path | 
         DataNotFoundError: no mirror, or no ``att_faces/`` in it.
         DataIntegrityError: a file is missing or differs (the combined digest does not match).
     """
-    entry = get_dataset("att_faces")
+    entry = get_dataset(name)
     root = mirror_root(mirror)
     if root is None or not (root / "att_faces").is_dir():
         raise DataNotFoundError(

@@ -138,7 +138,7 @@ def tokenized_meta(tokenizer, seq_len: int, cleaning: str = "", steps: tuple[str
     }
 
 
-def prepare_imdb(config: DatasetConfig, seed: int, *, mirror: str | Path | None = None) -> Prepared:
+def prepare_imdb(config: DatasetConfig, seed: int, *, mirror: str | Path | None = None, name: str = "imdb") -> Prepared:
     """IMDB reviews: x int64 (N, seq_len) token ids, y int64 (0 negative, 1 positive).
 
     The official 25,000/25,000 train/test split is kept; ``val_fraction`` of train (stratified) is validation;
@@ -150,7 +150,7 @@ def prepare_imdb(config: DatasetConfig, seed: int, *, mirror: str | Path | None 
         DataNotFoundError, DataIntegrityError: from :func:`~pipelines.data.fetch.fetch`.
         DataFormatError: the CSV is malformed or a sentiment/split value is unknown (naming the line).
     """
-    entry = get_dataset("imdb")
+    entry = get_dataset(name)
     path = fetch_files(entry, mirror)["imdb_reviews.csv.gz"]
     frame = read_csv(path, IMDB_COLUMNS)
     _check_values(path, frame["sentiment"], IMDB_LABELS, "sentiment")

@@ -62,7 +62,9 @@ def place_digits(
     return scale_images(canvases), boxes / np.float32(canvas_size)
 
 
-def prepare_mnist_localization(config: DatasetConfig, seed: int, *, mirror: str | Path | None = None) -> Prepared:
+def prepare_mnist_localization(
+    config: DatasetConfig, seed: int, *, mirror: str | Path | None = None, name: str = "mnist_localization"
+) -> Prepared:
     """Single-object localization from real MNIST digits: x float32 (N, 1, S, S) in [0, 1] (S = ``canvas_size``,
     64 by default), y float32 (N, 5) ``(class, x1, y1, x2, y2)`` with the box in fractions of the canvas
     (:func:`place_digits`).
@@ -75,7 +77,7 @@ def prepare_mnist_localization(config: DatasetConfig, seed: int, *, mirror: str 
         DataNotFoundError, DataIntegrityError: from :func:`~pipelines.data.fetch.fetch`.
         DataFormatError: an IDX file is malformed or images and labels disagree.
     """
-    entry = get_dataset("mnist_localization")
+    entry = get_dataset(name)
     arrays = {}
     for offset, (split, (images, labels)) in enumerate(idx_splits(entry, config, seed, mirror).items()):
         canvases, boxes = place_digits(images, config.canvas_size, config.min_scale, config.max_scale, seed + offset)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -23,9 +24,10 @@ TRUTH_TABLES: dict[str, tuple[int, int, int, int]] = {
 }
 
 
-def prepare_logic(name: str, config: DatasetConfig, seed: int) -> Prepared:
+def prepare_logic(config: DatasetConfig, seed: int, *, name: str, mirror: str | Path | None = None) -> Prepared:
     """A logic gate's truth table: x float32 (4, 2) of 0/1, y int64 (4,). Train, val and test are all four rows,
-    as in the notes, which train and evaluate on the table itself. ``config`` is accepted for a uniform interface."""
+    as in the notes, which train and evaluate on the table itself. ``config`` and ``mirror`` are accepted for the uniform
+    interface of preparers (there are no files)."""
     x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
     y = np.array(TRUTH_TABLES[name], dtype=np.int64)
     meta = base_meta(get_dataset(name), seed)

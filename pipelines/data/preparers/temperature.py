@@ -73,7 +73,9 @@ def chronological_split(n: int, config: DatasetConfig) -> dict[str, np.ndarray]:
     return {"train": np.arange(first, n_train), "val": np.arange(n_train, n - n_test), "test": np.arange(n - n_test, n)}
 
 
-def prepare_melbourne_temp(config: DatasetConfig, seed: int, *, mirror: str | Path | None = None) -> Prepared:
+def prepare_melbourne_temp(
+    config: DatasetConfig, seed: int, *, mirror: str | Path | None = None, name: str = "melbourne_temp"
+) -> Prepared:
     """Melbourne daily minimum temperatures 1981-1990 as a windowed regression: x float32 (N, window), y float32 °C.
 
     Sample ``k`` is the ``window`` daily minima before a target day (columns ``t-window`` ... ``t-1``, oldest first)
@@ -90,7 +92,7 @@ def prepare_melbourne_temp(config: DatasetConfig, seed: int, *, mirror: str | Pa
         DataFormatError: the CSV is malformed, a date or temperature does not parse, or dates are out of order.
         DataError: the series is too short for ``window`` and the split fractions.
     """
-    entry = get_dataset("melbourne_temp")
+    entry = get_dataset(name)
     path = fetch_files(entry, mirror)["daily-min-temperatures.csv"]
     days, values = daily_series(read_csv(path, TEMPERATURE_COLUMNS), path)
     window = config.window
