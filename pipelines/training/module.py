@@ -133,11 +133,16 @@ class SupervisedModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)
 
+    def step_outputs(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The outputs the loss and metrics of a train, validation or test batch read: ``self(x)``. A task whose
+        network also reads the targets overrides it (a decoder's teacher forcing reads ``y``'s previous tokens)."""
+        return self(x)
+
     def _eval_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], split: str, metrics: torchmetrics.MetricCollection
     ) -> torch.Tensor:
         x, y = batch
-        outputs = self(x)
+        outputs = self.step_outputs(x, y)
         data_loss = self.loss_fn(outputs, self.task.loss_targets(x, y))
         metrics.update(self.task.predictions(outputs.detach()), self.task.metric_targets(x, y))
         self.log_dict(metrics, on_step=False, on_epoch=True)
@@ -153,7 +158,7 @@ class SupervisedModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        outputs = self(x)
+        outputs = self.step_outputs(x, y)
         data_loss = self.loss_fn(outputs, self.task.loss_targets(x, y))
         penalty = regularization_penalty(self._penalised, self._reg_cfg)
         loss = data_loss + penalty
