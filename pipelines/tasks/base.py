@@ -108,7 +108,8 @@ class Task:
         options: the pydantic model of the task's own settings, ``task_options`` in an experiment (a
             translation's beam size); ``None``: the task takes none. Read them with :meth:`parse_options`.
 
-    An instance is bound to one prepared dataset's ``meta`` (``meta.json``: classes, input shape, normalisation).
+    An instance is bound to one prepared dataset's ``meta`` (``meta.json``: classes, input shape, normalisation)
+    and the experiment's ``task_options`` (:attr:`settings`).
     """
 
     name: ClassVar[str]
@@ -187,8 +188,10 @@ class Task:
 
     # ------------------------------------------------------------------------------------------ run time
 
-    def __init__(self, meta: dict[str, Any]) -> None:
+    def __init__(self, meta: dict[str, Any], options: dict[str, Any] | None = None) -> None:
         self.meta = meta
+        #: The experiment's ``task_options`` as the :attr:`options` model (``None`` for a task without options).
+        self.settings = self.parse_options(options or {})
 
     @property
     def num_classes(self) -> int | None:

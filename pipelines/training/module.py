@@ -69,6 +69,7 @@ class SupervisedModule(L.LightningModule):
         loss: a loss name of the task (:attr:`~pipelines.tasks.base.Task.losses`), ``huber_delta`` its delta.
         optimizer, regularization: ``OptimizerConfig`` / ``RegularizationConfig`` as dicts.
         initializer: weight initializer name, applied once at construction (seeded by the caller).
+        task_options: the experiment's ``task_options`` (the task's :attr:`~pipelines.tasks.base.Task.settings`).
 
     Shapes: ``forward`` maps ``(N, *spec['input_shape'])`` to the network's outputs (``(N,)``, ``(N, C)``,
     ``(N, C + 4)`` or the input's shape, as the task needs). Batches are ``(x, y)``; the task turns them into the
@@ -90,6 +91,7 @@ class SupervisedModule(L.LightningModule):
         regularization: dict[str, Any],
         initializer: str,
         huber_delta: float = 1.0,
+        task_options: dict[str, Any] | None = None,
     ) -> None:
         from pipelines.config import OptimizerConfig, RegularizationConfig
         from pipelines.tasks import get_task
@@ -97,7 +99,7 @@ class SupervisedModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         spec = dict(spec, input_shape=tuple(spec["input_shape"]))
-        self.task = get_task(task)(task_meta)
+        self.task = get_task(task)(task_meta, task_options)
         self.network: nn.Module = self.task.wrap_network(
             initialize(build_network(architecture, NetworkSpec(**spec), model_params), initializer)
         )
@@ -128,6 +130,7 @@ class SupervisedModule(L.LightningModule):
             regularization=exp.regularization.model_dump(mode="json"),
             initializer=exp.initializer,
             huber_delta=exp.huber_delta,
+            task_options=exp.task_options,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
