@@ -288,3 +288,24 @@ def test_rerunning_evaluate_on_unchanged_weights_adds_no_version(tiny_repo):
     assert [v.version for v in after] == [version.version]
     result = json.loads((repo / "metrics" / "evaluate" / "perceptron_and.json").read_text())
     assert result["registry"]["version"] == int(version.version) and result["registry"]["alias"] == "champion"
+
+
+def test_a_raw_input_kind_defined_elsewhere_is_named_by_module_and_class(tmp_path: Path) -> None:
+    """A prepared dataset names a kind that lives beside its preparer (``meta["raw_input"]``); it is rebuilt from
+    that name, and a name that does not import is one clear error."""
+    from pipelines.data.encoding import load_raw_input
+
+    class Elsewhere(TextInput):
+        kind = f"{__name__}:Elsewhere"
+
+    globals()["Elsewhere"] = Elsewhere
+    try:
+        (tmp_path / "tokenizer.json").write_text("{}")
+        raw = raw_input_for({"raw_input": Elsewhere.kind, "tokenizer": "tokenizer.json"}, tmp_path)
+        assert type(raw) is Elsewhere
+        again = load_raw_input(raw.to_json(), tmp_path)
+        assert type(again) is Elsewhere and again.spec == raw.spec
+    finally:
+        del globals()["Elsewhere"]
+    with pytest.raises(RawInputError, match=r"raw input kind 'pipelines.data.encoding:Nowhere' does not import"):
+        load_raw_input({"kind": "pipelines.data.encoding:Nowhere", "spec": {}, "files": []}, tmp_path)
