@@ -61,6 +61,9 @@ def test_every_registered_architecture_is_buildable():
         "conv1d_text": NetworkSpec((24,), 3, vocab_size=50),
         "char_rnn": NetworkSpec((12,), 50, vocab_size=50),
         "transformer_encoder": NetworkSpec((12,), 1, vocab_size=50),
+        "seq2seq_rnn": NetworkSpec((12,), 40, vocab_size=50),
+        "seq2seq_attention": NetworkSpec((12,), 40, vocab_size=50),
+        "transformer_seq2seq": NetworkSpec((12,), 40, vocab_size=50),
         "alexnet": NetworkSpec((3, 32, 32), 10),
         "vgg": NetworkSpec((3, 32, 32), 10),
         "resnet": NetworkSpec((3, 32, 32), 10),
@@ -79,6 +82,8 @@ def test_every_registered_architecture_is_buildable():
             expected = (4, *spec.input_shape)
         if name == "char_rnn":  # next-symbol logits at every step
             expected = (4, *spec.input_shape, spec.num_outputs)
+        if REGISTRY[name].family == "seq2seq":  # the source alone: a greedy translation, after its [BOS]
+            expected = (4, spec.input_shape[0] - 1)
         assert net(x).shape == expected, name
 
 

@@ -185,20 +185,22 @@ def test_reconstruction_targets_undo_the_channel_standardisation():
 
 
 def _sequence_experiments() -> list[str]:
-    """One experiment (the first in params.yaml) of every architecture of the sequence and attention families."""
+    """One experiment (the first in params.yaml) of every architecture of the sequence, attention and seq2seq
+    families."""
     from models.registry import REGISTRY
 
     first: dict[str, str] = {}
     for name, exp in load_params(profile="tiny").all_experiments.items():
-        if REGISTRY[exp.architecture].family in ("sequence", "attention"):
+        if REGISTRY[exp.architecture].family in ("sequence", "attention", "seq2seq"):
             first.setdefault(exp.architecture, name)
     return sorted(first.values())
 
 
 @pytest.mark.parametrize("name", _sequence_experiments())
 def test_every_sequence_architecture_trains_one_step_on_real_data(name, params, mirror, tmp_path):
-    """The one-step smoke test of each architecture of models/sequence (rnn, conv1d_text, char_rnn) and
-    models/attention (transformer_encoder): built from its experiment, one optimizer step on a real slice of its
+    """The one-step smoke test of each architecture of models/sequence (rnn, conv1d_text, char_rnn),
+    models/attention (transformer_encoder) and models/seq2seq (seq2seq_rnn, seq2seq_attention, transformer_seq2seq):
+    built from its experiment, one optimizer step on a real slice of its
     dataset moves its weights and logs the task's val metrics, with its task's own module and batches."""
     from models.registry import REGISTRY
     from pipelines.training.trainer import build_module, seed_everything
