@@ -172,3 +172,70 @@ def test_training_on_real_pairs_learns(mirror: Path):
     with torch.no_grad():
         final = float(loss_fn(network(x, y[:, :-1]), target))
     assert final < 0.7 * unigram, (final, unigram)
+
+
+def test_no_decoder_position_reads_a_later_target_token(network):
+    """Changing the target from position 4 on leaves the logits of positions 0-3 as they were (a leak through the
+    causal mask, or a recurrence run backwards, would change them)."""
+    src, tgt = _batch()
+    changed = tgt.clone()
+    changed[:, 4:] = (changed[:, 4:] + 5) % 23
+    with torch.no_grad():
+        before, after = network(src, tgt[:, :-1]), network(src, changed[:, :-1])
+    torch.testing.assert_close(before[:, :4], after[:, :4])
+    assert not torch.allclose(before[:, 4:], after[:, 4:])  # the control: the later positions do read it
+
+
+def test_a_heatmap_is_target_by_source():
+    vocab = ["[PAD]", "[UNK]", "[BOS]", "[EOS]", *(f"w{k}" for k in range(19))]
+    task = Seq2Seq({"target_vocab": vocab, "source_vocab": vocab[:19], "dataset": "translation", "sentences": "-"})
+    torch.manual_seed(0)
+    network = build_network("seq2seq_attention", NetworkSpec((9,), 23, vocab_size=19), SMALL["seq2seq_attention"])
+    src, _ = _batch()
+    with torch.no_grad():
+        decoded = greedy_decode(network.eval(), src[:2], 8)
+    for row, figure in enumerate(task.attention_figures(src[:2], decoded)):
+        tokens = decoded.tokens[row].tolist()
+        shown = tokens.index(EOS_ID) + 1 if EOS_ID in tokens else len(tokens)
+        image = figure.axes[0].images[0].get_array()
+        assert image.shape == (shown, int((src[row] != PAD_ID).sum())), row
+        assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == task.source_texts(src[row : row + 1])[0]
+
+
+def test_tune_runs_two_trials_of_a_translation_with_the_task_metrics(tmp_path: Path, mirror: Path):
+    """``deepnotes tune`` on seq2seq_attention_translation (tiny profile): 2 trials of its architecture's space, each
+    a nested MLflow run with the seq2seq metrics, and the best params written."""
+    import shutil
+    import subprocess
+    import sys
+
+    import mlflow
+    import yaml
+
+    from tests.conftest import REPO_ROOT, _env
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name in ("pipelines", "models", "params", "scheduling"):
+        shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["profile"] = "tiny"
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = _env(mirror)
+    experiment = "seq2seq_attention_translation"
+    for args in (
+        ("pipelines.stages.prepare", "translation"),
+        ("pipelines.stages.augment", "translation"),
+        ("pipelines.stages.tune", experiment, "--n-trials", "2", "--study-name", "mt"),
+    ):
+        done = subprocess.run([sys.executable, "-m", *args], cwd=root, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{args} exited {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    found = client.get_experiment_by_name("deepnotes-tune/mt")
+    children = [r for r in client.search_runs([found.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2 and all(r.data.tags["state"] == "COMPLETE" for r in children)
+    for run in children:
+        assert {"val_bleu", "val_token_accuracy", "val_perplexity", "val_loss"} <= set(run.data.metrics)
+        assert 0 <= run.data.metrics["val_bleu"] <= 100 and run.data.params["model.cell"] in ("gru", "lstm")
+    tuned = yaml.safe_load((root / "params" / "tuned" / f"{experiment}.yaml").read_text())
+    assert {"cell", "hidden_size", "attention_size"} <= set(tuned["params"]["model"])

@@ -23,6 +23,7 @@ from pipelines.data.preparers.translation import (
     split_tokens,
 )
 from pipelines.errors import DataFormatError
+from pipelines.tasks.seq2seq import Seq2Seq
 
 SEQ_LEN = 16
 MAX_WORDS = 6
@@ -78,6 +79,9 @@ def test_every_kept_pair_fits_the_word_limit_and_the_references_hold_no_unknown_
         for source, target in zip(sentences[split]["source"], sentences[split]["target"]):
             assert 0 < count_words(source.split()) <= MAX_WORDS and 0 < count_words(target.split()) <= MAX_WORDS
         assert "[UNK]" not in " ".join(sentences[split]["target"])
+    references = sentences["test"]["target"]
+    scores = Seq2Seq.corpus_scores(references, references)  # the references against themselves
+    assert scores["bleu"] == pytest.approx(100.0) and scores["chrf"] == pytest.approx(100.0)
     assert "aujourd ' hui" in " ".join(sentences["test"]["target"] + sentences["val"]["target"])  # punctuation split
 
 
