@@ -47,8 +47,8 @@ class Forecasting(Regression):
     augmentable: ClassVar[bool] = False  # noise on a window breaks its relation to the next values
     squared_error: ClassVar[bool] = False  # the bootstrap decomposes one value per sample, not a horizon
 
-    def __init__(self, meta: dict[str, Any]) -> None:
-        super().__init__(meta)
+    def __init__(self, meta: dict[str, Any], options: dict[str, Any] | None = None) -> None:
+        super().__init__(meta, options)
         norm = meta.get("normalization") or {}
         forecast = meta.get("forecast") or {}
         missing = [k for k in ("log", "mean", "std") if k not in norm] + [
