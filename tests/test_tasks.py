@@ -103,6 +103,7 @@ def test_registry_lists_every_task_and_imports_no_torch():
         "multiclass",
         "reconstruction",
         "regression",
+        "seq2seq",
     ]
     for name in task_names():
         task = get_task(name)
@@ -131,7 +132,7 @@ def test_every_task_trains_one_step_and_evaluates_on_real_data(task_name, params
     assert f"train_{module.task.headline}" in trainer.callback_metrics
     assert {f"val_{m}" for m in module.task.metrics} <= set(trainer.callback_metrics)
 
-    splits = split_outputs(module.network, data)
+    splits = split_outputs(module.network, data, task=module.task)  # as evaluate computes them
     metrics = {s: module.task.split_metrics(o.outputs, o.x, o.y) for s, o in splits.items()}
     assert set(module.task.metrics) <= set(metrics["test"]) and all(np.isfinite(list(metrics["test"].values())))
     error = module.task.error(metrics["test"])

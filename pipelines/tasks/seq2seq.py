@@ -63,7 +63,7 @@ class Seq2Seq(Task):
     name: ClassVar[str] = "seq2seq"
     description: ClassVar[str] = "a source token sequence to a target one (translation)"
     losses: ClassVar[tuple[str, ...]] = ("ce",)
-    metrics: ClassVar[tuple[str, ...]] = ("token_accuracy", "perplexity", "bleu")
+    metrics: ClassVar[tuple[str, ...]] = ("token_accuracy", "perplexity")
     headline: ClassVar[str] = "token_accuracy"
     primary: ClassVar[str] = "bleu"
     higher_is_better: ClassVar[bool] = True
@@ -74,6 +74,11 @@ class Seq2Seq(Task):
     module: ClassVar[str] = "pipelines.training.seq2seq:Seq2SeqModule"
     meta_keys: ClassVar[tuple[str, ...]] = ("dataset", "source_vocab", "target_vocab", "sentences")
     options: ClassVar[type[BaseModel] | None] = Seq2SeqOptions
+
+    @classmethod
+    def monitors(cls) -> frozenset[str]:
+        """The teacher-forced metrics, and ``val_bleu``: greedy decoding, logged after each validation epoch."""
+        return super().monitors() | {"val_bleu"}
 
     @classmethod
     def dataset_problem(cls, entry: DatasetEntry) -> str | None:
