@@ -11,7 +11,7 @@ import torch
 
 from models.registry import NetworkSpec, build_network
 from models.seq2seq.core import BOS_ID, EOS_ID, PAD_ID, EncoderDecoder, beam_search, greedy_decode
-from pipelines.tasks.seq2seq import Seq2Seq
+from pipelines.tasks.seq2seq import UNMATCHED, Seq2Seq
 
 SPEC = NetworkSpec(input_shape=(9,), num_outputs=23, vocab_size=19)
 SMALL = {
@@ -129,6 +129,11 @@ def test_the_task_scores_text_against_every_reference_and_reads_its_summary_outp
     task = Seq2Seq({"target_vocab": vocab, "source_vocab": vocab, "dataset": "translation", "sentences": "s.json"})
     assert task.num_outputs == 8 and task.settings.beam_size == 4
     assert task.texts(torch.tensor([[4, 5, 6, 7, 3, 4, 0], [4, 1, 3, 0, 0, 0, 0]])) == ["le chat dort .", "le [UNK]"]
+    assert task.texts(torch.tensor([[4, 1, 3]]), unknown=UNMATCHED) == [f"le {UNMATCHED}"]
+    assert (
+        task.corpus_scores(["le [UNK]"], [f"le {UNMATCHED}"])["bleu"]
+        < task.corpus_scores(["le [UNK]"], ["le [UNK]"])["bleu"]
+    )
     perfect = task.corpus_scores(["le chat dort ."], [["un chien .", "le chat dort ."]])
     assert perfect["bleu"] == pytest.approx(100.0) and perfect["chrf"] == pytest.approx(100.0)
     assert task.corpus_scores(["le chat dort ."], ["un chien ."])["bleu"] < 20  # only "." in common

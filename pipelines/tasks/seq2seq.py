@@ -9,7 +9,8 @@ Metrics:
 
 - per split, teacher-forced: ``token_accuracy`` (the headline) and ``perplexity`` ``exp(H)`` of the mean
   cross-entropy ``H`` over the real target tokens; the error of the bias/variance verdict is ``1 - token_accuracy``;
-- per validation epoch, ``val_bleu`` of greedy translations against the target ids (their ``[UNK]`` kept);
+- per validation epoch, ``val_bleu`` of greedy translations against the target ids, where an unknown word is
+  :data:`UNMATCHED` (it matches nothing, not even an ``[UNK]`` in the translation);
 - on the test pairs (``evaluate``), the field's standard: corpus BLEU (primary) and chrF with ``sacrebleu`` (Post
   2018), of beam-search (``bleu``, ``chrf``) and greedy (``bleu_greedy``, ``chrf_greedy``) translations against the
   true references (``sentences.json``, no ``[UNK]``). Each distinct English sentence is translated once and scored
@@ -41,6 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: The target ids that are not words (padding, [BOS], [EOS]); [UNK] stays in a translation.
 _SPECIAL = {"[PAD]", "[BOS]", "[EOS]"}
+#: How an unknown word of a reference made from target ids is written: no translation contains it.
+UNMATCHED = "\u2047"
 
 
 class Seq2SeqOptions(BaseModel):
@@ -156,10 +159,11 @@ class Seq2Seq(Task):
 
     # ------------------------------------------------------------------------------- text and BLEU
 
-    def texts(self, tokens: torch.Tensor) -> list[str]:
+    def texts(self, tokens: torch.Tensor, unknown: str = "[UNK]") -> list[str]:
         """Target ids ``(N, L)`` -> space-joined tokens, up to the first ``[EOS]`` (specials dropped, ``[UNK]``
-        kept): the normalised form of the references."""
-        vocab = self.meta["target_vocab"]
+        written as ``unknown``): the normalised form of the references."""
+        vocab = list(self.meta["target_vocab"])
+        vocab[1] = unknown
         out = []
         for row in tokens.long().tolist():
             words = []

@@ -6,6 +6,8 @@ Teacher forcing (Williams & Zipser 1989; Sutskever et al. 2014): the decoder rea
 counted. At inference the decoder reads its own outputs (:func:`models.seq2seq.core.greedy_decode`), so the
 validation BLEU, computed after each validation epoch on greedy translations of the first
 ``task_options.val_bleu_samples`` validation pairs, measures what training does not: decoding without the true prefix.
+Its references are the target ids, so a word outside the vocabulary is unknown there; it is written as
+:data:`~pipelines.tasks.seq2seq.UNMATCHED`, which no translation contains (the test BLEU reads the true references).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torchmetrics
 from torch import nn
 
 from models.seq2seq.core import PAD_ID, greedy_decode
+from pipelines.tasks.seq2seq import UNMATCHED
 from pipelines.training.module import SupervisedModule
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -94,7 +97,7 @@ class Seq2SeqModule(SupervisedModule):
             network, task = cast("EncoderDecoder", self.network), cast("Seq2Seq", self.task)
             decoded = greedy_decode(network, x[:wanted], network.max_decode_len).tokens
             self._hypotheses += task.texts(decoded)
-            self._references += task.texts(y[:wanted, 1:])
+            self._references += task.texts(y[:wanted, 1:], unknown=UNMATCHED)
         return loss
 
     def on_validation_epoch_end(self) -> None:
