@@ -56,6 +56,11 @@ def test_repro_tracks_every_experiment(tiny_repo):
             assert {f"test_rmse_{b}" for b in ("persistence", "seasonal_naive", "linear_ar")} <= set(metrics)
         elif tags["task"] == "language_model":  # bits per character and perplexity (> 1: not every symbol sure)
             assert metrics["test_bits_per_char"] > 0 and metrics["test_perplexity"] > 1, name
+        elif tags["task"] == "seq2seq":  # corpus BLEU and chrF (0-100) of beam and greedy test translations
+            assert 0 <= metrics["test_bleu"] <= 100 and 0 <= metrics["test_chrf"] <= 100, name
+            assert (
+                "test_bleu_greedy" in metrics and 0 <= metrics["test_token_accuracy"] <= 1 and "test_acc" not in metrics
+            )
         elif tags["architecture"] == "autoencoder":  # reconstruction of MNIST: PSNR in dB, per-pixel MSE
             assert tags["task"] == "reconstruction" and metrics["test_psnr"] > 0 and 0 < metrics["test_mse"] < 1
             assert "test_acc" not in metrics and "test_psnr_mean_image" in metrics
