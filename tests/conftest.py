@@ -222,6 +222,20 @@ def browser():
         chromium.close()
 
 
+def tiny_code_copy(root: Path, mirror: Path, **tuning) -> dict[str, str]:
+    """The code, ``params/`` and ``scheduling/`` copied into the new folder ``root`` with ``params.yaml`` in the tiny
+    profile (``tuning`` merged into its ``tuning:`` section): for a test that runs a few stages, such as a search,
+    itself. Returns the subprocess environment."""
+    root.mkdir(parents=True)
+    for name in ("pipelines", "models", "params", "scheduling"):
+        shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["profile"] = "tiny"
+    raw["tuning"] |= tuning
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return _env(mirror)
+
+
 def make_tiny_copy(repo: Path, mirror: Path) -> dict[str, str]:
     """Copy the project into the new folder ``repo`` as :func:`tiny_repo` does (tiny profile, git-committed), but
     run nothing: for tests that drive ``dvc`` themselves on a few cheap stages. Returns the subprocess environment.

@@ -4,14 +4,12 @@ example; a one-step fit of the GRU and the MLP, served from raw past values; two
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from pipelines.config import DatasetConfig, load_params
 from pipelines.data.prepared import PreparedData
@@ -19,7 +17,6 @@ from pipelines.data.preparers import prepare_dataset
 from pipelines.data.preparers.forecast import forecast_samples, seasonal_naive_scale
 from pipelines.tasks.base import Evaluation, Outputs
 from pipelines.tasks.forecasting import Forecasting
-from tests.conftest import REPO_ROOT
 
 AIRLINE = DatasetConfig(window=24, horizon=12, test_steps=24, val_fraction=0.2)
 MELBOURNE = DatasetConfig(window=28, horizon=7, val_fraction=0.125, test_fraction=0.2)
@@ -146,17 +143,11 @@ def test_forecast_samples_drop_straddling_windows():
 def test_two_tiny_trials_log_forecasting_metrics(mirror, tmp_path):
     """``deepnotes tune`` on a forecasting experiment: 2 trials of gru_airline (tiny profile), nested MLflow runs
     with the task's validation metrics."""
-    from tests.test_tune import _env, _mlflow_runs, _run
+    from tests.conftest import tiny_code_copy
+    from tests.test_tune import _mlflow_runs, _run
 
     root = tmp_path / "repo"
-    root.mkdir()
-    for name in ("pipelines", "models", "params", "scheduling"):
-        shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    raw["profile"] = "tiny"
-    raw["tuning"] |= {"n_startup_trials": 2, "n_warmup_steps": 0}
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    env = _env(mirror)
+    env = tiny_code_copy(root, mirror, n_startup_trials=2, n_warmup_steps=0)
     _run(root, "pipelines.stages.prepare", "airline_passengers", env=env)
     _run(root, "pipelines.stages.augment", "airline_passengers", env=env)
     _run(root, "pipelines.stages.tune", "gru_airline", "--n-trials", "2", "--study-name", "fc", env=env)

@@ -233,23 +233,16 @@ def test_bad_settings_fail_clearly():
 def test_tune_runs_two_trials_ranked_by_bits_per_char(tmp_path, mirror):
     """``deepnotes tune`` on the language model (tiny profile): 2 trials of the char_rnn space (cell, width, depth,
     streams), each a nested MLflow run with the task's metrics, and the best params written."""
-    import shutil
     import subprocess
     import sys
 
     import mlflow
     import yaml
 
-    from tests.conftest import REPO_ROOT, _env
+    from tests.conftest import tiny_code_copy
 
     root = tmp_path / "repo"
-    root.mkdir()
-    for name in ("pipelines", "models", "params", "scheduling"):
-        shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    raw["profile"] = "tiny"
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    env = _env(mirror)
+    env = tiny_code_copy(root, mirror)
     for args in (
         ("pipelines.stages.prepare", "tiny_shakespeare"),
         ("pipelines.stages.augment", "tiny_shakespeare"),

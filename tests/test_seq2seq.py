@@ -210,34 +210,19 @@ def test_a_heatmap_is_target_by_source():
 def test_tune_runs_two_trials_of_a_translation_with_the_task_metrics(tmp_path: Path, mirror: Path):
     """``deepnotes tune`` on seq2seq_attention_translation (tiny profile): 2 trials of its architecture's space, each
     a nested MLflow run with the seq2seq metrics, and the best params written."""
-    import shutil
-    import subprocess
-    import sys
-
-    import mlflow
     import yaml
 
-    from tests.conftest import REPO_ROOT, _env
+    from tests.conftest import tiny_code_copy
+    from tests.test_tune import _mlflow_runs, _run
 
     root = tmp_path / "repo"
-    root.mkdir()
-    for name in ("pipelines", "models", "params", "scheduling"):
-        shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    raw["profile"] = "tiny"
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    env = _env(mirror)
+    env = tiny_code_copy(root, mirror)
     experiment = "seq2seq_attention_translation"
-    for args in (
-        ("pipelines.stages.prepare", "translation"),
-        ("pipelines.stages.augment", "translation"),
-        ("pipelines.stages.tune", experiment, "--n-trials", "2", "--study-name", "mt"),
-    ):
-        done = subprocess.run([sys.executable, "-m", *args], cwd=root, env=env, capture_output=True, text=True)
-        assert done.returncode == 0, f"{args} exited {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
-    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
-    found = client.get_experiment_by_name("deepnotes-tune/mt")
-    children = [r for r in client.search_runs([found.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    _run(root, "pipelines.stages.prepare", "translation", env=env)
+    _run(root, "pipelines.stages.augment", "translation", env=env)
+    _run(root, "pipelines.stages.tune", experiment, "--n-trials", "2", "--study-name", "mt", env=env)
+    runs, _ = _mlflow_runs(root, "mt")
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 2 and all(r.data.tags["state"] == "COMPLETE" for r in children)
     for run in children:
         assert {"val_bleu", "val_token_accuracy", "val_perplexity", "val_loss"} <= set(run.data.metrics)

@@ -197,7 +197,8 @@ class Seq2Seq(Task):
 
     # ------------------------------------------------------------------------------- evaluation
 
-    def _references(self, evaluation: Evaluation) -> dict[str, Any]:
+    def _references(self) -> dict[str, Any]:
+        """The test pairs of ``sentences.json`` (normalised sources and their true references)."""
         from pipelines.data.prepared import PREPARED_ROOT
 
         path = PREPARED_ROOT / str(self.meta["dataset"]) / str(self.meta["sentences"])
@@ -216,7 +217,7 @@ class Seq2Seq(Task):
 
         network, settings = cast("EncoderDecoder", evaluation.network), cast(Seq2SeqOptions, self.settings)
         test = evaluation.splits["test"]
-        sentences = self._references(evaluation)
+        sentences = self._references()
         _, first, inverse = np.unique(test.x.numpy(), axis=0, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
         references: list[list[str]] = [[] for _ in first]
