@@ -64,6 +64,7 @@ def test_every_registered_architecture_is_buildable():
         "seq2seq_rnn": NetworkSpec((12,), 40, vocab_size=50),
         "seq2seq_attention": NetworkSpec((12,), 40, vocab_size=50),
         "transformer_seq2seq": NetworkSpec((12,), 40, vocab_size=50),
+        "word2vec": NetworkSpec((12,), 1, vocab_size=50),
         "alexnet": NetworkSpec((3, 32, 32), 10),
         "vgg": NetworkSpec((3, 32, 32), 10),
         "resnet": NetworkSpec((3, 32, 32), 10),
@@ -84,6 +85,8 @@ def test_every_registered_architecture_is_buildable():
             expected = (4, *spec.input_shape, spec.num_outputs)
         if REGISTRY[name].family == "seq2seq":  # the source alone: a greedy translation, after its [BOS]
             expected = (4, spec.input_shape[0] - 1)
+        if name == "word2vec":  # the word vectors of every token
+            expected = (4, *spec.input_shape, 100)
         assert net(x).shape == expected, name
 
 

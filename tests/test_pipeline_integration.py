@@ -61,6 +61,10 @@ def test_repro_tracks_every_experiment(tiny_repo):
             assert (
                 "test_bleu_greedy" in metrics and 0 <= metrics["test_token_accuracy"] <= 1 and "test_acc" not in metrics
             )
+        elif tags["task"] == "embedding":  # word vectors: analogies and WordSim-353, ours and gensim's on the same rows
+            assert 0 <= metrics["test_analogy_accuracy"] <= 1 and 0 <= metrics["test_gensim_analogy_accuracy"] <= 1
+            assert -1 <= metrics["test_wordsim_spearman"] <= 1 and metrics["test_gensim_seconds"] > 0, name
+            assert 0 < metrics["test_ns_loss"] and "test_acc" not in metrics
         elif tags["architecture"] == "autoencoder":  # reconstruction of MNIST: PSNR in dB, per-pixel MSE
             assert tags["task"] == "reconstruction" and metrics["test_psnr"] > 0 and 0 < metrics["test_mse"] < 1
             assert "test_acc" not in metrics and "test_psnr_mean_image" in metrics

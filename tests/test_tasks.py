@@ -97,6 +97,7 @@ def test_registry_lists_every_task_and_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip().split(",") == [
         "binary",
+        "embedding",
         "forecasting",
         "language_model",
         "localization",
@@ -107,7 +108,8 @@ def test_registry_lists_every_task_and_imports_no_torch():
     ]
     for name in task_names():
         task = get_task(name)
-        # the primary metric is monitored on val: a per-split metric, or one the task logs itself (seq2seq's bleu)
+        # the primary metric is monitored on val: a per-split metric, or one the task logs itself (seq2seq's bleu,
+        # embedding's analogy accuracy)
         assert issubclass(task, Task) and task.name == name and task.losses and f"val_{task.primary}" in task.monitors()
         assert task.headline in task.metrics and task.summary[0] == task.primary
         assert task.mode(f"val_{task.primary}") == ("max" if task.higher_is_better else "min")
@@ -187,13 +189,13 @@ def test_reconstruction_targets_undo_the_channel_standardisation():
 
 
 def _sequence_experiments() -> list[str]:
-    """One experiment (the first in params.yaml) of every architecture of the sequence, attention and seq2seq
-    families."""
+    """One experiment (the first in params.yaml) of every architecture of the sequence, attention, seq2seq and
+    embedding families."""
     from models.registry import REGISTRY
 
     first: dict[str, str] = {}
     for name, exp in load_params(profile="tiny").all_experiments.items():
-        if REGISTRY[exp.architecture].family in ("sequence", "attention", "seq2seq"):
+        if REGISTRY[exp.architecture].family in ("sequence", "attention", "seq2seq", "embedding"):
             first.setdefault(exp.architecture, name)
     return sorted(first.values())
 
@@ -201,7 +203,8 @@ def _sequence_experiments() -> list[str]:
 @pytest.mark.parametrize("name", _sequence_experiments())
 def test_every_sequence_architecture_trains_one_step_on_real_data(name, params, mirror, tmp_path):
     """The one-step smoke test of each architecture of models/sequence (rnn, conv1d_text, char_rnn),
-    models/attention (transformer_encoder) and models/seq2seq (seq2seq_rnn, seq2seq_attention, transformer_seq2seq):
+    models/attention (transformer_encoder), models/seq2seq (seq2seq_rnn, seq2seq_attention, transformer_seq2seq) and
+    models/embedding (word2vec):
     built from its experiment, one optimizer step on a real slice of its
     dataset moves its weights and logs the task's val metrics, with its task's own module and batches."""
     from models.registry import REGISTRY
