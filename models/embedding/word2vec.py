@@ -233,7 +233,8 @@ class Word2Vec(nn.Module):
             positives = kept[scored]
         noise = self.noise.sample((len(positives), self.negatives), generator)
         targets = torch.cat([positives.unsqueeze(1), noise], dim=1)
-        logits = torch.einsum("pd,pkd->pk", hidden, self.output_vectors(targets))
+        # a batched dot product; einsum's bmm of (1, d) x (d, K) blocks ran 5x slower on the CPU
+        logits = torch.linalg.vecdot(hidden.unsqueeze(1), self.output_vectors(targets))
         clash = torch.zeros_like(targets, dtype=torch.bool)
         clash[:, 1:] = noise == positives.unsqueeze(1)
         return logits.masked_fill(clash, float("-inf"))
