@@ -257,25 +257,13 @@ def test_word2vec_trains_evaluates_against_gensim_and_serves_raw_text(corpus, tm
 def test_tune_runs_two_trials_of_word2vec_with_the_task_metrics(tmp_path, mirror):
     """``deepnotes tune`` on word2vec_cbow_imdb (tiny profile): 2 trials of word2vec's space (window, noise words,
     subsampling, lr, batch), each a nested MLflow run with the embedding metrics, and the best params written."""
-    import yaml
+    from tests.test_tune import tune_two_trials
 
-    from tests.conftest import tiny_code_copy
-    from tests.test_tune import _mlflow_runs, _run
-
-    root = tmp_path / "repo"
-    env = tiny_code_copy(root, mirror)
-    experiment = "word2vec_cbow_imdb"
-    _run(root, "pipelines.stages.prepare", "imdb_corpus", env=env)
-    _run(root, "pipelines.stages.augment", "imdb_corpus", env=env)
-    _run(root, "pipelines.stages.tune", experiment, "--n-trials", "2", "--study-name", "w2v", env=env)
-    runs, _ = _mlflow_runs(root, "w2v")
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(children) == 2 and all(r.data.tags["state"] == "COMPLETE" for r in children)
+    children, tuned = tune_two_trials(tmp_path / "repo", mirror, "imdb_corpus", "word2vec_cbow_imdb")
     for run in children:
         assert {"val_analogy_accuracy", "val_ns_accuracy", "val_loss"} <= set(run.data.metrics)
         assert 0 <= run.data.metrics["val_analogy_accuracy"] <= 1
         assert (
             int(run.data.params["model.window"]) in (2, 5, 8) and 5e-3 <= float(run.data.params["optimizer.lr"]) <= 0.1
         )
-    tuned = yaml.safe_load((root / "params" / "tuned" / f"{experiment}.yaml").read_text())
     assert {"window", "negatives", "sample"} <= set(tuned["params"]["model"])

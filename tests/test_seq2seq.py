@@ -210,22 +210,10 @@ def test_a_heatmap_is_target_by_source():
 def test_tune_runs_two_trials_of_a_translation_with_the_task_metrics(tmp_path: Path, mirror: Path):
     """``deepnotes tune`` on seq2seq_attention_translation (tiny profile): 2 trials of its architecture's space, each
     a nested MLflow run with the seq2seq metrics, and the best params written."""
-    import yaml
+    from tests.test_tune import tune_two_trials
 
-    from tests.conftest import tiny_code_copy
-    from tests.test_tune import _mlflow_runs, _run
-
-    root = tmp_path / "repo"
-    env = tiny_code_copy(root, mirror)
-    experiment = "seq2seq_attention_translation"
-    _run(root, "pipelines.stages.prepare", "translation", env=env)
-    _run(root, "pipelines.stages.augment", "translation", env=env)
-    _run(root, "pipelines.stages.tune", experiment, "--n-trials", "2", "--study-name", "mt", env=env)
-    runs, _ = _mlflow_runs(root, "mt")
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(children) == 2 and all(r.data.tags["state"] == "COMPLETE" for r in children)
+    children, tuned = tune_two_trials(tmp_path / "repo", mirror, "translation", "seq2seq_attention_translation")
     for run in children:
         assert {"val_bleu", "val_token_accuracy", "val_perplexity", "val_loss"} <= set(run.data.metrics)
         assert 0 <= run.data.metrics["val_bleu"] <= 100 and run.data.params["model.cell"] in ("gru", "lstm")
-    tuned = yaml.safe_load((root / "params" / "tuned" / f"{experiment}.yaml").read_text())
     assert {"cell", "hidden_size", "attention_size"} <= set(tuned["params"]["model"])

@@ -213,6 +213,23 @@ def _mlflow_runs(repo: Path, study_name: str) -> list:
     return client.search_runs([experiment.experiment_id], max_results=1000), client
 
 
+def tune_two_trials(root: Path, mirror: Path, dataset: str, experiment: str) -> tuple[list, dict]:
+    """A tiny code copy in ``root``, ``dataset`` prepared and augmented, and ``deepnotes tune <experiment>`` for 2
+    trials; returns the trials' nested MLflow runs (both checked COMPLETE) and the written ``params/tuned`` file."""
+    import yaml
+
+    from tests.conftest import tiny_code_copy
+
+    env = tiny_code_copy(root, mirror)
+    _run(root, "pipelines.stages.prepare", dataset, env=env)
+    _run(root, "pipelines.stages.augment", dataset, env=env)
+    _run(root, "pipelines.stages.tune", experiment, "--n-trials", "2", "--study-name", "two", env=env)
+    runs, _ = _mlflow_runs(root, "two")
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2 and all(r.data.tags["state"] == "COMPLETE" for r in children)
+    return children, yaml.safe_load((root / "params" / "tuned" / f"{experiment}.yaml").read_text())
+
+
 def test_search_prunes_tracks_every_trial_and_writes_the_best_params(repo):
     root, env = repo
     out = _run(root, "pipelines.stages.tune", EXPERIMENT, "--n-trials", "8", "--study-name", "main", env=env)

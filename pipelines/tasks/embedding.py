@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -193,10 +194,20 @@ class Embedding(Task):
             return f"dataset {entry.name!r} holds {entry.modality} data; an embedding task reads a word corpus"
         return None
 
-    @property
+    @cached_property
     def vocab(self) -> dict[str, int]:
         """Word -> id of the corpus's vocabulary (``meta['vocab']``), the special ids left out."""
         return {w: i for i, w in enumerate(self.meta["vocab"]) if w not in _SPECIAL}
+
+    @cached_property
+    def analogy_sections(self) -> list[tuple[str, list[tuple[int, int, int, int]]]]:
+        """The in-vocabulary analogy questions by section (:func:`read_analogies`), read once per task."""
+        return read_analogies(self.vocab)
+
+    @cached_property
+    def analogy_questions(self) -> dict[str, np.ndarray]:
+        """:attr:`analogy_sections` as ``all``, ``even`` and ``odd`` arrays ``(Q, 4)`` (:func:`analogy_halves`)."""
+        return analogy_halves(self.analogy_sections)
 
     @property
     def num_outputs(self) -> int:
@@ -252,13 +263,10 @@ class Embedding(Task):
         """The analogy and similarity scores of ``vectors`` ``(V, d)`` (ids of :attr:`vocab`): ``analogy_accuracy``
         (all), ``analogy_accuracy_odd``, ``val_analogy_accuracy`` (even), per-section accuracies,
         ``wordsim_spearman`` and the counts of questions and pairs scored."""
-        vocab = self.vocab
-        sections = read_analogies(vocab)
-        halves = analogy_halves(sections)
-        right = analogy_accuracy(vectors, halves["all"])
-        rho, pairs, skipped = similarity_spearman(vectors, vocab)
+        right = analogy_accuracy(vectors, self.analogy_questions["all"])
+        rho, pairs, skipped = similarity_spearman(vectors, self.vocab)
         per_section, start = {}, 0
-        for section, questions in sections:
+        for section, questions in self.analogy_sections:
             if questions:
                 per_section[section] = float(right[start : start + len(questions)].mean())
             start += len(questions)
@@ -309,7 +317,7 @@ class Embedding(Task):
         evaluation.report["word_vectors"] = {
             who: {k: v for k, v in s.items() if k != "sections"} for who, s in scores.items()
         }
-        evaluation.report["neighbours"] = {w: n for w, n in table.items()}
+        evaluation.report["neighbours"] = table
 
     def gensim_scores(self, evaluation: Evaluation, network: nn.Module, epochs: int) -> dict[str, Any]:
         """gensim's ``Word2Vec`` trained on the train rows with the network's settings and ``epochs``, scored by

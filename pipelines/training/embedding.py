@@ -128,11 +128,9 @@ class EmbeddingModule(SupervisedModule):
     def on_validation_epoch_end(self) -> None:
         if self._trainer is not None and self._trainer.sanity_checking:
             return
-        task = cast("Embedding", self.task)
-        vectors = cast("Word2Vec", self.network).vectors.detach().float().cpu().numpy()
-        from pipelines.tasks.embedding import analogy_accuracy, analogy_halves, read_analogies
+        from pipelines.tasks.embedding import analogy_accuracy
 
-        questions = analogy_halves(read_analogies(task.vocab))["even"]
-        right = analogy_accuracy(vectors, questions)
+        vectors = cast("Word2Vec", self.network).vectors.detach().float().cpu().numpy()
+        right = analogy_accuracy(vectors, cast("Embedding", self.task).analogy_questions["even"])
         value = float(right.mean()) if len(right) else 0.0
         self.log("val_analogy_accuracy", value, on_step=False, on_epoch=True, prog_bar=True)
